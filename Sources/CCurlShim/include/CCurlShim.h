@@ -1,0 +1,30 @@
+#ifndef S3MOUNT_CCURLSHIM_H
+#define S3MOUNT_CCURLSHIM_H
+/* Typed wrappers over libcurl's variadic calls, which Swift cannot call directly. */
+#include <curl/curl.h>
+#include <stddef.h>
+
+typedef size_t (*s3m_data_callback)(char *ptr, size_t size, size_t nmemb, void *userdata);
+
+int s3m_curl_global_init(void);
+CURLcode s3m_easy_setopt_long(CURL *h, CURLoption opt, long value);
+CURLcode s3m_easy_setopt_off(CURL *h, CURLoption opt, curl_off_t value);
+CURLcode s3m_easy_setopt_string(CURL *h, CURLoption opt, const char *value);
+CURLcode s3m_easy_setopt_pointer(CURL *h, CURLoption opt, void *value);
+CURLcode s3m_easy_setopt_callback(CURL *h, CURLoption opt, s3m_data_callback cb);
+long s3m_easy_response_code(CURL *h);
+CURLSHcode s3m_share_setopt_long(CURLSH *h, CURLSHoption opt, long value);
+
+/* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
+extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,
+    S3M_OPT_UPLOAD, S3M_OPT_INFILESIZE_LARGE, S3M_OPT_READFUNCTION, S3M_OPT_READDATA,
+    S3M_OPT_WRITEFUNCTION, S3M_OPT_WRITEDATA, S3M_OPT_HEADERFUNCTION, S3M_OPT_HEADERDATA,
+    S3M_OPT_NOSIGNAL, S3M_OPT_PATH_AS_IS, S3M_OPT_CONNECTTIMEOUT_MS, S3M_OPT_LOW_SPEED_LIMIT,
+    S3M_OPT_LOW_SPEED_TIME, S3M_OPT_SHARE, S3M_OPT_TCP_KEEPALIVE, S3M_OPT_HTTPGET,
+    S3M_OPT_POST, S3M_OPT_POSTFIELDSIZE_LARGE, S3M_OPT_TIMEOUT_MS, S3M_OPT_FOLLOWLOCATION,
+    S3M_OPT_ERRORBUFFER, S3M_OPT_BUFFERSIZE, S3M_OPT_UPLOAD_BUFFERSIZE, S3M_OPT_EXPECT_100_TIMEOUT_MS;
+extern const CURLSHoption S3M_SHOPT_SHARE;
+extern const long S3M_LOCK_DATA_DNS, S3M_LOCK_DATA_SSL_SESSION;
+extern const size_t S3M_READFUNC_ABORT;
+
+#endif

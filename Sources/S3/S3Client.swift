@@ -1,0 +1,396 @@
+import Glibc
+import Synchronization
+
+public struct ObjectInfo: Sendable {
+    public var size: Int64
+    public var etag: String
+    public var lastModified: Double
+    public var contentType: String?
+}
+
+public struct S3Config: Sendable {
+    public var bucket: String
+    /// e.g. "http://127.0.0.1:9000"; nil = AWS.
+    public var endpoint: String?
+    /// nil = discover from the bucket (AWS) or us-east-1 (custom endpoint).
+    public var region: String?
+    public var forcePathStyle: Bool
+    public var maxAttempts: Int
+
+    public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 5) {
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.region = region
+        self.forcePathStyle = forcePathStyle
+        self.maxAttempts = maxAttempts
+    }
+}
+
+public struct CompletedPart: Sendable {
+    public var partNumber: Int
+    public var etag: String
+    public init(partNumber: Int, etag: String) {
+        self.partNumber = partNumber
+        self.etag = etag
+    }
+}
+
+/// The S3 REST client: signs (SigV4), sends over the curl pool, retries what is worth retrying,
+/// and counts every request. Keys are raw bytes end to end.
+public final class S3Client: Sendable {
+    public let config: S3Config
+    public let credentials: CredentialsProvider
+    public let transport: HTTPTransport
+    public let stats = RequestStats()
+    private let regionState: Mutex<String>
+    private let endpointParts: (scheme: String, host: String, basePath: String)?
+
+    /// Logs one line per request at debug level when set (operation, key, status, ms).
+    public let traceRequests: Bool
+
+    public static let maxSinglePutSize: Int64 = 5 << 30
+
+    public init(config: S3Config, credentials: CredentialsProvider, transport: HTTPTransport, traceRequests: Bool = false) {
+        self.config = config
+        self.credentials = credentials
+        self.transport = transport
+        self.traceRequests = traceRequests
+        self.regionState = Mutex(config.region ?? "us-east-1")
+        self.endpointParts = config.endpoint.flatMap(S3Client.parseEndpoint)
+    }
+
+    public var region: String {
+        get { regionState.withLock { $0 } }
+    }
+
+    public func setRegion(_ r: String) { regionState.withLock { $0 = r } }
+
+    /// Splits "scheme://host[:port][/base]" and drops a port that is the scheme's default.
+    static func parseEndpoint(_ s: String) -> (scheme: String, host: String, basePath: String)? {
+        guard let r = s.range(of: "://") else { return nil }
+        let scheme = s[..<r.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" else { return nil }
+        var rest = String(s[r.upperBound...])
+        var base = ""
+        if let slash = rest.firstIndex(of: "/") {
+            base = String(rest[slash...])
+            rest = String(rest[..<slash])
+            while base.hasSuffix("/") { base.removeLast() }
+        }
+        if rest.isEmpty { return nil }
+        if scheme == "http" && rest.hasSuffix(":80") { rest.removeLast(3) }
+        if scheme == "https" && rest.hasSuffix(":443") { rest.removeLast(4) }
+        return (scheme, rest, base)
+    }
+
+    public static func validateEndpoint(_ s: String) -> Bool { parseEndpoint(s) != nil }
+
+    /// (url without query, host header, canonical encoded path)
+    func location(key: [UInt8]?) -> (base: String, host: String, path: String) {
+        let bucket = config.bucket
+        let encodedKey = key.map { URIEncoding.encode($0, keepSlash: true) } ?? ""
+        let scheme: String
+        var host: String
+        var path: String
+        if let ep = endpointParts {
+            scheme = ep.scheme
+            if config.forcePathStyle {
+                host = ep.host
+                path = ep.basePath + "/" + bucket + (key == nil ? "" : "/" + encodedKey)
+            } else {
+                host = bucket + "." + ep.host
+                path = ep.basePath + "/" + encodedKey
+            }
+        } else {
+            scheme = "https"
+            let r = region
+            let domain = r.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
+            // Buckets with dots break TLS wildcard certificates in virtual-hosted style.
+            if config.forcePathStyle || bucket.contains(".") {
+                host = "s3.\(r).\(domain)"
+                path = "/" + bucket + (key == nil ? "" : "/" + encodedKey)
+            } else {
+                host = "\(bucket).s3.\(r).\(domain)"
+                path = "/" + encodedKey
+            }
+        }
+        if path.isEmpty { path = "/" }
+        return ("\(scheme)://\(host)\(path)", host, path)
+    }
+
+    /// One S3 request, signed, retried with exponential backoff and full jitter on 5xx,
+    /// throttling and transport failures, never on other 4xx.
+    public func send(_ op: String, method: String, key: [UInt8]?, query: [(String, String)] = [],
+                     headers: [(String, String)] = [], body: HTTPBody = .none, payloadHash: String? = nil,
+                     sink: BodySink? = nil, okStatuses: Set<Int> = [], timeoutMs: Int? = nil) throws -> HTTPResponse {
+        var attempt = 0
+        var regionRetried = false
+        let encodedQuery = SigV4Signer.encodeQuery(query)
+        let queryString = SigV4Signer.canonicalQuery(encodedQuery)
+        while true {
+            attempt += 1
+            let loc = location(key: key)
+            let amzDate = AmzDate.now()
+            let hash: String
+            if let p = payloadHash {
+                hash = p
+            } else if case .bytes(let b) = body {
+                hash = hexString(Crypto.sha256(b))
+            } else if case .none = body {
+                hash = emptyPayloadSHA256
+            } else {
+                hash = "UNSIGNED-PAYLOAD"
+            }
+            var allHeaders = headers
+            allHeaders.append(("x-amz-date", amzDate))
+            allHeaders.append(("x-amz-content-sha256", hash))
+            let creds: Credentials?
+            do { creds = try credentials.credentials() } catch {
+                throw S3Error(kind: .invalidAccessKeyId, status: 0, code: "NoCredentials", message: "\(error)", operation: op)
+            }
+            if let c = creds {
+                if let tok = c.sessionToken { allHeaders.append(("x-amz-security-token", tok)) }
+                var signHeaders = allHeaders
+                signHeaders.append(("host", loc.host))
+                let sreq = SigningRequest(method: method, encodedPath: loc.path, query: encodedQuery, headers: signHeaders, payloadHash: hash)
+                allHeaders.append(("Authorization", SigV4Signer(region: region).authorization(sreq, amzDate: amzDate, credentials: c)))
+            }
+            let url = queryString.isEmpty ? loc.base : loc.base + "?" + queryString
+            var delivered: Int64 = 0
+            let countingSink: BodySink? = sink.map { s in { buf in delivered += Int64(buf.count); return s(buf) } }
+            let started = monotonicSeconds()
+            let result: Result<HTTPResponse, Error>
+            do {
+                result = .success(try transport.perform(HTTPRequest(method: method, url: url, headers: allHeaders, body: body, timeoutMs: timeoutMs), sink: countingSink))
+            } catch {
+                result = .failure(error)
+            }
+            let ms = Int((monotonicSeconds() - started) * 1000)
+            let keyText = key.map { String(decoding: $0, as: UTF8.self) } ?? ""
+            switch result {
+            case .success(let resp):
+                stats.record(operation: op, status: resp.status, bytesDown: resp.bytesReceived, bytesUp: resp.status < 300 ? body.length : 0)
+                if traceRequests { Log.debug("s3 \(op) key=\(keyText) status=\(resp.status) \(ms)ms") }
+                if (200..<300).contains(resp.status) || okStatuses.contains(resp.status) { return resp }
+                let err = S3Error.from(status: resp.status, body: S3XML.parseError(resp.body), operation: op, headers: resp.headers)
+                if err.kind == .permanentRedirect || (err.status == 400 && err.region != nil), let r = err.region, r != region, !regionRetried, endpointParts == nil {
+                    Log.info("bucket \(config.bucket) is in region \(r); switching")
+                    setRegion(r)
+                    regionRetried = true
+                    attempt -= 1
+                    continue
+                }
+                if err.isRetryable && attempt < config.maxAttempts && delivered == 0 {
+                    stats.recordRetry()
+                    backoff(attempt, reason: err.description)
+                    continue
+                }
+                throw err
+            case .failure(let e):
+                stats.record(operation: op, status: 0, bytesDown: 0, bytesUp: 0)
+                if traceRequests { Log.debug("s3 \(op) key=\(keyText) error=\(e) \(ms)ms") }
+                guard let te = e as? TransportError else { throw e }
+                if te.abortedBySink { throw S3Error(kind: .transport, status: 0, code: "Aborted", message: "transfer stopped by reader", operation: op) }
+                if te.isRetryable && attempt < config.maxAttempts && delivered == 0 {
+                    stats.recordRetry()
+                    backoff(attempt, reason: te.description)
+                    continue
+                }
+                throw S3Error.transport(te, operation: op)
+            }
+        }
+    }
+
+    private func backoff(_ attempt: Int, reason: String) {
+        let cap = min(5.0, 0.1 * Double(1 << min(attempt, 10)))
+        let delay = Double.random(in: 0...cap)
+        Log.debug("retrying after \(String(format2: delay))s: \(reason)")
+        usleep(useconds_t(delay * 1_000_000))
+    }
+
+    // MARK: - Operations
+
+    public func headBucket() throws -> (region: String?, status: Int) {
+        let r = try send("HeadBucket", method: "HEAD", key: nil)
+        return (r.headers["x-amz-bucket-region"], r.status)
+    }
+
+    /// Finds the bucket's region without credentials mattering (x-amz-bucket-region is sent on
+    /// 200, 301 and 403 alike).
+    public func discoverRegion() -> String? {
+        let loc = location(key: nil)
+        let resp = try? transport.perform(HTTPRequest(method: "HEAD", url: loc.base, timeoutMs: 10_000))
+        return resp?.headers["x-amz-bucket-region"]
+    }
+
+    public func listObjectsV2(prefix: [UInt8], delimiter: String? = "/", continuationToken: String? = nil,
+                              startAfter: [UInt8]? = nil, maxKeys: Int? = nil) throws -> ListPage {
+        var q: [(String, String)] = [("list-type", "2"), ("encoding-type", "url"),
+                                     ("prefix", String(decoding: prefix, as: UTF8.self))]
+        if !String(decoding: prefix, as: UTF8.self).utf8.elementsEqual(prefix) {
+            // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
+            return ListPage()
+        }
+        if let d = delimiter { q.append(("delimiter", d)) }
+        if let t = continuationToken { q.append(("continuation-token", t)) }
+        if let s = startAfter { q.append(("start-after", String(decoding: s, as: UTF8.self))) }
+        if let m = maxKeys { q.append(("max-keys", String(m))) }
+        let r = try send("ListObjectsV2", method: "GET", key: nil, query: q)
+        guard let page = S3XML.parseListObjectsV2(r.body) else {
+            throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "unreadable ListObjectsV2 response", operation: "ListObjectsV2")
+        }
+        return page
+    }
+
+    static func objectInfo(_ h: [String: String]) -> ObjectInfo {
+        var size = Int64(h["content-length"] ?? "") ?? 0
+        if let cr = h["content-range"], let slash = cr.lastIndex(of: "/"), let total = Int64(cr[cr.index(after: slash)...]) { size = total }
+        return ObjectInfo(size: size, etag: h["etag"] ?? "", lastModified: h["last-modified"].flatMap(AmzDate.parseHTTPDate) ?? 0,
+                          contentType: h["content-type"])
+    }
+
+    public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
+        let r = try send("HeadObject", method: "HEAD", key: key)
+        return Self.objectInfo(r.headers)
+    }
+
+    /// GET streaming into `sink`; `range` is half-open [lower, upper).
+    @discardableResult
+    public func getObject(_ key: [UInt8], range: Range<Int64>? = nil, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
+        var h: [(String, String)] = []
+        if let r = range { h.append(("Range", "bytes=\(r.lowerBound)-\(r.upperBound - 1)")) }
+        if let e = ifMatch { h.append(("If-Match", e)) }
+        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        return Self.objectInfo(resp.headers)
+    }
+
+    /// GET with an open-ended range from `offset` (a streaming reader's request).
+    @discardableResult
+    public func getObject(_ key: [UInt8], from offset: Int64, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
+        var h: [(String, String)] = [("Range", "bytes=\(offset)-")]
+        if let e = ifMatch { h.append(("If-Match", e)) }
+        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        return Self.objectInfo(resp.headers)
+    }
+
+    public func getObjectBytes(_ key: [UInt8], range: Range<Int64>? = nil, ifMatch: String? = nil) throws -> (ObjectInfo, [UInt8]) {
+        var out = [UInt8]()
+        if let r = range { out.reserveCapacity(Int(r.count)) }
+        let info = try getObject(key, range: range, ifMatch: ifMatch) { buf in out.append(contentsOf: buf); return true }
+        return (info, out)
+    }
+
+    @discardableResult
+    public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = []) throws -> String {
+        var h: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
+        for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
+        let r = try send("PutObject", method: "PUT", key: key, headers: h, body: body)
+        return r.headers["etag"] ?? ""
+    }
+
+    public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil) throws -> String {
+        let r = try send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")],
+                         headers: [("Content-Type", contentType ?? "application/octet-stream")])
+        guard let id = S3XML.firstValue(r.body, "UploadId"), !id.isEmpty else {
+            throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "no UploadId", operation: "CreateMultipartUpload")
+        }
+        return id
+    }
+
+    public func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String {
+        let r = try send("UploadPart", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", uploadId)], body: body)
+        return r.headers["etag"] ?? ""
+    }
+
+    public func uploadPartCopy(_ key: [UInt8], uploadId: String, partNumber: Int, source: [UInt8], range: Range<Int64>) throws -> String {
+        let r = try send("UploadPartCopy", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", uploadId)],
+                         headers: [("x-amz-copy-source", copySource(source)),
+                                   ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")])
+        if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "UploadPartCopy", headers: r.headers) }
+        return S3XML.firstValue(r.body, "ETag") ?? ""
+    }
+
+    @discardableResult
+    public func completeMultipartUpload(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
+        var xml = "<CompleteMultipartUpload>"
+        for p in parts.sorted(by: { $0.partNumber < $1.partNumber }) {
+            xml += "<Part><PartNumber>\(p.partNumber)</PartNumber><ETag>\(S3XML.escape(Array(p.etag.utf8)))</ETag></Part>"
+        }
+        xml += "</CompleteMultipartUpload>"
+        let r = try send("CompleteMultipartUpload", method: "POST", key: key, query: [("uploadId", uploadId)],
+                         headers: [("Content-Type", "application/xml")], body: .bytes(Array(xml.utf8)))
+        // S3 may answer 200 and still fail: the error is in the body.
+        if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CompleteMultipartUpload", headers: r.headers) }
+        return S3XML.firstValue(r.body, "ETag") ?? ""
+    }
+
+    public func abortMultipartUpload(_ key: [UInt8], uploadId: String) throws {
+        _ = try send("AbortMultipartUpload", method: "DELETE", key: key, query: [("uploadId", uploadId)], okStatuses: [404])
+    }
+
+    func copySource(_ key: [UInt8]) -> String {
+        URIEncoding.encode(Array(config.bucket.utf8) + [0x2F] + key, keepSlash: true)
+    }
+
+    /// Server-side copy; above 5 GiB (CopyObject's limit) as a multipart upload of UploadPartCopy parts.
+    @discardableResult
+    public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, partSize: Int64 = 512 << 20) throws -> String {
+        if let size, size > Self.maxSinglePutSize {
+            let id = try createMultipartUpload(dest)
+            do {
+                var parts: [CompletedPart] = []
+                var off: Int64 = 0
+                var n = 1
+                while off < size {
+                    let end = min(size, off + partSize)
+                    parts.append(CompletedPart(partNumber: n, etag: try uploadPartCopy(dest, uploadId: id, partNumber: n, source: source, range: off..<end)))
+                    off = end
+                    n += 1
+                }
+                return try completeMultipartUpload(dest, uploadId: id, parts: parts)
+            } catch {
+                try? abortMultipartUpload(dest, uploadId: id)
+                throw error
+            }
+        }
+        let r = try send("CopyObject", method: "PUT", key: dest, headers: [("x-amz-copy-source", copySource(source))])
+        if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CopyObject", headers: r.headers) }
+        return S3XML.firstValue(r.body, "ETag") ?? ""
+    }
+
+    public func deleteObject(_ key: [UInt8]) throws {
+        _ = try send("DeleteObject", method: "DELETE", key: key)
+    }
+
+    /// Deletes up to 1,000 keys per request; returns the keys S3 refused, with its error codes.
+    @discardableResult
+    public func deleteObjects(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)] {
+        var failed: [(key: [UInt8], code: String)] = []
+        var i = 0
+        while i < keys.count {
+            let batch = keys[i..<min(keys.count, i + 1000)]
+            var xml = "<Delete><Quiet>true</Quiet>"
+            for k in batch { xml += "<Object><Key>\(S3XML.escape(k))</Key></Object>" }
+            xml += "</Delete>"
+            let body = Array(xml.utf8)
+            let r = try send("DeleteObjects", method: "POST", key: nil, query: [("delete", "")],
+                             headers: [("Content-Type", "application/xml"), ("Content-MD5", Crypto.base64(Crypto.md5(body)))], body: .bytes(body))
+            failed += S3XML.parseDeleteErrors(r.body)
+            i += 1000
+        }
+        return failed
+    }
+}
+
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+extension String {
+    init(format2 v: Double) {
+        let r = (v * 100).rounded() / 100
+        self = String(r)
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// Streams an XML document and reports each element's text with its path ("A/B/C").
+/// FoundationXML on Linux may return true from parse() on bad XML: `parserError` is checked too.
+final class XMLWalker: NSObject, XMLParserDelegate {
+    private var stack: [String] = []
+    private var text = ""
+    private let onEnd: (_ path: [String], _ text: String) -> Void
+    private let onStart: ((_ path: [String]) -> Void)?
+
+    init(onStart: ((_ path: [String]) -> Void)? = nil, onEnd: @escaping (_ path: [String], _ text: String) -> Void) {
+        self.onStart = onStart
+        self.onEnd = onEnd
+    }
+
+    static func walk(_ data: [UInt8], onStart: ((_ path: [String]) -> Void)? = nil, onEnd: @escaping (_ path: [String], _ text: String) -> Void) -> Bool {
+        let parser = XMLParser(data: Data(data))
+        let w = XMLWalker(onStart: onStart, onEnd: onEnd)
+        parser.delegate = w
+        parser.shouldProcessNamespaces = false
+        let ok = parser.parse()
+        return ok && parser.parserError == nil
+    }
+
+    func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName qName: String?, attributes attributeDict: [String: String] = [:]) {
+        stack.append(elementName)
+        text = ""
+        onStart?(stack)
+    }
+
+    func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
+
+    func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName qName: String?) {
+        onEnd(stack, text)
+        text = ""
+        if !stack.isEmpty { stack.removeLast() }
+    }
+}
+
+public struct ListedObject: Sendable {
+    public var key: [UInt8]
+    public var size: Int64
+    public var lastModified: Double
+    public var etag: String
+}
+
+public struct ListPage: Sendable {
+    public var objects: [ListedObject] = []
+    /// Common prefixes, each ending in the delimiter.
+    public var commonPrefixes: [[UInt8]] = []
+    public var isTruncated = false
+    public var nextContinuationToken: String?
+}
+
+public struct S3ErrorBody: Sendable {
+    public var code: String
+    public var message: String
+    public var region: String?
+}
+
+public enum S3XML {
+    public static func parseListObjectsV2(_ body: [UInt8]) -> ListPage? {
+        var page = ListPage()
+        var urlEncoded = false
+        var cur = ListedObject(key: [], size: 0, lastModified: 0, etag: "")
+        var rawKeys: [String] = []
+        var rawPrefixes: [String] = []
+        let ok = XMLWalker.walk(body, onStart: { path in
+            if path.count == 2 && path[1] == "Contents" { cur = ListedObject(key: [], size: 0, lastModified: 0, etag: "") }
+        }) { path, text in
+            guard path.count >= 2 else { return }
+            if path.count == 2 {
+                switch path[1] {
+                case "IsTruncated": page.isTruncated = text == "true"
+                case "NextContinuationToken": page.nextContinuationToken = text
+                case "EncodingType": urlEncoded = text == "url"
+                case "Contents":
+                    page.objects.append(cur)
+                default: break
+                }
+            } else if path.count == 3 && path[1] == "Contents" {
+                switch path[2] {
+                case "Key": rawKeys.append(text)
+                case "Size": cur.size = Int64(text) ?? 0
+                case "LastModified": cur.lastModified = AmzDate.parseISO8601(text) ?? 0
+                case "ETag": cur.etag = text
+                default: break
+                }
+            } else if path.count == 3 && path[1] == "CommonPrefixes" && path[2] == "Prefix" {
+                rawPrefixes.append(text)
+            }
+        }
+        guard ok, rawKeys.count == page.objects.count else { return nil }
+        func decode(_ s: String) -> [UInt8] { urlEncoded ? URIEncoding.decodeForm(s) : Array(s.utf8) }
+        for i in page.objects.indices { page.objects[i].key = decode(rawKeys[i]) }
+        page.commonPrefixes = rawPrefixes.map(decode)
+        return page
+    }
+
+    public static func parseError(_ body: [UInt8]) -> S3ErrorBody? {
+        guard !body.isEmpty else { return nil }
+        var code: String?
+        var message = ""
+        var region: String?
+        let ok = XMLWalker.walk(body) { path, text in
+            switch path.last {
+            case "Code": code = text
+            case "Message": message = text
+            case "Region": region = text
+            default: break
+            }
+        }
+        guard ok, let c = code else { return nil }
+        return S3ErrorBody(code: c, message: message, region: region)
+    }
+
+    /// Returns the text of the first element named `name` anywhere in the document.
+    public static func firstValue(_ body: [UInt8], _ name: String) -> String? {
+        var found: String?
+        _ = XMLWalker.walk(body) { path, text in if found == nil && path.last == name { found = text } }
+        return found
+    }
+
+    public static func parseSTSCredentials(_ body: [UInt8]) -> Credentials? {
+        var v: [String: String] = [:]
+        let ok = XMLWalker.walk(body) { path, text in
+            if path.count >= 2 && path[path.count - 2] == "Credentials", let l = path.last { v[l] = text }
+        }
+        guard ok, let ak = v["AccessKeyId"], let sk = v["SecretAccessKey"] else { return nil }
+        return Credentials(accessKeyId: ak, secretAccessKey: sk, sessionToken: v["SessionToken"],
+                           expiration: v["Expiration"].flatMap { AmzDate.parseISO8601($0) }, source: "sts")
+    }
+
+    /// DeleteObjects result: keys that failed, with their error codes.
+    public static func parseDeleteErrors(_ body: [UInt8]) -> [(key: [UInt8], code: String)] {
+        var out: [(key: [UInt8], code: String)] = []
+        var key: [UInt8] = []
+        var code = ""
+        _ = XMLWalker.walk(body) { path, text in
+            guard path.count >= 2, path[1] == "Error" else { return }
+            if path.count == 3 && path[2] == "Key" { key = Array(text.utf8) }
+            if path.count == 3 && path[2] == "Code" { code = text }
+            if path.count == 2 { out.append((key, code)); key = []; code = "" }
+        }
+        return out
+    }
+
+    static func escape(_ bytes: [UInt8]) -> String {
+        var s = ""
+        for ch in String(decoding: bytes, as: UTF8.self).unicodeScalars {
+            switch ch {
+            case "&": s += "&amp;"
+            case "<": s += "&lt;"
+            case ">": s += "&gt;"
+            case "\"": s += "&quot;"
+            case "'": s += "&apos;"
+            default:
+                if ch.value < 0x20 { s += "&#\(ch.value);" } else { s.unicodeScalars.append(ch) }
+            }
+        }
+        return s
+    }
+}
+
+extension URIEncoding {
+    /// S3's `encoding-type=url` is form encoding: `+` stands for a space (a literal plus is %2B).
+    public static func decodeForm(_ string: String) -> [UInt8] {
+        decode(String(decoding: string.utf8.map { $0 == 0x2B ? 0x20 : $0 }, as: UTF8.self))
+    }
+}
