@@ -15,7 +15,7 @@ let package = Package(
         .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL"]),
         .target(name: "S3FSCore", dependencies: ["S3"]),
         .target(name: "FuseBridge", dependencies: ["S3FSCore", "CFuse3"]),
-        .executableTarget(name: "s3mount", dependencies: ["FuseBridge", "S3FSCore", "S3"]),
+        .executableTarget(name: "s3mount", dependencies: ["FuseBridge", "S3FSCore", "S3", "CFuse3"]),
         .testTarget(name: "S3Tests", dependencies: ["S3"]),
         .testTarget(name: "S3FSCoreTests", dependencies: ["S3FSCore", "S3"]),
     ],

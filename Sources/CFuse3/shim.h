@@ -1,6 +1,8 @@
 #ifndef S3MOUNT_CFUSE3_SHIM_H
 #define S3MOUNT_CFUSE3_SHIM_H
 #define FUSE_USE_VERSION 314
+#include <stddef.h>
+#include <stdint.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>

@@ -116,7 +116,7 @@ public final class CredentialsProvider: Sendable {
 
 /// A tiny condition variable (pthread) for waits that Mutex alone cannot express.
 public final class Condition: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
+    fileprivate var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     public init() {
         pthread_mutex_init(&mutex, nil)
@@ -435,3 +435,12 @@ public enum CredentialsChain {
     }
 }
 
+
+extension Condition {
+    /// Runs `body` under the condition's lock without waking anyone.
+    public func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+}

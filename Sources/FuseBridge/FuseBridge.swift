@@ -1,0 +1,337 @@
+import CFuse3
+import Glibc
+import S3
+import S3FSCore
+
+/// Translates libfuse lowlevel requests into calls on the filesystem core and back. The C
+/// callbacks are static, nonisolated functions: libfuse calls them on its worker threads.
+public final class FuseBridge: @unchecked Sendable {
+    public let fs: Filesystem
+    let ttl: Double
+    public static let statsXattr = "user.s3mount.stats"
+
+    public init(fs: Filesystem) {
+        self.fs = fs
+        // The kernel's own caches (entries, attributes, negative entries) follow --metadata-ttl.
+        self.ttl = fs.options.metadataTTL.isFinite ? fs.options.metadataTTL : 60 * 60 * 24 * 365
+    }
+
+    static func bridge(_ req: fuse_req_t?) -> FuseBridge {
+        Unmanaged<FuseBridge>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    func stat(_ a: Attributes) -> stat {
+        var st = Glibc.stat()
+        st.st_ino = UInt(a.ino)
+        st.st_mode = (a.kind == .directory ? S_IFDIR : S_IFREG) | a.mode
+        st.st_nlink = UInt(a.nlink)
+        st.st_uid = a.uid
+        st.st_gid = a.gid
+        st.st_size = Int(a.size)
+        st.st_blksize = 1 << 20
+        st.st_blocks = Int((a.size + 511) / 512)
+        let sec = Int(a.mtime)
+        let ts = timespec(tv_sec: sec, tv_nsec: Int((a.mtime - Double(sec)) * 1e9))
+        st.st_mtim = ts
+        st.st_atim = ts
+        st.st_ctim = ts
+        return st
+    }
+
+    func entry(_ a: Attributes?) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.entry_timeout = ttl
+        if let a {
+            e.ino = a.ino
+            e.generation = 1
+            e.attr = stat(a)
+            e.attr_timeout = ttl
+        }
+        return e
+    }
+
+    static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
+        guard let p else { return [] }
+        return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+    }
+
+    // MARK: - callbacks
+
+    static let initCallback: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_conn_info>?) -> Void = { _, conn in
+        guard let conn else { return }
+        s3m_conn_want(conn, UInt32(S3M_CAP_READDIRPLUS))
+        s3m_conn_unwant(conn, UInt32(S3M_CAP_READDIRPLUS_AUTO))
+        s3m_conn_want(conn, UInt32(S3M_CAP_ASYNC_READ))
+        s3m_conn_want(conn, UInt32(S3M_CAP_PARALLEL_DIROPS))
+        s3m_conn_want(conn, UInt32(S3M_CAP_AUTO_INVAL_DATA))
+        conn.pointee.max_readahead = 8 << 20
+        conn.pointee.max_background = 64
+        conn.pointee.congestion_threshold = 48
+    }
+
+    static let lookupCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
+        let b = bridge(req)
+        switch b.fs.lookup(parent: parent, name: FuseBridge.name(name)) {
+        case .success(let a):
+            var e = b.entry(a)
+            fuse_reply_entry(req, &e)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let forgetCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UInt64) -> Void = { req, ino, n in
+        bridge(req).fs.forget(ino: ino, count: n)
+        fuse_reply_none(req)
+    }
+
+    static let forgetMultiCallback: @convention(c) (fuse_req_t?, Int, UnsafeMutablePointer<fuse_forget_data>?) -> Void = { req, count, list in
+        let b = bridge(req)
+        if let list {
+            for i in 0..<count { b.fs.forget(ino: list[i].ino, count: list[i].nlookup) }
+        }
+        fuse_reply_none(req)
+    }
+
+    static let getattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _ in
+        let b = bridge(req)
+        switch b.fs.getattr(ino: ino) {
+        case .success(let a):
+            var st = b.stat(a)
+            fuse_reply_attr(req, &st, b.ttl)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let opendirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
+        let b = bridge(req)
+        switch b.fs.opendir(ino: ino) {
+        case .success(let h):
+            s3m_fi_set_fh(fi, h)
+            // Let the kernel keep the directory's entries in its page cache between opens.
+            s3m_fi_set_cache_flags(fi, 1, b.ttl > 0 ? 1 : 0)
+            fuse_reply_open(req, fi)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static func readdirCommon(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
+        let b = bridge(req)
+        var buf = [CChar](repeating: 0, count: size)
+        var used = 0
+        let err = buf.withUnsafeMutableBufferPointer { bp -> FSError? in
+            b.fs.readdir(handle: s3m_fi_fh(fi), offset: Int64(off), plus: plus) { ent in
+                let cname = ent.name.map { CChar(bitPattern: $0) } + [0]
+                let remaining = size - used
+                let need: Int = cname.withUnsafeBufferPointer { np in
+                    if plus {
+                        var e = b.entry(ent.attributes)
+                        if ent.isDotEntry {
+                            // "." and ".." add no lookup: hand only the type and inode.
+                            e = fuse_entry_param()
+                            e.attr.st_ino = UInt(ent.attributes?.ino ?? 0)
+                            e.attr.st_mode = S_IFDIR
+                        }
+                        return fuse_add_direntry_plus(req, bp.baseAddress! + used, remaining, np.baseAddress, &e, off_t(ent.nextOffset))
+                    }
+                    var st = Glibc.stat()
+                    st.st_mode = ent.kind == .directory ? S_IFDIR : S_IFREG
+                    st.st_ino = UInt(ent.attributes?.ino ?? 0)
+                    return fuse_add_direntry(req, bp.baseAddress! + used, remaining, np.baseAddress, &st, off_t(ent.nextOffset))
+                }
+                if need > remaining { return false }
+                used += need
+                return true
+            }
+        }
+        if let err, used == 0 {
+            fuse_reply_err(req, err.errno)
+            return
+        }
+        buf.withUnsafeBufferPointer { _ = fuse_reply_buf(req, $0.baseAddress, used) }
+    }
+
+    static let readdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
+        readdirCommon(req, size, off, fi, plus: false)
+    }
+
+    static let readdirplusCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
+        readdirCommon(req, size, off, fi, plus: true)
+    }
+
+    static let releasedirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
+        bridge(req).fs.releasedir(handle: s3m_fi_fh(fi))
+        fuse_reply_err(req, 0)
+    }
+
+    static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
+        let b = bridge(req)
+        switch b.fs.open(ino: ino, flags: s3m_fi_flags(fi)) {
+        case .success(let h):
+            s3m_fi_set_fh(fi, h)
+            s3m_fi_set_cache_flags(fi, 1, 0)
+            fuse_reply_open(req, fi)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let readCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
+        let b = bridge(req)
+        switch b.fs.read(handle: s3m_fi_fh(fi), offset: Int64(off), size: size) {
+        case .success(let data):
+            data.withUnsafeBufferPointer { _ = fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), data.count) }
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let releaseCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
+        bridge(req).fs.release(handle: s3m_fi_fh(fi))
+        fuse_reply_err(req, 0)
+    }
+
+    static let statfsCallback: @convention(c) (fuse_req_t?, fuse_ino_t) -> Void = { req, _ in
+        let i = bridge(req).fs.statfs()
+        var st = statvfs()
+        st.f_bsize = UInt(i.blockSize)
+        st.f_frsize = UInt(i.blockSize)
+        st.f_blocks = UInt(i.blocks)
+        st.f_bfree = UInt(i.freeBlocks)
+        st.f_bavail = UInt(i.freeBlocks)
+        st.f_files = UInt(i.files)
+        st.f_ffree = UInt(i.freeFiles)
+        st.f_favail = UInt(i.freeFiles)
+        st.f_namemax = UInt(i.nameMax)
+        fuse_reply_statfs(req, &st)
+    }
+
+    static let getxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int) -> Void = { req, ino, name, size in
+        let b = bridge(req)
+        // The statistics are served on the mount root, so `s3mount stats` needs no extra socket.
+        guard ino == Filesystem.rootIno, let name, String(cString: name) == FuseBridge.statsXattr else {
+            fuse_reply_err(req, ENODATA)
+            return
+        }
+        let json = Array(b.fs.statsJSON().utf8)
+        if size == 0 {
+            fuse_reply_xattr(req, json.count)
+        } else if size < json.count {
+            fuse_reply_err(req, ERANGE)
+        } else {
+            json.withUnsafeBufferPointer { _ = fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), json.count) }
+        }
+    }
+
+    static let listxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int) -> Void = { req, _, size in
+        if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
+    }
+
+    static let accessCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32) -> Void = { req, _, _ in
+        // default_permissions: the kernel has checked the mode bits already.
+        fuse_reply_err(req, 0)
+    }
+
+    static let readOnlyFS: Int32 = EROFS
+
+    public func makeOperations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = Self.initCallback
+        ops.lookup = Self.lookupCallback
+        ops.forget = Self.forgetCallback
+        ops.forget_multi = Self.forgetMultiCallback
+        ops.getattr = Self.getattrCallback
+        ops.opendir = Self.opendirCallback
+        ops.readdir = Self.readdirCallback
+        ops.readdirplus = Self.readdirplusCallback
+        ops.releasedir = Self.releasedirCallback
+        ops.open = Self.openCallback
+        ops.read = Self.readCallback
+        ops.release = Self.releaseCallback
+        ops.statfs = Self.statfsCallback
+        ops.getxattr = Self.getxattrCallback
+        ops.listxattr = Self.listxattrCallback
+        ops.access = Self.accessCallback
+        ops.setxattr = { req, _, _, _, _, _ in fuse_reply_err(req, ENOTSUP) }
+        ops.removexattr = { req, _, _ in fuse_reply_err(req, ENOTSUP) }
+        // Mutations arrive with the write support; until then the mount is read-only.
+        ops.setattr = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.mkdir = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.unlink = { req, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.rmdir = { req, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.symlink = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.rename = { req, _, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.link = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.create = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        return ops
+    }
+}
+
+/// A mounted FUSE session: mount, serve on worker threads until unmounted or signalled, unmount.
+public final class FuseSession: @unchecked Sendable {
+    let bridge: FuseBridge
+    let ops: UnsafeMutablePointer<fuse_lowlevel_ops>
+    var session: OpaquePointer?
+    var args: fuse_args
+    public let mountpoint: String
+
+    public struct MountOptions {
+        public var fsname: String
+        public var allowOther = false
+        public var allowRoot = false
+        public var readOnly = false
+        public init(fsname: String) { self.fsname = fsname }
+    }
+
+    public init(bridge: FuseBridge, mountpoint: String, options: MountOptions, debug: Bool) throws {
+        self.bridge = bridge
+        self.mountpoint = mountpoint
+        ops = .allocate(capacity: 1)
+        ops.initialize(to: bridge.makeOperations())
+        var o = ["fsname=\(options.fsname.replacingCommas())", "subtype=s3mount", "default_permissions"]
+        if options.allowOther { o.append("allow_other") }
+        if options.allowRoot { o.append("allow_root") }
+        if options.readOnly { o.append("ro") }
+        var argv = ["s3mount", "-o", o.joined(separator: ",")]
+        if debug { argv.append("-d") }
+        let cargv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argv.count + 1)
+        for (i, a) in argv.enumerated() { cargv[i] = strdup(a) }
+        cargv[argv.count] = nil
+        args = fuse_args(argc: Int32(argv.count), argv: cargv, allocated: 0)
+        let ud = Unmanaged.passRetained(bridge).toOpaque()
+        guard let se = s3m_session_new(&args, ops, ud) else {
+            throw FuseError("could not create the FUSE session (bad mount options?)")
+        }
+        session = se
+        guard fuse_set_signal_handlers(se) == 0 else { throw FuseError("could not install signal handlers") }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            fuse_remove_signal_handlers(se)
+            fuse_session_destroy(se)
+            session = nil
+            throw FuseError("could not mount on \(mountpoint) (is /dev/fuse available and fusermount3 installed?)")
+        }
+    }
+
+    /// Serves requests until unmount or SIGINT/SIGTERM; then unmounts.
+    public func run(maxThreads: UInt32 = 64) -> Int32 {
+        guard let se = session else { return 1 }
+        let rc = s3m_session_loop_mt(se, maxThreads, 10)
+        fuse_session_unmount(se)
+        fuse_remove_signal_handlers(se)
+        fuse_session_destroy(se)
+        session = nil
+        return rc
+    }
+}
+
+public struct FuseError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
+
+extension String {
+    func replacingCommas() -> String { String(map { $0 == "," ? "_" : $0 }) }
+}

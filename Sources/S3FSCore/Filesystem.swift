@@ -1,0 +1,559 @@
+import Glibc
+import S3
+import Synchronization
+
+/// The filesystem core: inodes, the listing/attribute/negative caches and reads, with no FUSE
+/// types. The FUSE bridge calls it from many threads at once; all metadata lives behind one lock
+/// that is never held across a request.
+public final class Filesystem: @unchecked Sendable {
+    public static let rootIno: UInt64 = 1
+
+    public let store: ObjectStore
+    public let options: FSOptions
+    let mountTime: Double
+
+    struct Node {
+        var ino: UInt64
+        var parent: UInt64
+        /// Key prefix of the parent directory.
+        var parentPath: [UInt8]
+        var name: [UInt8]
+        var kind: EntryKind
+        var lookups: UInt64
+        var entryKey: [UInt8] { Names.entryKey(dirPath: parentPath, name: name) }
+        /// Key of a file; key prefix (ending in "/") of a directory.
+        var path: [UInt8] { kind == .directory ? entryKey + [Names.slash] : entryKey }
+    }
+
+    struct DirState {
+        var listedAt: Double
+        var names: [[UInt8]]
+    }
+
+    struct State {
+        var nodes: [UInt64: Node] = [:]
+        var inoByPath: [[UInt8]: UInt64] = [:]
+        var nextIno: UInt64 = 2
+        /// entryKey -> what the name is. Primed by every listing, read by lookup and getattr.
+        var attrs: [[UInt8]: CachedEntry] = [:]
+        /// entryKey -> when the name was found missing.
+        var negatives: [[UInt8]: Double] = [:]
+        /// dirPath -> a complete listing.
+        var dirs: [[UInt8]: DirState] = [:]
+        var listings: [[UInt8]: ListingJob] = [:]
+        var lookupFlights: [[UInt8]: Flight] = [:]
+        var dirHandles: [UInt64: DirHandle] = [:]
+        var fileHandles: [UInt64: FileReader] = [:]
+        var nextHandle: UInt64 = 1
+        var counters = CacheCounters()
+    }
+
+    let state = Mutex(State())
+
+    public init(store: ObjectStore, options: FSOptions) {
+        self.store = store
+        self.options = options
+        self.mountTime = Double(time(nil))
+        state.withLock { s in
+            s.nodes[Self.rootIno] = Node(ino: Self.rootIno, parent: Self.rootIno, parentPath: [], name: [], kind: .directory, lookups: 1)
+        }
+    }
+
+    var rootPath: [UInt8] { options.prefix }
+
+    @inline(__always) func now() -> Double { monotonicSeconds() }
+    @inline(__always) func fresh(_ at: Double, _ now: Double) -> Bool { now - at < options.metadataTTL }
+
+    func path(of n: Node) -> [UInt8] { n.ino == Self.rootIno ? rootPath : n.path }
+
+    func attributes(_ n: Node, _ e: CachedEntry?) -> Attributes {
+        if n.kind == .directory {
+            return Attributes(ino: n.ino, kind: .directory, size: 0, mtime: e.map { $0.mtime > 0 ? $0.mtime : mountTime } ?? mountTime,
+                              mode: options.dirMode, uid: options.uid, gid: options.gid)
+        }
+        return Attributes(ino: n.ino, kind: .file, size: e?.size ?? 0, mtime: e?.mtime ?? mountTime,
+                          mode: options.fileMode, uid: options.uid, gid: options.gid)
+    }
+
+    /// Finds or makes the inode for a name and adds one kernel lookup reference.
+    func referenceNode(_ s: inout State, parent: UInt64, parentPath: [UInt8], name: [UInt8], kind: EntryKind) -> Node {
+        let p = kind == .directory ? Names.dirPath(parentPath: parentPath, name: name) : Names.entryKey(dirPath: parentPath, name: name)
+        if let ino = s.inoByPath[p], var n = s.nodes[ino] {
+            n.lookups += 1
+            s.nodes[ino] = n
+            return n
+        }
+        let n = Node(ino: s.nextIno, parent: parent, parentPath: parentPath, name: name, kind: kind, lookups: 1)
+        s.nextIno += 1
+        s.nodes[n.ino] = n
+        s.inoByPath[p] = n.ino
+        return n
+    }
+
+    // MARK: - lookup / forget / getattr
+
+    /// Looks `name` up in directory `parent`. Returns nil for "no such name" (a negative entry the
+    /// kernel may cache). A found entry carries one new lookup reference.
+    public func lookup(parent: UInt64, name: [UInt8]) -> Result<Attributes?, FSError> {
+        if name.count > 255 { return .failure(FSError(ENAMETOOLONG)) }
+        guard let parentNode = state.withLock({ $0.nodes[parent] }) else { return .failure(FSError(ENOENT)) }
+        guard parentNode.kind == .directory else { return .failure(FSError(ENOTDIR)) }
+        if Names.invalidReason(name) != nil { return .success(nil) }
+        let dirPath = path(of: parentNode)
+        let key = Names.entryKey(dirPath: dirPath, name: name)
+
+        enum Step { case found(Attributes), missing, wait(Condition, () -> Bool), fetch(Flight) }
+        for round in 0..<4 {
+            let t = now()
+            let step: Step = state.withLock { s in
+                if let e = s.attrs[key], fresh(e.at, t) {
+                    s.counters.attrHits += 1
+                    let n = referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: e.kind)
+                    return .found(attributes(n, e))
+                }
+                if let d = s.dirs[dirPath], fresh(d.listedAt, t) {
+                    s.counters.negativeHits += 1
+                    return .missing
+                }
+                if let at = s.negatives[key], fresh(at, t) {
+                    s.counters.negativeHits += 1
+                    return .missing
+                }
+                if round < 3 {
+                    // Share a listing of the parent, or another lookup of this very name, already on the wire.
+                    if let job = s.listings[dirPath] { return .wait(job.cond, { job.done }) }
+                    if let f = s.lookupFlights[key] { return .wait(f.cond, { f.done }) }
+                }
+                s.counters.attrMisses += 1
+                let f = Flight()
+                s.lookupFlights[key] = f
+                return .fetch(f)
+            }
+            switch step {
+            case .found(let a): return .success(a)
+            case .missing: return .success(nil)
+            case .wait(let c, let done): c.wait(until: done); continue
+            case .fetch(let flight):
+                let result = fetchEntry(dirPath: dirPath, name: name)
+                state.withLock { $0.lookupFlights[key] = nil }
+                flight.cond.broadcast { flight.done = true }
+                switch result {
+                case .failure(let e): return .failure(e)
+                case .success(nil): return .success(nil)
+                case .success(let e?):
+                    return .success(state.withLock { s in
+                        let n = referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: e.kind)
+                        return attributes(n, e)
+                    })
+                }
+            }
+        }
+        return .failure(FSError(EIO))
+    }
+
+    /// One ListObjectsV2 with prefix = the name and delimiter "/": the key itself means a file, a
+    /// common prefix "name/" a directory (implicit or with a marker), neither means no such name.
+    /// Every sibling the page shows is primed too.
+    func fetchEntry(dirPath: [UInt8], name: [UInt8]) -> Result<CachedEntry?, FSError> {
+        let key = Names.entryKey(dirPath: dirPath, name: name)
+        let dirKey = key + [Names.slash]
+        var token: String? = nil
+        var found: CachedEntry? = nil
+        let started = now()
+        do {
+            repeat {
+                let page = try store.list(prefix: key, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
+                let entries = entriesOf(page, dirPath: dirPath, at: started)
+                prime(dirPath: dirPath, entries, at: started)
+                for (n, e) in entries where n == name {
+                    if found == nil || e.kind == .directory { found = e }
+                }
+                // Keys sort as bytes: once past "name/", nothing further can be the name.
+                let lastKey = page.objects.last?.key ?? [], lastPrefix = page.commonPrefixes.last ?? []
+                let last = lastKey.lexicographicallyPrecedes(lastPrefix) ? lastPrefix : lastKey
+                if found?.kind == .directory || !page.isTruncated || !(last.lexicographicallyPrecedes(dirKey)) { break }
+                token = page.nextContinuationToken
+            } while token != nil
+        } catch let e as S3Error {
+            Log.warning("lookup of \(Names.display(key)): \(e)")
+            return .failure(FSError(e.errno))
+        } catch {
+            return .failure(FSError(EIO))
+        }
+        if found == nil {
+            state.withLock { $0.negatives[key] = started }
+        }
+        return .success(found)
+    }
+
+    /// Names and entries of one listing page, relative to `dirPath`; invalid names skipped (logged once).
+    func entriesOf(_ page: ListPage, dirPath: [UInt8], at t: Double) -> [([UInt8], CachedEntry)] {
+        var out: [([UInt8], CachedEntry)] = []
+        out.reserveCapacity(page.objects.count + page.commonPrefixes.count)
+        let n = dirPath.count
+        for o in page.objects {
+            guard o.key.count > n, o.key.starts(with: dirPath) else { continue } // the directory's own marker
+            let name = Array(o.key[n...])
+            if name.contains(Names.slash) { continue }
+            if let why = Names.invalidReason(name) { skip(o.key, why); continue }
+            out.append((name, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t)))
+        }
+        for p in page.commonPrefixes {
+            guard p.count > n, p.starts(with: dirPath), p.last == Names.slash else { continue }
+            let name = Array(p[n..<(p.count - 1)])
+            if name.contains(Names.slash) { continue }
+            if let why = Names.invalidReason(name) { skip(p, why); continue }
+            out.append((name, CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)))
+        }
+        return out
+    }
+
+    func skip(_ key: [UInt8], _ why: Names.Invalid) {
+        state.withLock { $0.counters.skippedNames += 1 }
+        Log.shared.once(.warning, key: "skip:" + Names.display(key), "skipping key \"\(Names.display(key))\": \(why.rawValue)")
+    }
+
+    /// Puts listed entries in the attribute cache under their entry keys. A directory beats a file
+    /// of the same name learned at the same time (key that is both a file and a prefix).
+    func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double) {
+        state.withLock { s in
+            for (name, e) in entries {
+                let key = Names.entryKey(dirPath: dirPath, name: name)
+                if e.kind == .file, let old = s.attrs[key], old.kind == .directory, old.at >= t {
+                    Log.shared.once(.info, key: "shadow:" + Names.display(key), "\"\(Names.display(key))\" is both a file and a prefix; showing the directory")
+                    continue
+                }
+                s.attrs[key] = e
+                s.negatives[key] = nil
+            }
+        }
+    }
+
+    public func forget(ino: UInt64, count: UInt64) {
+        guard ino != Self.rootIno else { return }
+        state.withLock { s in
+            guard var n = s.nodes[ino] else { return }
+            n.lookups = n.lookups > count ? n.lookups - count : 0
+            if n.lookups == 0 {
+                s.nodes[ino] = nil
+                let p = n.path
+                if s.inoByPath[p] == ino { s.inoByPath[p] = nil }
+            } else {
+                s.nodes[ino] = n
+            }
+        }
+    }
+
+    public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
+        let t = now()
+        enum Step { case done(Attributes), revalidate(Node) }
+        let step: Step? = state.withLock { s in
+            guard let n = s.nodes[ino] else { return nil }
+            if n.ino == Self.rootIno { return .done(attributes(n, nil)) }
+            let e = s.attrs[n.entryKey]
+            if let e, e.kind == n.kind, fresh(e.at, t) {
+                s.counters.attrHits += 1
+                return .done(attributes(n, e))
+            }
+            // A directory's attributes do not depend on S3; no request to refresh them.
+            if n.kind == .directory { return .done(attributes(n, e?.kind == .directory ? e : nil)) }
+            s.counters.attrMisses += 1
+            return .revalidate(n)
+        }
+        switch step {
+        case nil: return .failure(FSError(ENOENT))
+        case .done(let a)?: return .success(a)
+        case .revalidate(let n)?:
+            switch fetchEntry(dirPath: n.parentPath, name: n.name) {
+            case .failure(let e): return .failure(e)
+            case .success(let e?) where e.kind == n.kind: return .success(attributes(n, e))
+            case .success: return .failure(FSError(ENOENT))
+            }
+        }
+    }
+
+    // MARK: - directories
+
+    public func opendir(ino: UInt64) -> Result<UInt64, FSError> {
+        let t = now()
+        let r: Result<(UInt64, ListingJob, Bool), FSError> = state.withLock { s in
+            guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
+            guard n.kind == .directory else { return .failure(FSError(ENOTDIR)) }
+            let dirPath = path(of: n)
+            var job: ListingJob? = nil
+            var start = false
+            if let d = s.dirs[dirPath], fresh(d.listedAt, t) {
+                var entries: [([UInt8], CachedEntry)] = []
+                entries.reserveCapacity(d.names.count)
+                for name in d.names {
+                    guard let e = s.attrs[Names.entryKey(dirPath: dirPath, name: name)] else { entries = []; break }
+                    entries.append((name, e))
+                }
+                if entries.count == d.names.count {
+                    s.counters.listingHits += 1
+                    job = ListingJob(dirPath: dirPath, completed: entries)
+                }
+            }
+            if job == nil, let running = s.listings[dirPath] {
+                s.counters.listingHits += 1
+                job = running
+            }
+            if job == nil {
+                s.counters.listingMisses += 1
+                let j = ListingJob(dirPath: dirPath)
+                s.listings[dirPath] = j
+                job = j
+                start = true
+            }
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.dirHandles[h] = DirHandle(ino: ino, parent: n.parent, job: job!)
+            return .success((h, job!, start))
+        }
+        switch r {
+        case .failure(let e): return .failure(e)
+        case .success(let (h, job, start)):
+            if start {
+                let t = Thread { [self] in self.runListing(job) }
+                t.start()
+            }
+            return .success(h)
+        }
+    }
+
+    /// Lists a directory page by page (delimiter "/"), priming the attribute cache and handing
+    /// entries to readers as each page arrives.
+    func runListing(_ job: ListingJob) {
+        let started = now()
+        var token: String? = nil
+        do {
+            repeat {
+                let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
+                let entries = entriesOf(page, dirPath: job.dirPath, at: started)
+                prime(dirPath: job.dirPath, entries, at: started)
+                job.cond.broadcast { job.append(entries) }
+                token = page.isTruncated ? page.nextContinuationToken : nil
+            } while token != nil
+        } catch {
+            let errno = (error as? S3Error)?.errno ?? EIO
+            Log.warning("listing \"\(Names.display(job.dirPath))\": \(error)")
+            state.withLock { s in if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil } }
+            job.cond.broadcast { job.error = errno; job.done = true }
+            return
+        }
+        let names = job.cond.locked { job.entries.map { $0.0 } }
+        state.withLock { s in
+            // Names gone since the last complete listing are dropped from the attribute cache.
+            if let old = s.dirs[job.dirPath] {
+                let now = Set(names)
+                for n in old.names where !now.contains(n) {
+                    let k = Names.entryKey(dirPath: job.dirPath, name: n)
+                    if let e = s.attrs[k], e.at < started { s.attrs[k] = nil }
+                }
+            }
+            s.dirs[job.dirPath] = DirState(listedAt: started, names: names)
+            if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
+        }
+        job.cond.broadcast { job.done = true }
+    }
+
+    public struct DirEntry {
+        public var name: [UInt8]
+        public var kind: EntryKind
+        /// Offset of the entry after this one (what the kernel passes back to continue).
+        public var nextOffset: Int64
+        /// For readdirplus: attributes and one lookup reference (nil for "." and "..").
+        public var attributes: Attributes?
+        public var isDotEntry: Bool
+    }
+
+    /// Entries from `offset` on, as many as `add` accepts; waits only when nothing is ready yet.
+    /// With `plus`, every entry handed to `add` carries a lookup reference; `add` returning false
+    /// means it did not fit, and that reference is dropped again.
+    public func readdir(handle: UInt64, offset: Int64, plus: Bool, add: (DirEntry) -> Bool) -> FSError? {
+        guard let dh = state.withLock({ $0.dirHandles[handle] }) else { return FSError(EBADF) }
+        var idx = Int(offset)
+        if idx < 2 {
+            while idx < 2 {
+                let dot = DirEntry(name: idx == 0 ? [0x2E] : [0x2E, 0x2E], kind: .directory, nextOffset: Int64(idx + 1),
+                                   attributes: plus ? attributes(Node(ino: idx == 0 ? dh.ino : dh.parent, parent: 0, parentPath: [], name: [], kind: .directory, lookups: 0), nil) : nil,
+                                   isDotEntry: true)
+                if !add(dot) { return nil }
+                idx += 1
+            }
+        }
+        let job = dh.job
+        let dirIno = dh.ino
+        var batch: [([UInt8], CachedEntry)] = []
+        var err: Int32? = nil
+        job.cond.wait(until: { job.entries.count > idx - 2 || job.done })
+        job.cond.locked {
+            if job.entries.count > idx - 2 { batch = Array(job.entries[(idx - 2)...]) }
+            if batch.isEmpty, let e = job.error { err = e }
+        }
+        if let err { return FSError(err) }
+        let dirPath = job.dirPath
+        for (name, e) in batch {
+            var attr: Attributes? = nil
+            if plus {
+                attr = state.withLock { s in attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e) }
+            }
+            let entry = DirEntry(name: name, kind: e.kind, nextOffset: Int64(idx + 1), attributes: attr, isDotEntry: false)
+            if !add(entry) {
+                if let a = attr { forget(ino: a.ino, count: 1) }
+                return nil
+            }
+            idx += 1
+        }
+        return nil
+    }
+
+    public func releasedir(handle: UInt64) {
+        _ = state.withLock { $0.dirHandles.removeValue(forKey: handle) }
+    }
+
+    // MARK: - files
+
+    public func open(ino: UInt64, flags: Int32) -> Result<UInt64, FSError> {
+        if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
+            return .failure(FSError(EROFS))
+        }
+        let t = now()
+        enum Step { case ready(CachedEntry, Node), revalidate(Node) }
+        let step: Result<Step, FSError> = state.withLock { s in
+            guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
+            guard n.kind == .file else { return .failure(FSError(EISDIR)) }
+            if let e = s.attrs[n.entryKey], e.kind == .file, fresh(e.at, t) { return .success(.ready(e, n)) }
+            return .success(.revalidate(n))
+        }
+        var entry: CachedEntry
+        var node: Node
+        switch step {
+        case .failure(let e): return .failure(e)
+        case .success(.ready(let e, let n)): entry = e; node = n
+        case .success(.revalidate(let n)):
+            // Attributes older than the TTL: re-list the name (never a HeadObject) so a changed
+            // object is seen at open.
+            switch fetchEntry(dirPath: n.parentPath, name: n.name) {
+            case .failure(let e): return .failure(e)
+            case .success(let e?) where e.kind == .file: entry = e; node = n
+            case .success: return .failure(FSError(ENOENT))
+            }
+        }
+        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead)
+        return .success(state.withLock { s in
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.fileHandles[h] = reader
+            return h
+        })
+    }
+
+    public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
+        guard let r = state.withLock({ $0.fileHandles[handle] }) else { return .failure(FSError(EBADF)) }
+        let result = r.read(offset: offset, length: size)
+        if case .failure(let e) = result, e.errno == ESTALE {
+            // The object changed since it was listed: forget what we knew so the next open sees it anew.
+            state.withLock { s in s.attrs[r.key] = nil }
+        }
+        return result
+    }
+
+    public func release(handle: UInt64) {
+        let r = state.withLock { $0.fileHandles.removeValue(forKey: handle) }
+        r?.close()
+    }
+
+    public func statfs() -> StatfsInfo { StatfsInfo() }
+
+    // MARK: - statistics
+
+    public var counters: CacheCounters { state.withLock { $0.counters } }
+
+    public var inodeCount: Int { state.withLock { $0.nodes.count } }
+
+    /// The statistics `s3mount stats` prints, as JSON.
+    public func statsJSON() -> String {
+        let c = counters
+        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.dirs.count) }
+        var ops: [String] = []
+        var total = 0, notFound = 0, retries = 0
+        var down: Int64 = 0, up: Int64 = 0
+        if let snap = store.requestStats?.snapshot() {
+            for (op, outcomes) in snap.requests.sorted(by: { $0.key < $1.key }) {
+                let n = outcomes.values.reduce(0, +)
+                let detail = outcomes.sorted(by: { $0.key < $1.key }).map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ")
+                ops.append("    \"\(op)\": {\"total\": \(n), \(detail)}")
+            }
+            total = snap.total
+            notFound = snap.notFound
+            retries = snap.retries
+            down = snap.bytesDown
+            up = snap.bytesUp
+        }
+        func hitRate(_ h: Int, _ m: Int) -> String { h + m == 0 ? "null" : String(Double(Int(Double(h) / Double(h + m) * 10000)) / 10000) }
+        return """
+        {
+          "requests": {
+        \(ops.joined(separator: ",\n"))
+          },
+          "requests_total": \(total),
+          "not_found_404": \(notFound),
+          "retries": \(retries),
+          "bytes_downloaded": \(down),
+          "bytes_uploaded": \(up),
+          "cache": {
+            "attributes": {"hits": \(c.attrHits), "misses": \(c.attrMisses), "hit_rate": \(hitRate(c.attrHits, c.attrMisses))},
+            "negative": {"hits": \(c.negativeHits)},
+            "listings": {"hits": \(c.listingHits), "misses": \(c.listingMisses), "hit_rate": \(hitRate(c.listingHits, c.listingMisses))},
+            "requests_avoided": \(c.attrHits + c.negativeHits + c.listingHits)
+          },
+          "entries": {"inodes": \(nodes), "attributes": \(attrs), "negative": \(negs), "complete_directories": \(dirs)},
+          "skipped_keys": \(c.skippedNames)
+        }
+        """
+    }
+}
+
+/// A lookup request on the wire that others for the same name wait on.
+final class Flight: @unchecked Sendable {
+    let cond = Condition()
+    var done = false
+}
+
+/// One listing of a directory, shared by every reader that opens it while it runs. Fields are
+/// guarded by `cond`'s lock.
+final class ListingJob: @unchecked Sendable {
+    let dirPath: [UInt8]
+    let cond = Condition()
+    var entries: [([UInt8], CachedEntry)] = []
+    var indexByName: [[UInt8]: Int] = [:]
+    var done = false
+    var error: Int32? = nil
+
+    init(dirPath: [UInt8]) { self.dirPath = dirPath }
+
+    init(dirPath: [UInt8], completed: [([UInt8], CachedEntry)]) {
+        self.dirPath = dirPath
+        self.entries = completed
+        self.done = true
+    }
+
+    /// Adds a page's entries, once per name; a directory replaces a file of the same name.
+    func append(_ page: [([UInt8], CachedEntry)]) {
+        for (name, e) in page {
+            if let i = indexByName[name] {
+                if e.kind == .directory { entries[i].1 = e }
+                continue
+            }
+            indexByName[name] = entries.count
+            entries.append((name, e))
+        }
+    }
+}
+
+struct DirHandle {
+    var ino: UInt64
+    var parent: UInt64
+    var job: ListingJob
+}

@@ -1,0 +1,63 @@
+import Glibc
+
+public struct FSOptions: Sendable {
+    /// Key prefix the mount root shows: "" for the bucket root, else ending in "/".
+    public var prefix: [UInt8] = []
+    public var uid: UInt32 = getuid()
+    public var gid: UInt32 = getgid()
+    public var fileMode: UInt32 = 0o644
+    public var dirMode: UInt32 = 0o755
+    /// Seconds a listing, attribute or negative entry is trusted; .infinity = indefinite.
+    public var metadataTTL: Double = 60
+    public var readOnly = false
+    /// Bytes a streaming read may buffer ahead of the reader.
+    public var readAhead = 8 << 20
+    public var listPageSize = 1000
+    public init() {}
+}
+
+public enum EntryKind: Sendable, Equatable { case file, directory }
+
+public struct Attributes: Sendable, Equatable {
+    public var ino: UInt64
+    public var kind: EntryKind
+    public var size: Int64
+    public var mtime: Double
+    /// Permission bits only; the bridge adds the file type.
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var nlink: UInt32 { kind == .directory ? 2 : 1 }
+}
+
+public struct FSError: Error, Equatable, CustomStringConvertible {
+    public var errno: Int32
+    public init(_ e: Int32) { errno = e }
+    public var description: String { String(cString: strerror(errno)) }
+}
+
+/// What a name in a directory is, as learned from a listing.
+struct CachedEntry: Sendable {
+    var kind: EntryKind
+    var size: Int64
+    var mtime: Double
+    var etag: String
+    /// Monotonic time the entry was learned.
+    var at: Double
+}
+
+public struct CacheCounters: Sendable {
+    public var attrHits = 0, attrMisses = 0
+    public var negativeHits = 0, negativeMisses = 0
+    public var listingHits = 0, listingMisses = 0
+    public var skippedNames = 0
+}
+
+public struct StatfsInfo: Sendable {
+    public var blockSize: UInt64 = 1 << 20
+    public var blocks: UInt64 = 1 << 32
+    public var freeBlocks: UInt64 = 1 << 32
+    public var files: UInt64 = 1 << 32
+    public var freeFiles: UInt64 = 1 << 32
+    public var nameMax: UInt64 = 255
+}

@@ -1,0 +1,229 @@
+import CFuse3
+import FuseBridge
+import Glibc
+import S3
+import S3FSCore
+
+struct MountFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+enum Daemon {
+    static func environment() -> [String: String] {
+        var env: [String: String] = [:]
+        var p = environ
+        while let entry = p.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            p += 1
+        }
+        return env
+    }
+
+    /// Checks the mount point before anything else: exists, is a directory, is not mounted.
+    static func checkMountpoint(_ path: String) throws -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            let e = errno
+            if e == ENOTCONN { throw MountFailure("mount point \(path) is a dead mount (\"Transport endpoint is not connected\"); run: fusermount3 -u \(path)") }
+            throw MountFailure("mount point \(path) does not exist")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw MountFailure("mount point \(path) is not a directory") }
+        guard let rp = realpath(path, nil) else { throw MountFailure("cannot resolve mount point \(path)") }
+        let abs = String(cString: rp)
+        free(rp)
+        if isMounted(abs) { throw MountFailure("\(abs) is already a mount point") }
+        return abs
+    }
+
+    static func isMounted(_ abs: String) -> Bool {
+        guard let text = AWSConfigFile.read("/proc/self/mountinfo") else { return false }
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count > 4 && unescapeMountinfo(String(f[4])) == abs { return true }
+        }
+        return false
+    }
+
+    static func unescapeMountinfo(_ s: String) -> String {
+        var out = [UInt8]()
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == 0x5C, i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Returns the exit code. In the background mode the parent waits on a pipe until the child
+    /// reports the mount ready (exit 0) or why it failed (exit 1): nothing is left mounted then.
+    static func start(_ config: MountConfig) -> Int32 {
+        let mountpoint: String
+        do { mountpoint = try checkMountpoint(config.mountpoint) } catch {
+            fputs("s3mount: \(error)\n", stderr)
+            return 1
+        }
+        if config.foreground {
+            Log.shared.level = config.debug ? .debug : .info
+            if let lf = config.logFile { redirectLog(lf) }
+            return serve(config, mountpoint: mountpoint, report: { ok, msg in
+                if !ok { fputs("s3mount: \(msg)\n", stderr) } else { Log.info(msg) }
+            })
+        }
+        // fork before any thread or curl handle exists.
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { fputs("s3mount: pipe failed\n", stderr); return 1 }
+        let pid = fork()
+        if pid < 0 { fputs("s3mount: fork failed\n", stderr); return 1 }
+        if pid > 0 {
+            close(fds[1])
+            var buf = [UInt8](repeating: 0, count: 4096)
+            var got = [UInt8]()
+            while true {
+                let n = read(fds[0], &buf, buf.count)
+                if n <= 0 { break }
+                got += buf[0..<n]
+            }
+            let msg = String(decoding: got, as: UTF8.self)
+            if msg.hasPrefix("OK") { return 0 }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            fputs("s3mount: \(msg.isEmpty ? "the daemon exited before the mount was ready" : String(msg.dropFirst(4)))\n", stderr)
+            return 1
+        }
+        close(fds[0])
+        setsid()
+        Log.shared.level = config.debug ? .debug : .info
+        let reportFD = fds[1]
+        if let lf = config.logFile { redirectLog(lf) }
+        return serve(config, mountpoint: mountpoint, report: { ok, msg in
+            let line = (ok ? "OK  " : "ERR ") + msg
+            _ = line.withCString { write(reportFD, $0, strlen($0)) }
+            close(reportFD)
+            if ok {
+                // Detach from the terminal now that the parent knows the result.
+                let devnull = open("/dev/null", O_RDWR)
+                dup2(devnull, 0)
+                dup2(devnull, 1)
+                if config.logFile == nil { dup2(devnull, 2) }
+                if devnull > 2 { close(devnull) }
+                chdir("/")
+                Log.info(msg)
+            }
+        })
+    }
+
+    static func redirectLog(_ path: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        if fd >= 0 { Log.shared.setOutput(fd: fd) } else { fputs("s3mount: cannot open log file \(path)\n", stderr) }
+    }
+
+    static func serve(_ config: MountConfig, mountpoint: String, report: (Bool, String) -> Void) -> Int32 {
+        CurlTransport.globalInitialize()
+        let env = environment()
+        let transport = CurlTransport()
+        let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
+        var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
+        let profileName = config.profile ?? env["AWS_PROFILE"]
+        if region == nil, let p = profileName ?? Optional("default"), let r = AWSConfigFile.profile(p, env: env)?["region"] { region = r }
+
+        let creds: CredentialsProvider
+        do {
+            var o = CredentialsChain.Options(profile: config.profile, noSignRequest: config.noSignRequest)
+            o.region = region
+            creds = try CredentialsChain.resolve(o, env: env, transport: transport)
+        } catch {
+            report(false, "\(error)")
+            return 1
+        }
+        let client = S3Client(config: S3Config(bucket: config.bucket, endpoint: endpoint, region: region,
+                                               forcePathStyle: config.forcePathStyle),
+                              credentials: creds, transport: transport, traceRequests: config.debug)
+        if region == nil && endpoint == nil, let r = client.discoverRegion() {
+            client.setRegion(r)
+        }
+        var fsOptions = FSOptions()
+        fsOptions.prefix = Names.normalizePrefix(config.prefix)
+        fsOptions.uid = config.uid
+        fsOptions.gid = config.gid
+        fsOptions.fileMode = config.fileMode
+        fsOptions.dirMode = config.dirMode
+        fsOptions.metadataTTL = config.metadataTTL
+        fsOptions.readOnly = config.readOnly
+
+        // One small listing proves the bucket exists, is reachable and that we may list it.
+        do {
+            _ = try client.listObjectsV2(prefix: fsOptions.prefix, delimiter: "/", maxKeys: 1)
+        } catch let e as S3Error {
+            report(false, describe(e, config: config, endpoint: endpoint ?? "AWS (\(client.region))"))
+            return 1
+        } catch {
+            report(false, "\(error)")
+            return 1
+        }
+
+        let fs = Filesystem(store: client, options: fsOptions)
+        let bridge = FuseBridge(fs: fs)
+        var mo = FuseSession.MountOptions(fsname: "s3mount:\(config.bucket)")
+        mo.allowOther = config.allowOther
+        mo.allowRoot = config.allowRoot
+        mo.readOnly = config.readOnly
+        let session: FuseSession
+        do {
+            session = try FuseSession(bridge: bridge, mountpoint: mountpoint, options: mo, debug: false)
+        } catch {
+            report(false, "\(error)")
+            return 1
+        }
+        report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
+        let rc = session.run()
+        Log.info("unmounted \(mountpoint)")
+        return rc == 0 ? 0 : 1
+    }
+
+    static func describe(_ e: S3Error, config: MountConfig, endpoint: String) -> String {
+        switch e.kind {
+        case .noSuchBucket: return "bucket \"\(config.bucket)\" does not exist at \(endpoint)"
+        case .notFound: return "bucket \"\(config.bucket)\" not found at \(endpoint) (HTTP 404)"
+        case .accessDenied: return "access denied to bucket \"\(config.bucket)\" (\(e.code)): check the credentials' permissions (s3:ListBucket)"
+        case .invalidAccessKeyId, .signatureDoesNotMatch:
+            if e.code == "NoCredentials" { return e.message }
+            return "credentials rejected by \(endpoint) (\(e.code)): check the access key and secret"
+        case .transport: return "cannot reach \(endpoint): \(e.message)"
+        default: return "cannot list bucket \"\(config.bucket)\": \(e)"
+        }
+    }
+}
+
+enum StatsCommand {
+    static func run(_ args: [String]) -> Int32 {
+        guard args.count == 1 else {
+            fputs("usage: s3mount stats MOUNTPOINT\n", stderr)
+            return 2
+        }
+        var size = 1 << 16
+        while true {
+            var buf = [UInt8](repeating: 0, count: size)
+            let n = getxattr(args[0], FuseBridge.statsXattr, &buf, size)
+            if n >= 0 {
+                print(String(decoding: buf[0..<n], as: UTF8.self))
+                return 0
+            }
+            let e = errno
+            if e == ERANGE && size < 64 << 20 { size *= 4; continue }
+            if e == ENODATA || e == ENOTSUP {
+                fputs("s3mount: \(args[0]) is not an s3mount mount\n", stderr)
+            } else {
+                fputs("s3mount: cannot read statistics from \(args[0]): \(String(cString: strerror(e)))\n", stderr)
+            }
+            return 1
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import Glibc
+import S3
+import S3FSCore
+
+/// Everything the command line (or an fstab options string) can say.
+struct MountConfig {
+    var bucket = ""
+    var prefix = ""
+    var mountpoint = ""
+    var endpointURL: String?
+    var region: String?
+    var forcePathStyle = false
+    var profile: String?
+    var noSignRequest = false
+    var readOnly = false
+    var uid: UInt32 = getuid()
+    var gid: UInt32 = getgid()
+    var fileMode: UInt32 = 0o644
+    var dirMode: UInt32 = 0o755
+    var allowOther = false
+    var allowRoot = false
+    /// Default 60 s: long enough that browsing a tree (ls, find, a file manager's repeated
+    /// stats) is served from memory, short enough that changes made by other S3 clients show up
+    /// within a minute.
+    var metadataTTL: Double = 60
+    var debug = false
+    var foreground = false
+    var logFile: String?
+}
+
+struct UsageError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+enum CommandLine2 {
+    static let usage = """
+    usage: s3mount [OPTIONS] BUCKET[:PREFIX] MOUNTPOINT
+           s3mount [OPTIONS] s3://BUCKET/PREFIX MOUNTPOINT
+           s3mount stats MOUNTPOINT
+
+    Mounts an S3 bucket (or a prefix of it) as a directory. Returns once the mount is ready.
+
+    options:
+      --endpoint-url URL       S3-compatible endpoint (also AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000
+      --region REGION          bucket region (default: AWS_REGION, the profile, else discovered)
+      --force-path-style       path-style requests (MinIO, Ceph, moto, ...)
+      --profile NAME           credentials/config profile from ~/.aws
+      --no-sign-request        anonymous access to a public bucket
+      --prefix PREFIX          mount only keys under PREFIX
+      --read-only              refuse every change (EROFS)
+      --uid N, --gid N         owner shown for every file (default: the mounting user)
+      --file-mode OCTAL        permission bits of files (default 0644)
+      --dir-mode OCTAL         permission bits of directories (default 0755)
+      --allow-other            let other users access the mount (needs user_allow_other in /etc/fuse.conf)
+      --allow-root             let root access the mount
+      --metadata-ttl SECONDS|indefinite
+                               how long listings, attributes and "no such file" answers are trusted (default 60)
+      --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
+      --debug                  one log line per S3 request
+      -f, --foreground         stay attached, log to stderr
+      -o OPT[,OPT...]          the same options in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...
+      -h, --help               this text
+    """
+
+    static func parse(_ argv: [String]) throws -> MountConfig {
+        var c = MountConfig()
+        var positional: [String] = []
+        var i = 0
+        func value(_ name: String, _ inline: String?) throws -> String {
+            if let v = inline { return v }
+            i += 1
+            guard i < argv.count else { throw UsageError("option \(name) needs a value") }
+            return argv[i]
+        }
+        while i < argv.count {
+            let a = argv[i]
+            var name = a
+            var inline: String? = nil
+            if a.hasPrefix("--"), let eq = a.firstIndex(of: "=") {
+                name = String(a[..<eq])
+                inline = String(a[a.index(after: eq)...])
+            }
+            switch name {
+            case "--endpoint-url": c.endpointURL = try value(name, inline)
+            case "--region": c.region = try value(name, inline)
+            case "--force-path-style": c.forcePathStyle = true
+            case "--profile": c.profile = try value(name, inline)
+            case "--no-sign-request": c.noSignRequest = true
+            case "--prefix": c.prefix = try value(name, inline)
+            case "--read-only": c.readOnly = true
+            case "--uid": c.uid = try number(name, try value(name, inline))
+            case "--gid": c.gid = try number(name, try value(name, inline))
+            case "--file-mode": c.fileMode = try mode(name, try value(name, inline))
+            case "--dir-mode": c.dirMode = try mode(name, try value(name, inline))
+            case "--allow-other": c.allowOther = true
+            case "--allow-root": c.allowRoot = true
+            case "--metadata-ttl": c.metadataTTL = try ttl(try value(name, inline))
+            case "--log-file": c.logFile = try value(name, inline)
+            case "--debug", "-d": c.debug = true
+            case "-f", "--foreground": c.foreground = true
+            case "-o":
+                try applyFstabOptions(try value(name, nil), to: &c)
+            default:
+                if a.hasPrefix("-o") && a.count > 2 {
+                    try applyFstabOptions(String(a.dropFirst(2)), to: &c)
+                } else if a.hasPrefix("-") && a != "-" {
+                    throw UsageError("unknown option \(a)")
+                } else {
+                    positional.append(a)
+                }
+            }
+            i += 1
+        }
+        guard positional.count == 2 else {
+            throw UsageError(positional.count < 2 ? "expected BUCKET[:PREFIX] and MOUNTPOINT" : "unexpected argument \(positional[2])")
+        }
+        try parseSource(positional[0], into: &c)
+        c.mountpoint = positional[1]
+        if let ep = c.endpointURL, !S3Client.validateEndpoint(ep) {
+            throw UsageError("invalid endpoint URL \(ep) (expected http://host[:port] or https://host[:port])")
+        }
+        if c.noSignRequest && c.profile != nil { throw UsageError("--no-sign-request and --profile contradict each other") }
+        return c
+    }
+
+    static func parseSource(_ s: String, into c: inout MountConfig) throws {
+        var bucket: String
+        var prefix = ""
+        if s.hasPrefix("s3://") {
+            let rest = s.dropFirst(5)
+            if let slash = rest.firstIndex(of: "/") {
+                bucket = String(rest[..<slash])
+                prefix = String(rest[rest.index(after: slash)...])
+            } else {
+                bucket = String(rest)
+            }
+        } else if let colon = s.firstIndex(of: ":") {
+            bucket = String(s[..<colon])
+            prefix = String(s[s.index(after: colon)...])
+        } else {
+            bucket = s
+        }
+        guard isValidBucket(bucket) else {
+            throw UsageError("invalid bucket name \"\(bucket)\" (3-63 characters: letters, digits, '.', '-', '_')")
+        }
+        c.bucket = bucket
+        if !prefix.isEmpty {
+            if !c.prefix.isEmpty && c.prefix != prefix { throw UsageError("two different prefixes given (\(c.prefix) and \(prefix))") }
+            c.prefix = prefix
+        }
+    }
+
+    static func isValidBucket(_ b: String) -> Bool {
+        guard (3...63).contains(b.utf8.count) else { return false }
+        return b.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E || $0 == 0x2D || $0 == 0x5F }
+    }
+
+    static func number(_ name: String, _ v: String) throws -> UInt32 {
+        guard let n = UInt32(v) else { throw UsageError("\(name) expects a number, got \"\(v)\"") }
+        return n
+    }
+
+    static func mode(_ name: String, _ v: String) throws -> UInt32 {
+        guard let n = UInt32(v, radix: 8), n <= 0o7777 else { throw UsageError("\(name) expects octal permission bits like 0644, got \"\(v)\"") }
+        return n
+    }
+
+    static func ttl(_ v: String) throws -> Double {
+        if v == "indefinite" || v == "inf" { return .infinity }
+        guard let n = Double(v), n >= 0, n.isFinite else { throw UsageError("--metadata-ttl expects seconds or \"indefinite\", got \"\(v)\"") }
+        return n
+    }
+
+    /// Options in fstab/mount form. Generic mount options that mean nothing to s3mount are ignored.
+    static func applyFstabOptions(_ s: String, to c: inout MountConfig) throws {
+        let ignored: Set<String> = ["_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner", "defaults",
+                                    "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime",
+                                    "nodiratime", "sync", "async", "rw", "default_permissions", "nonempty"]
+        for opt in s.split(separator: ",").map(String.init) where !opt.isEmpty {
+            let parts = opt.split(separator: "=", maxSplits: 1).map(String.init)
+            let key = parts[0].replacingUnderscores()
+            let val = parts.count > 1 ? parts[1] : nil
+            func need() throws -> String {
+                guard let v = val, !v.isEmpty else { throw UsageError("option \(parts[0]) needs a value (\(parts[0])=...)") }
+                return v
+            }
+            if ignored.contains(parts[0]) || parts[0].hasPrefix("x-") || parts[0].hasPrefix("comment=") || parts[0] == "comment" { continue }
+            switch key {
+            case "ro", "read-only": c.readOnly = true
+            case "allow-other": c.allowOther = true
+            case "allow-root": c.allowRoot = true
+            case "uid": c.uid = try number("uid", try need())
+            case "gid": c.gid = try number("gid", try need())
+            case "file-mode": c.fileMode = try mode("file_mode", try need())
+            case "dir-mode": c.dirMode = try mode("dir_mode", try need())
+            case "endpoint-url", "endpoint", "url": c.endpointURL = try need()
+            case "region": c.region = try need()
+            case "profile": c.profile = try need()
+            case "prefix": c.prefix = try need()
+            case "force-path-style", "use-path-request-style", "path-style": c.forcePathStyle = true
+            case "no-sign-request", "public-bucket": c.noSignRequest = true
+            case "metadata-ttl": c.metadataTTL = try ttl(try need())
+            case "debug": c.debug = true
+            case "foreground": c.foreground = true
+            case "log-file": c.logFile = try need()
+            default: throw UsageError("unknown mount option \"\(parts[0])\"")
+            }
+        }
+    }
+}
+
+extension String {
+    func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
+}
