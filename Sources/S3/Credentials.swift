@@ -106,9 +106,10 @@ public final class CredentialsProvider: Sendable {
             Log.debug("credentials refreshed from \(c.source)")
             return c
         } catch {
-            state.withLock { $0.refreshing = false }
+            let hadCredentials = state.withLock { s -> Bool in s.refreshing = false; return s.current != nil }
             refreshDone.broadcast()
-            Log.warning("credentials refresh from \(source.name) failed: \(error)")
+            // The first fetch's failure is the caller's to report; a failed refresh is worth a warning.
+            Log.shared.write(hadCredentials ? .warning : .debug, "credentials refresh from \(source.name) failed: \(error)")
             throw error
         }
     }

@@ -112,7 +112,7 @@ enum Daemon {
                 let devnull = open("/dev/null", O_RDWR)
                 dup2(devnull, 0)
                 dup2(devnull, 1)
-                if config.logFile == nil { dup2(devnull, 2) }
+                dup2(devnull, 2)
                 if devnull > 2 { close(devnull) }
                 chdir("/")
                 Log.info(msg)
@@ -160,7 +160,7 @@ enum Daemon {
 
         // One small listing proves the bucket exists, is reachable and that we may list it.
         do {
-            _ = try client.listObjectsV2(prefix: fsOptions.prefix, delimiter: "/", maxKeys: 1)
+            _ = try client.listObjectsV2(prefix: fsOptions.prefix, delimiter: nil, maxKeys: 1)
         } catch let e as S3Error {
             report(false, describe(e, config: config, endpoint: endpoint ?? "AWS (\(client.region))"))
             return 1
@@ -184,8 +184,10 @@ enum Daemon {
         }
         report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
         let rc = session.run()
-        Log.info("unmounted \(mountpoint)")
-        return rc == 0 ? 0 : 1
+        // libfuse reports the signal that ended the loop as its result: that is a clean stop.
+        let clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP
+        Log.info("unmounted \(mountpoint)\(clean ? "" : " (session loop error \(rc))")")
+        return clean ? 0 : 1
     }
 
     static func describe(_ e: S3Error, config: MountConfig, endpoint: String) -> String {

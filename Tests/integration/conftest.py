@@ -1,0 +1,231 @@
+"""Integration harness: a real moto_server on a free loopback port, real s3mount mounts,
+real tools through the mount, and every S3 request counted twice (s3mount's own stats and
+moto's request log)."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("S3MOUNT_BIN", os.path.join(ROOT, ".build", "debug", "s3mount"))
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+LOG_LINE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
+
+
+def classify(method, target):
+    """Names the S3 operation of a request from moto's access log."""
+    path, _, query = target.partition("?")
+    parts = [p for p in path.split("/") if p != ""]
+    has_key = len(parts) >= 2 or (len(parts) == 1 and path.endswith("/") and path.count("/") > 1)
+    q = query
+    if method == "GET" and "list-type=2" in q:
+        return "ListObjectsV2"
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if method == "GET":
+        return "GetObject" if has_key else "GetBucket"
+    if method == "PUT":
+        if "partNumber=" in q:
+            return "UploadPart"
+        return "PutObject" if has_key else "CreateBucket"
+    if method == "POST":
+        if "uploads" in q and "uploadId" not in q:
+            return "CreateMultipartUpload"
+        if "uploadId" in q:
+            return "CompleteMultipartUpload"
+        if "delete" in q:
+            return "DeleteObjects"
+        return "Post"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
+    return method
+
+
+class Moto:
+    def __init__(self, extra_env=None):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.logdir = tempfile.mkdtemp(prefix="moto-")
+        self.logpath = os.path.join(self.logdir, "moto.log")
+        env = dict(os.environ)
+        env.update(extra_env or {})
+        exe = shutil.which("moto_server")
+        if exe is None:
+            pytest.exit("moto_server not found: run scripts/setup.sh (pip install 'moto[server]')", returncode=3)
+        self.logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.logf,
+                                     stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if self.proc.poll() is not None:
+                    pytest.exit("moto_server exited at start: " + open(self.logpath).read(), returncode=3)
+                time.sleep(0.1)
+        else:
+            pytest.exit("moto_server did not start within 30 s", returncode=3)
+
+    def client(self, **creds):
+        c = dict(CREDS)
+        c.update(creds)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"],
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+    def log_position(self):
+        self.logf.flush()
+        return os.path.getsize(self.logpath)
+
+    def requests_since(self, pos, bucket=None):
+        """[(operation, status, target)] that moto served since `pos` (for `bucket` only if given)."""
+        time.sleep(0.05)
+        with open(self.logpath, "rb") as f:
+            f.seek(pos)
+            text = f.read().decode("utf-8", "replace")
+        out = []
+        for m in LOG_LINE.finditer(text):
+            method, target, status = m.group(1), m.group(2), int(m.group(3))
+            if target.startswith("/moto-api"):
+                continue
+            if bucket is not None and not (target == f"/{bucket}" or target.startswith(f"/{bucket}/") or target.startswith(f"/{bucket}?")):
+                continue
+            out.append((classify(method, target), status, target))
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.logf.close()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    m = Moto()
+    yield m
+    m.stop()
+
+
+@pytest.fixture()
+def s3(moto):
+    return moto.client()
+
+
+@pytest.fixture()
+def bucket(s3):
+    name = "t-" + uuid.uuid4().hex[:12]
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def seed(s3, bucket, keys, body=b"x"):
+    """Puts each key (str or (key, body)) in parallel."""
+    def put(k):
+        if isinstance(k, tuple):
+            s3.put_object(Bucket=bucket, Key=k[0], Body=k[1])
+        else:
+            s3.put_object(Bucket=bucket, Key=k, Body=body)
+    with ThreadPoolExecutor(16) as ex:
+        list(ex.map(put, keys))
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+class Mount:
+    def __init__(self, moto, bucket, args=(), env=None, source=None):
+        self.moto = moto
+        self.bucket = bucket
+        self.path = tempfile.mkdtemp(prefix="s3m-")
+        self.logpath = self.path + ".log"
+        self.env = dict(os.environ)
+        self.env.update(CREDS)
+        self.env["AWS_EC2_METADATA_DISABLED"] = "true"
+        self.env.update(env or {})
+        cmd = [BIN, source or bucket, self.path, "--endpoint-url", moto.endpoint, "--force-path-style",
+               "--log-file", self.logpath, *args]
+        self.result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        if self.result.returncode != 0:
+            raise RuntimeError(f"mount failed ({self.result.returncode}): {self.result.stderr}")
+        assert mounted(self.path)
+
+    def stats(self):
+        out = subprocess.run([BIN, "stats", self.path], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def requests(self):
+        """{operation: count} sent by the daemon so far, from its own statistics."""
+        return {op: v["total"] for op, v in self.stats()["requests"].items()}
+
+    def daemon_pid(self):
+        out = subprocess.run(["pgrep", "-f", f"s3mount .* {re.escape(self.path)} "], capture_output=True, text=True)
+        pids = [int(p) for p in out.stdout.split()]
+        return pids[0] if pids else None
+
+    def log(self):
+        try:
+            return open(self.logpath).read()
+        except FileNotFoundError:
+            return ""
+
+    def unmount(self):
+        if mounted(self.path):
+            subprocess.run(["fusermount3", "-u", self.path], capture_output=True)
+            deadline = time.time() + 10
+            while mounted(self.path) and time.time() < deadline:
+                time.sleep(0.1)
+            if mounted(self.path):
+                subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+@pytest.fixture()
+def mount(moto):
+    made = []
+
+    def make(bucket, *args, env=None, source=None):
+        m = Mount(moto, bucket, args, env=env, source=source)
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.unmount()
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True, timeout=kw.pop("timeout", 120), **kw)
+
+
+def delta(before, after):
+    ops = set(before) | set(after)
+    return {op: after.get(op, 0) - before.get(op, 0) for op in ops if after.get(op, 0) != before.get(op, 0)}
