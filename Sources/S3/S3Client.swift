@@ -6,6 +6,13 @@ public struct ObjectInfo: Sendable {
     public var etag: String
     public var lastModified: Double
     public var contentType: String?
+
+    public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil) {
+        self.size = size
+        self.etag = etag
+        self.lastModified = lastModified
+        self.contentType = contentType
+    }
 }
 
 public struct S3Config: Sendable {
@@ -334,8 +341,9 @@ public final class S3Client: Sendable {
 
     /// Server-side copy; above 5 GiB (CopyObject's limit) as a multipart upload of UploadPartCopy parts.
     @discardableResult
-    public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, partSize: Int64 = 512 << 20) throws -> String {
-        if let size, size > Self.maxSinglePutSize {
+    public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, partSize: Int64 = 512 << 20,
+                           multipartAbove: Int64 = S3Client.maxSinglePutSize) throws -> String {
+        if let size, size > multipartAbove {
             let id = try createMultipartUpload(dest)
             do {
                 var parts: [CompletedPart] = []

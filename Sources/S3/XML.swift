@@ -45,9 +45,17 @@ public struct ListedObject: Sendable {
     public var size: Int64
     public var lastModified: Double
     public var etag: String
+
+    public init(key: [UInt8], size: Int64, lastModified: Double, etag: String) {
+        self.key = key
+        self.size = size
+        self.lastModified = lastModified
+        self.etag = etag
+    }
 }
 
 public struct ListPage: Sendable {
+    public init() {}
     public var objects: [ListedObject] = []
     /// Common prefixes, each ending in the delimiter.
     public var commonPrefixes: [[UInt8]] = []

@@ -1,0 +1,208 @@
+import Foundation
+import XCTest
+import S3
+@testable import S3FSCore
+
+final class FilesystemTests: XCTestCase {
+    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    func make(_ keys: [String], ttl: Double = 60, configure: (inout FSOptions) -> Void = { _ in }) -> (Filesystem, InMemoryStore) {
+        let store = InMemoryStore()
+        for k in keys { store.put(k) }
+        var o = FSOptions()
+        o.metadataTTL = ttl
+        o.listPageSize = 3
+        configure(&o)
+        return (Filesystem(store: store, options: o), store)
+    }
+
+    /// Reads a whole directory the way the kernel does, with readdirplus.
+    func readAll(_ fs: Filesystem, _ ino: UInt64, plus: Bool = true) -> [(String, Attributes?)] {
+        let h = try! fs.opendir(ino: ino).get()
+        defer { fs.releasedir(handle: h) }
+        var out: [(String, Attributes?)] = []
+        var off: Int64 = 0
+        while true {
+            var got = 0
+            _ = fs.readdir(handle: h, offset: off, plus: plus) { e in
+                out.append((String(decoding: e.name, as: UTF8.self), e.attributes))
+                off = e.nextOffset
+                got += 1
+                return true
+            }
+            if got == 0 { break }
+        }
+        return out
+    }
+
+    func lookup(_ fs: Filesystem, _ parent: UInt64, _ name: String) -> Attributes? {
+        try! fs.lookup(parent: parent, name: b(name)).get()
+    }
+
+    func testListingPrimesLookupsAndMissesWithoutRequests() {
+        let (fs, store) = make((0..<10).map { "d/f\($0)" } + ["d/sub/x", "top"])
+        let d = lookup(fs, 1, "d")!
+        XCTAssertEqual(d.kind, .directory)
+        let before = store.lists
+        let names = readAll(fs, d.ino).map { $0.0 }
+        XCTAssertEqual(names, [".", ".."] + (0..<10).map { "f\($0)" } + ["sub"])
+        XCTAssertEqual(store.lists - before, 4, "11 entries in pages of 3")
+        let afterListing = store.lists
+        XCTAssertEqual(lookup(fs, d.ino, "f7")?.size, 1)
+        XCTAssertEqual(lookup(fs, d.ino, "sub")?.kind, .directory)
+        XCTAssertNil(lookup(fs, d.ino, "desktop.ini"))
+        XCTAssertNil(lookup(fs, d.ino, ".hidden"))
+        XCTAssertEqual(store.lists, afterListing, "no request after a complete listing")
+        XCTAssertEqual(fs.counters.negativeHits, 2)
+        // A second opendir within the TTL is served from the cache.
+        _ = readAll(fs, d.ino)
+        XCTAssertEqual(store.lists, afterListing)
+    }
+
+    func testLookupInUnlistedDirectoryIsOneListing() {
+        let (fs, store) = make(["a/name", "a/name.bak", "a/name-2/x", "a/dir/y"])
+        let a = lookup(fs, 1, "a")!
+        let before = store.lists
+        XCTAssertEqual(lookup(fs, a.ino, "name")?.kind, .file)
+        XCTAssertEqual(store.lists - before, 1)
+        // Siblings seen in that page are primed too.
+        XCTAssertEqual(lookup(fs, a.ino, "name.bak")?.kind, .file)
+        XCTAssertEqual(lookup(fs, a.ino, "name-2")?.kind, .directory)
+        XCTAssertEqual(store.lists - before, 1)
+        XCTAssertEqual(lookup(fs, a.ino, "dir")?.kind, .directory)
+        XCTAssertNil(lookup(fs, a.ino, "nothing"))
+        XCTAssertNil(lookup(fs, a.ino, "nothing"), "the miss is cached")
+        XCTAssertEqual(store.lists - before, 3)
+    }
+
+    func testConcurrentLookupsOfOneNameShareOneRequest() {
+        let (fs, store) = make(["d/file"])
+        let d = lookup(fs, 1, "d")!
+        store.listDelay = 200_000
+        let before = store.lists
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            XCTAssertEqual(self.lookup(fs, d.ino, "file")?.kind, .file)
+        }
+        XCTAssertEqual(store.lists - before, 1)
+    }
+
+    func testLookupsWaitForARunningListing() {
+        let (fs, store) = make((0..<5).map { "d/f\($0)" })
+        let d = lookup(fs, 1, "d")!
+        store.listDelay = 100_000
+        let before = store.lists
+        let h = try! fs.opendir(ino: d.ino).get()
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            XCTAssertNotNil(self.lookup(fs, d.ino, "f\(i)"))
+        }
+        fs.releasedir(handle: h)
+        XCTAssertEqual(store.lists - before, 2, "only the listing's two pages")
+    }
+
+    func testInodesAreStableCountedAndFreedOnForget() {
+        let (fs, _) = make(["d/a", "d/b"])
+        let d = lookup(fs, 1, "d")!
+        let a1 = lookup(fs, d.ino, "a")!
+        let a2 = lookup(fs, d.ino, "a")!
+        XCTAssertEqual(a1.ino, a2.ino)
+        let entries = readAll(fs, d.ino)
+        let viaReaddir = entries.first { $0.0 == "a" }!.1!
+        XCTAssertEqual(viaReaddir.ino, a1.ino)
+        let count = fs.inodeCount
+        fs.forget(ino: a1.ino, count: 2)
+        XCTAssertEqual(fs.inodeCount, count, "readdirplus added a third reference")
+        fs.forget(ino: a1.ino, count: 1)
+        XCTAssertEqual(fs.inodeCount, count - 1)
+        let again = lookup(fs, d.ino, "a")!
+        XCTAssertNotEqual(again.ino, a1.ino, "numbers are never reused")
+        if case .failure(let e) = fs.getattr(ino: a1.ino) { XCTAssertEqual(e.errno, ENOENT) } else { XCTFail("a forgotten inode is gone") }
+    }
+
+    func testReaddirplusEntryThatDoesNotFitDropsItsReference() {
+        let (fs, _) = make(["d/a", "d/b"])
+        let d = lookup(fs, 1, "d")!
+        let base = fs.inodeCount
+        let h = try! fs.opendir(ino: d.ino).get()
+        var accepted = 0
+        _ = fs.readdir(handle: h, offset: 0, plus: true) { e in
+            if e.isDotEntry { return true }
+            accepted += 1
+            return accepted < 2 // the second real entry "does not fit"
+        }
+        fs.releasedir(handle: h)
+        XCTAssertEqual(fs.inodeCount, base + 1)
+    }
+
+    func testFileAndPrefixCollisionShowsDirectoryAndBadNamesAreSkipped() {
+        let long = String(repeating: "n", count: 256)
+        let (fs, _) = make(["both", "both/in", "x//y", "x/./dot", "x/../up", "x/\(long)", "x/ok"])
+        XCTAssertEqual(lookup(fs, 1, "both")?.kind, .directory)
+        let root = readAll(fs, 1).map { $0.0 }
+        XCTAssertEqual(root.filter { $0 == "both" }.count, 1)
+        let x = lookup(fs, 1, "x")!
+        XCTAssertEqual(readAll(fs, x.ino).map { $0.0 }, [".", "..", "ok"])
+        XCTAssertEqual(fs.counters.skippedNames, 4)
+        XCTAssertEqual(try? fs.lookup(parent: x.ino, name: b(long)).get().map { $0.ino }, nil)
+        if case .failure(let e) = fs.lookup(parent: x.ino, name: Array(repeating: 0x61, count: 256)) { XCTAssertEqual(e.errno, ENAMETOOLONG) } else { XCTFail() }
+    }
+
+    func testNamesAreComparedAsBytes() {
+        let store = InMemoryStore()
+        store.put([0x63, 0xC3, 0xA9], [1])          // NFC é
+        store.put([0x63, 0x65, 0xCC, 0x81], [2])    // NFD e + combining acute
+        let fs = Filesystem(store: store, options: FSOptions())
+        let nfc = try! fs.lookup(parent: 1, name: [0x63, 0xC3, 0xA9]).get()!
+        let nfd = try! fs.lookup(parent: 1, name: [0x63, 0x65, 0xCC, 0x81]).get()!
+        XCTAssertNotEqual(nfc.ino, nfd.ino)
+    }
+
+    func testExpiredListingIsFetchedAgainAndRemovalsShow() {
+        let (fs, store) = make(["d/a", "d/b"], ttl: 0.2)
+        let d = lookup(fs, 1, "d")!
+        XCTAssertEqual(readAll(fs, d.ino).count, 4)
+        store.remove("d/b")
+        store.put("d/c")
+        usleep(300_000)
+        XCTAssertEqual(readAll(fs, d.ino).map { $0.0 }, [".", "..", "a", "c"])
+        XCTAssertNil(lookup(fs, d.ino, "b"))
+    }
+
+    func testPrefixMountShowsOnlyItsKeys() {
+        let (fs, _) = make(["p/one", "p/sub/two", "other"]) { $0.prefix = Names.normalizePrefix("/p/") }
+        XCTAssertEqual(readAll(fs, 1).map { $0.0 }, [".", "..", "one", "sub"])
+    }
+
+    func testReadsSequentialStreamAndChangedObject() {
+        let store = InMemoryStore()
+        let data = (0..<300_000).map { UInt8(truncatingIfNeeded: $0) }
+        store.put(b("f"), data)
+        let fs = Filesystem(store: store, options: FSOptions())
+        let f = lookup(fs, 1, "f")!
+        let h = try! fs.open(ino: f.ino, flags: O_RDONLY).get()
+        var got = [UInt8]()
+        var off: Int64 = 0
+        while true {
+            let chunk = try! fs.read(handle: h, offset: off, size: 65536).get()
+            if chunk.isEmpty { break }
+            got += chunk
+            off += Int64(chunk.count)
+        }
+        XCTAssertEqual(got, data)
+        XCTAssertEqual(store.getCalls, 1, "one streaming GET for a sequential reader")
+        // A jump backwards far away: one ranged GET of just the bytes asked for.
+        _ = try! fs.read(handle: h, offset: 10, size: 10).get()
+        fs.release(handle: h)
+        if case .failure(let e) = fs.open(ino: f.ino, flags: O_WRONLY) { XCTAssertEqual(e.errno, EROFS) } else { XCTFail() }
+        let h2 = try! fs.open(ino: f.ino, flags: O_RDONLY).get()
+        store.put(b("f"), [9, 9, 9])
+        if case .failure(let e) = fs.read(handle: h2, offset: 0, size: 10) { XCTAssertEqual(e.errno, ESTALE) } else { XCTFail("changed object must be detected") }
+        fs.release(handle: h2)
+    }
+
+    func testStatsJSONIsWellFormed() throws {
+        let (fs, _) = make(["a"])
+        _ = lookup(fs, 1, "a")
+        let json = try JSONSerialization.jsonObject(with: Data(fs.statsJSON().utf8)) as? [String: Any]
+        XCTAssertNotNil(json?["cache"])
+    }
+}

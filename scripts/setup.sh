@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine needs to build and test s3mount. Idempotent.
+set -euo pipefail
+
+APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev pkg-config)
+# python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
+command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto.server, boto3, pytest" >/dev/null 2>&1; then
+    echo "setup: installing moto[server], boto3, pytest from PyPI"
+    python3 -m pip install -q 'moto[server]' boto3 pytest 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages 'moto[server]' boto3 pytest
+    hash -r
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "setup: the Swift toolchain (6.x) is required and was not found on PATH" >&2
+    exit 1
+fi
+if [ ! -e /dev/fuse ]; then
+    echo "setup: /dev/fuse is missing; FUSE mounts (and the integration tests) need it" >&2
+    exit 1
+fi
+echo "setup: ready ($(swift --version 2>/dev/null | head -1); fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"
