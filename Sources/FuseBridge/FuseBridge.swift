@@ -234,7 +234,97 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_err(req, 0)
     }
 
-    static let readOnlyFS: Int32 = EROFS
+    static let createCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, parent, name, _, fi in
+        let b = bridge(req)
+        switch b.fs.create(parent: parent, name: FuseBridge.name(name), flags: s3m_fi_flags(fi)) {
+        case .success(let (a, h)):
+            var e = b.entry(a)
+            s3m_fi_set_fh(fi, h)
+            if fuse_reply_create(req, &e, fi) != 0 {
+                // The kernel did not take the entry: drop its reference and the handle.
+                b.fs.forget(ino: a.ino, count: 1)
+                b.fs.release(handle: h)
+            }
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let writeCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, buf, size, off, fi in
+        let b = bridge(req)
+        switch b.fs.write(handle: s3m_fi_fh(fi), offset: Int64(off), data: UnsafeRawBufferPointer(start: buf, count: size)) {
+        case .success(let n): fuse_reply_write(req, n)
+        case .failure(let err): fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let flushCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
+        fuse_reply_err(req, bridge(req).fs.flush(handle: s3m_fi_fh(fi))?.errno ?? 0)
+    }
+
+    static let fsyncCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, _, fi in
+        fuse_reply_err(req, bridge(req).fs.flush(handle: s3m_fi_fh(fi), final: true)?.errno ?? 0)
+    }
+
+    static let setattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<stat>?, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, attr, toSet, fi in
+        let b = bridge(req)
+        guard let attr else { fuse_reply_err(req, EINVAL); return }
+        let set = UInt32(bitPattern: toSet)
+        let r = b.fs.setattr(ino: ino,
+                             size: set & UInt32(FUSE_SET_ATTR_SIZE) != 0 ? Int64(attr.pointee.st_size) : nil,
+                             mode: set & UInt32(FUSE_SET_ATTR_MODE) != 0 ? attr.pointee.st_mode & 0o7777 : nil,
+                             uid: set & UInt32(FUSE_SET_ATTR_UID) != 0 ? attr.pointee.st_uid : nil,
+                             gid: set & UInt32(FUSE_SET_ATTR_GID) != 0 ? attr.pointee.st_gid : nil,
+                             handle: fi.map { s3m_fi_fh($0) })
+        switch r {
+        case .success(let a):
+            var st = b.stat(a)
+            fuse_reply_attr(req, &st, b.ttl)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let unlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
+        fuse_reply_err(req, bridge(req).fs.unlink(parent: parent, name: FuseBridge.name(name))?.errno ?? 0)
+    }
+
+    static let rmdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
+        fuse_reply_err(req, bridge(req).fs.rmdir(parent: parent, name: FuseBridge.name(name))?.errno ?? 0)
+    }
+
+    static let mkdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t) -> Void = { req, parent, name, _ in
+        let b = bridge(req)
+        switch b.fs.mkdir(parent: parent, name: FuseBridge.name(name)) {
+        case .success(let a):
+            var e = b.entry(a)
+            fuse_reply_entry(req, &e)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    static let renameCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?, UInt32) -> Void = { req, parent, name, newParent, newName, flags in
+        let err = bridge(req).fs.rename(parent: parent, name: FuseBridge.name(name), newParent: newParent, newName: FuseBridge.name(newName), flags: flags)
+        fuse_reply_err(req, err?.errno ?? 0)
+    }
+
+    /// Sends kernel cache invalidations from a separate thread: libfuse forbids sending them on
+    /// the path of a request that may hold the same inode's locks.
+    func installInvalidator(session: OpaquePointer) {
+        let se = session
+        fs.invalidator = { what in
+            let t = Thread {
+                switch what {
+                case .inode(let ino): _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0)
+                case .entry(let parent, let name):
+                    let cname = name.map { CChar(bitPattern: $0) } + [0]
+                    _ = cname.withUnsafeBufferPointer { fuse_lowlevel_notify_inval_entry(se, parent, $0.baseAddress, name.count) }
+                }
+            }
+            t.start()
+        }
+    }
 
     public func makeOperations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -256,16 +346,19 @@ public final class FuseBridge: @unchecked Sendable {
         ops.access = Self.accessCallback
         ops.setxattr = { req, _, _, _, _, _ in fuse_reply_err(req, ENOTSUP) }
         ops.removexattr = { req, _, _ in fuse_reply_err(req, ENOTSUP) }
-        // Mutations arrive with the write support; until then the mount is read-only.
-        ops.setattr = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.mkdir = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.unlink = { req, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.rmdir = { req, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.symlink = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.rename = { req, _, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.link = { req, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
-        ops.create = { req, _, _, _, _ in fuse_reply_err(req, FuseBridge.readOnlyFS) }
+        ops.create = Self.createCallback
+        ops.write = Self.writeCallback
+        ops.flush = Self.flushCallback
+        ops.fsync = Self.fsyncCallback
+        ops.setattr = Self.setattrCallback
+        ops.unlink = Self.unlinkCallback
+        ops.mkdir = Self.mkdirCallback
+        ops.rmdir = Self.rmdirCallback
+        ops.rename = Self.renameCallback
+        // Neither links nor device nodes exist in S3 (see docs/SEMANTICS.md).
+        ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, EPERM) }
+        ops.symlink = { req, _, _, _ in fuse_reply_err(req, EPERM) }
+        ops.link = { req, _, _, _ in fuse_reply_err(req, EPERM) }
         return ops
     }
 }
@@ -306,6 +399,7 @@ public final class FuseSession: @unchecked Sendable {
             throw FuseError("could not create the FUSE session (bad mount options?)")
         }
         session = se
+        bridge.installInvalidator(session: se)
         guard fuse_set_signal_handlers(se) == 0 else { throw FuseError("could not install signal handlers") }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             fuse_remove_signal_handlers(se)
@@ -319,6 +413,7 @@ public final class FuseSession: @unchecked Sendable {
     public func run(maxThreads: UInt32 = 64) -> Int32 {
         guard let se = session else { return 1 }
         let rc = s3m_session_loop_mt(se, maxThreads, 10)
+        bridge.fs.invalidator = nil
         fuse_session_unmount(se)
         fuse_remove_signal_handlers(se)
         fuse_session_destroy(se)

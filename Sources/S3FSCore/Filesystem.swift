@@ -11,6 +11,8 @@ public final class Filesystem: @unchecked Sendable {
     public let store: ObjectStore
     public let options: FSOptions
     let mountTime: Double
+    /// Set by the bridge: tells the kernel to drop what its caches hold for an inode or a name.
+    public var invalidator: ((Invalidation) -> Void)?
 
     struct Node {
         var ino: UInt64
@@ -42,8 +44,11 @@ public final class Filesystem: @unchecked Sendable {
         var dirs: [[UInt8]: DirState] = [:]
         var listings: [[UInt8]: ListingJob] = [:]
         var lookupFlights: [[UInt8]: Flight] = [:]
+        /// Lookups that had to ask S3, per directory not listed yet: the second one lists it.
+        var lookupMisses: [[UInt8]: Int] = [:]
         var dirHandles: [UInt64: DirHandle] = [:]
         var fileHandles: [UInt64: FileReader] = [:]
+        var writers: [UInt64: FileWriter] = [:]
         var nextHandle: UInt64 = 1
         var counters = CacheCounters()
     }
@@ -102,7 +107,7 @@ public final class Filesystem: @unchecked Sendable {
         let dirPath = path(of: parentNode)
         let key = Names.entryKey(dirPath: dirPath, name: name)
 
-        enum Step { case found(Attributes), missing, wait(Condition, () -> Bool), fetch(Flight) }
+        enum Step { case found(Attributes), missing, wait(Condition, () -> Bool), fetch(Flight), listing(ListingJob, start: Bool) }
         for round in 0..<4 {
             let t = now()
             let step: Step = state.withLock { s in
@@ -121,8 +126,18 @@ public final class Filesystem: @unchecked Sendable {
                 }
                 if round < 3 {
                     // Share a listing of the parent, or another lookup of this very name, already on the wire.
-                    if let job = s.listings[dirPath] { return .wait(job.cond, { job.done }) }
+                    if let job = s.listings[dirPath] { return .listing(job, start: false) }
                     if let f = s.lookupFlights[key] { return .wait(f.cond, { f.done }) }
+                    // Several names asked in a directory not listed yet (a shell creating files, a
+                    // build probing headers): list it once instead of once per name.
+                    s.lookupMisses[dirPath, default: 0] += 1
+                    if s.lookupMisses[dirPath]! >= 2 {
+                        s.lookupMisses[dirPath] = nil
+                        let job = ListingJob(dirPath: dirPath, maxPages: 10)
+                        s.listings[dirPath] = job
+                        s.counters.listingMisses += 1
+                        return .listing(job, start: true)
+                    }
                 }
                 s.counters.attrMisses += 1
                 let f = Flight()
@@ -133,6 +148,30 @@ public final class Filesystem: @unchecked Sendable {
             case .found(let a): return .success(a)
             case .missing: return .success(nil)
             case .wait(let c, let done): c.wait(until: done); continue
+            case .listing(let job, let start):
+                if start {
+                    let t = Thread { [self] in self.runListing(job) }
+                    t.start()
+                }
+                // Wait until the listing is done or has gone past the name (keys come sorted).
+                let dirKey = key + [Names.slash]
+                var passed = false
+                job.cond.wait(until: {
+                    passed = !job.lastKey.lexicographicallyPrecedes(dirKey) && !job.lastKey.isEmpty
+                    return job.done || passed
+                })
+                if passed && job.error == nil {
+                    let answer: Attributes?? = state.withLock { s in
+                        if let e = s.attrs[key], e.at >= job.startedAt {
+                            s.counters.attrHits += 1
+                            return .some(attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: e.kind), e))
+                        }
+                        s.negatives[key] = job.startedAt
+                        return .some(nil)
+                    }
+                    if let a = answer { return .success(a) }
+                }
+                continue
             case .fetch(let flight):
                 let result = fetchEntry(dirPath: dirPath, name: name)
                 state.withLock { $0.lookupFlights[key] = nil }
@@ -245,6 +284,14 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
+        // A file open for writing is as large as its spool, whatever S3 holds yet.
+        if let size = openWriterSize(ino: ino) {
+            return getattrCached(ino: ino).map { a in var a = a; a.size = size; return a }
+        }
+        return getattrCached(ino: ino)
+    }
+
+    func getattrCached(ino: UInt64) -> Result<Attributes, FSError> {
         let t = now()
         enum Step { case done(Attributes), revalidate(Node) }
         let step: Step? = state.withLock { s in
@@ -295,8 +342,16 @@ public final class Filesystem: @unchecked Sendable {
                 }
             }
             if job == nil, let running = s.listings[dirPath] {
-                s.counters.listingHits += 1
-                job = running
+                // Joined by a reader: a lookup-started listing must now run to the end.
+                let joined = running.cond.locked { () -> Bool in
+                    if running.done { return false }
+                    running.maxPages = nil
+                    return true
+                }
+                if joined {
+                    s.counters.listingHits += 1
+                    job = running
+                }
             }
             if job == nil {
                 s.counters.listingMisses += 1
@@ -325,14 +380,31 @@ public final class Filesystem: @unchecked Sendable {
     /// entries to readers as each page arrives.
     func runListing(_ job: ListingJob) {
         let started = now()
+        job.cond.broadcast { job.startedAt = started }
         var token: String? = nil
+        var pages = 0
         do {
             repeat {
                 let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
+                pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started)
                 prime(dirPath: job.dirPath, entries, at: started)
-                job.cond.broadcast { job.append(entries) }
+                let lastKey = page.objects.last?.key ?? [], lastPrefix = page.commonPrefixes.last ?? []
+                let last = lastKey.lexicographicallyPrecedes(lastPrefix) ? lastPrefix : lastKey
                 token = page.isTruncated ? page.nextContinuationToken : nil
+                // Past the last page, nothing sorts after: every name has been passed.
+                var stop = false
+                job.cond.broadcast {
+                    job.append(entries)
+                    job.lastKey = token == nil ? [0xFF, 0xFF, 0xFF, 0xFF] : last
+                    if let m = job.maxPages, pages >= m, token != nil { stop = true }
+                }
+                if stop {
+                    // A lookup-started listing of a huge directory stops early; it is not complete.
+                    state.withLock { s in if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil } }
+                    job.cond.broadcast { job.done = true; job.truncated = true }
+                    return
+                }
             } while token != nil
         } catch {
             let errno = (error as? S3Error)?.errno ?? EIO
@@ -416,7 +488,7 @@ public final class Filesystem: @unchecked Sendable {
 
     public func open(ino: UInt64, flags: Int32) -> Result<UInt64, FSError> {
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
-            return .failure(FSError(EROFS))
+            return openForWrite(ino: ino, flags: flags)
         }
         let t = now()
         enum Step { case ready(CachedEntry, Node), revalidate(Node) }
@@ -450,6 +522,7 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
+        if let w = state.withLock({ $0.writers[handle] }) { return w.read(offset: offset, length: size) }
         guard let r = state.withLock({ $0.fileHandles[handle] }) else { return .failure(FSError(EBADF)) }
         let result = r.read(offset: offset, length: size)
         if case .failure(let e) = result, e.errno == ESTALE {
@@ -460,6 +533,14 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     public func release(handle: UInt64) {
+        if let w = state.withLock({ $0.writers[handle] }) {
+            if let e = flush(handle: handle, final: true) {
+                Log.error("release of \(Names.display(w.key)): upload failed (\(e)); nobody is left to tell")
+            }
+            state.withLock { _ = $0.writers.removeValue(forKey: handle) }
+            w.close()
+            return
+        }
         let r = state.withLock { $0.fileHandles.removeValue(forKey: handle) }
         r?.close()
     }
@@ -530,13 +611,24 @@ final class ListingJob: @unchecked Sendable {
     var indexByName: [[UInt8]: Int] = [:]
     var done = false
     var error: Int32? = nil
+    /// The greatest key or prefix listed so far (all 0xFF once the last page is in).
+    var lastKey: [UInt8] = []
+    var startedAt: Double = 0
+    /// Pages after which a lookup-started listing gives up (nil: to the end).
+    var maxPages: Int?
+    /// Stopped early by maxPages: not a complete listing.
+    var truncated = false
 
-    init(dirPath: [UInt8]) { self.dirPath = dirPath }
+    init(dirPath: [UInt8], maxPages: Int? = nil) {
+        self.dirPath = dirPath
+        self.maxPages = maxPages
+    }
 
     init(dirPath: [UInt8], completed: [([UInt8], CachedEntry)]) {
         self.dirPath = dirPath
         self.entries = completed
         self.done = true
+        self.lastKey = [0xFF, 0xFF, 0xFF, 0xFF]
     }
 
     /// Adds a page's entries, once per name; a directory replaces a file of the same name.

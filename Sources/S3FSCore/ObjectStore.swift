@@ -7,6 +7,18 @@ public protocol ObjectStore: Sendable {
     /// Streams bytes from `range` (half-open) or from `from` to the end into `sink`.
     func get(_ key: [UInt8], range: Range<Int64>?, from: Int64?, ifMatch: String?, sink: @escaping BodySink) throws -> ObjectInfo
     var requestStats: RequestStats? { get }
+
+    /// Returns the new object's ETag.
+    func put(_ key: [UInt8], body: HTTPBody) throws -> String
+    func createMultipart(_ key: [UInt8]) throws -> String
+    func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String
+    func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String
+    func abortMultipart(_ key: [UInt8], uploadId: String) throws
+    /// Server-side copy; `size` lets the store pick a multipart copy for objects over 5 GiB.
+    func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String
+    func delete(_ key: [UInt8]) throws
+    /// Returns the keys that could not be deleted.
+    func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]]
 }
 
 extension S3Client: ObjectStore {
@@ -20,4 +32,14 @@ extension S3Client: ObjectStore {
     }
 
     public var requestStats: RequestStats? { stats }
+
+    public func put(_ key: [UInt8], body: HTTPBody) throws -> String { try putObject(key, body: body) }
+    public func createMultipart(_ key: [UInt8]) throws -> String { try createMultipartUpload(key) }
+    public func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
+        try completeMultipartUpload(key, uploadId: uploadId, parts: parts)
+    }
+    public func abortMultipart(_ key: [UInt8], uploadId: String) throws { try abortMultipartUpload(key, uploadId: uploadId) }
+    public func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String { try copyObject(from: from, to: to, size: size) }
+    public func delete(_ key: [UInt8]) throws { try deleteObject(key) }
+    public func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteObjects(keys).map { $0.key } }
 }

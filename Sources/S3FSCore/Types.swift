@@ -13,6 +13,12 @@ public struct FSOptions: Sendable {
     /// Bytes a streaming read may buffer ahead of the reader.
     public var readAhead = 8 << 20
     public var listPageSize = 1000
+    /// Where files being written are spooled before upload.
+    public var spoolDir = "/var/tmp"
+    /// Above this size a file is uploaded as a multipart upload, parts leaving while it is written.
+    public var multipartThreshold: Int64 = 16 << 20
+    public var partSize: Int64 = 8 << 20
+    public var parallelParts = 4
     public init() {}
 }
 

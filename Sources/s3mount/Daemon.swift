@@ -65,8 +65,17 @@ enum Daemon {
     /// Returns the exit code. In the background mode the parent waits on a pipe until the child
     /// reports the mount ready (exit 0) or why it failed (exit 1): nothing is left mounted then.
     static func start(_ config: MountConfig) -> Int32 {
+        var config = config
         let mountpoint: String
-        do { mountpoint = try checkMountpoint(config.mountpoint) } catch {
+        do {
+            mountpoint = try checkMountpoint(config.mountpoint)
+            // Resolved now: the daemon runs from "/".
+            let spool = config.spoolDir ?? String(cString: getenv("TMPDIR") ?? strdup("/var/tmp"))
+            guard let rp = realpath(spool, nil) else { throw MountFailure("spool directory \(spool) does not exist") }
+            config.spoolDir = String(cString: rp)
+            free(rp)
+            guard access(config.spoolDir!, W_OK) == 0 else { throw MountFailure("spool directory \(config.spoolDir!) is not writable") }
+        } catch {
             fputs("s3mount: \(error)\n", stderr)
             return 1
         }
@@ -157,6 +166,7 @@ enum Daemon {
         fsOptions.dirMode = config.dirMode
         fsOptions.metadataTTL = config.metadataTTL
         fsOptions.readOnly = config.readOnly
+        fsOptions.spoolDir = config.spoolDir ?? "/var/tmp"
 
         // One small listing proves the bucket exists, is reachable and that we may list it.
         do {
@@ -184,6 +194,8 @@ enum Daemon {
         }
         report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
         let rc = session.run()
+        // Files still open for writing when the mount went away: upload them before exiting.
+        fs.shutdown(timeout: 300)
         // libfuse reports the signal that ended the loop as its result: that is a clean stop.
         let clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP
         Log.info("unmounted \(mountpoint)\(clean ? "" : " (session loop error \(rc))")")

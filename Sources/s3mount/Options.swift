@@ -26,6 +26,8 @@ struct MountConfig {
     var debug = false
     var foreground = false
     var logFile: String?
+    /// Where files being written wait for upload (default $TMPDIR or /var/tmp).
+    var spoolDir: String?
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -57,6 +59,7 @@ enum CommandLine2 {
       --metadata-ttl SECONDS|indefinite
                                how long listings, attributes and "no such file" answers are trusted (default 60)
       --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
+      --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --debug                  one log line per S3 request
       -f, --foreground         stay attached, log to stderr
       -o OPT[,OPT...]          the same options in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...
@@ -97,6 +100,7 @@ enum CommandLine2 {
             case "--allow-root": c.allowRoot = true
             case "--metadata-ttl": c.metadataTTL = try ttl(try value(name, inline))
             case "--log-file": c.logFile = try value(name, inline)
+            case "--spool-dir": c.spoolDir = try value(name, inline)
             case "--debug", "-d": c.debug = true
             case "-f", "--foreground": c.foreground = true
             case "-o":
@@ -204,6 +208,7 @@ enum CommandLine2 {
             case "debug": c.debug = true
             case "foreground": c.foreground = true
             case "log-file": c.logFile = try need()
+            case "spool-dir": c.spoolDir = try need()
             default: throw UsageError("unknown mount option \"\(parts[0])\"")
             }
         }

@@ -64,4 +64,57 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         _ = o.data[lo..<min(hi, o.data.count)].withUnsafeBytes { sink($0) }
         return ObjectInfo(size: Int64(o.data.count), etag: o.etag, lastModified: o.mtime)
     }
+
+    private var uploads: [String: [Int: [UInt8]]] = [:]
+    private(set) var putCalls = 0
+
+    func data(_ key: String) -> [UInt8]? { lock.lock(); defer { lock.unlock() }; return objects[Array(key.utf8)]?.data }
+    var allKeys: [String] { lock.lock(); defer { lock.unlock() }; return objects.keys.map { String(decoding: $0, as: UTF8.self) }.sorted() }
+
+    static func read(_ body: HTTPBody) -> [UInt8] {
+        switch body {
+        case .none: return []
+        case .bytes(let b): return b
+        case .file(let fd, let off, let len):
+            var out = [UInt8](repeating: 0, count: Int(len))
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(len), off_t(off)) }
+            return Array(out[0..<max(0, n)])
+        }
+    }
+
+    func put(_ key: [UInt8], body: HTTPBody) throws -> String {
+        let d = Self.read(body)
+        put(key, d)
+        lock.lock(); putCalls += 1; defer { lock.unlock() }
+        return objects[key]!.etag
+    }
+    func createMultipart(_ key: [UInt8]) throws -> String {
+        lock.lock(); defer { lock.unlock() }
+        let id = UUID().uuidString
+        uploads[id] = [:]
+        return id
+    }
+    func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String {
+        let d = Self.read(body)
+        lock.lock(); defer { lock.unlock() }
+        uploads[uploadId]![partNumber] = d
+        return "\"p\(partNumber)\""
+    }
+    func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
+        lock.lock()
+        let u = uploads.removeValue(forKey: uploadId)!
+        lock.unlock()
+        put(key, parts.sorted { $0.partNumber < $1.partNumber }.flatMap { u[$0.partNumber]! })
+        return "\"mpu\""
+    }
+    func abortMultipart(_ key: [UInt8], uploadId: String) throws { lock.lock(); uploads[uploadId] = nil; lock.unlock() }
+    func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String {
+        lock.lock()
+        guard let o = objects[from] else { lock.unlock(); throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "CopyObject") }
+        lock.unlock()
+        put(to, o.data)
+        return "\"copy\""
+    }
+    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; lock.unlock() }
+    func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { for k in keys { try delete(k) }; return [] }
 }

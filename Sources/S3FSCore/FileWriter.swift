@@ -1,0 +1,327 @@
+import Glibc
+import S3
+import Synchronization
+
+/// A file open for writing. Data is spooled to a local temporary file (bounded memory) and
+/// uploaded on flush/fsync/release: PutObject when small; a multipart upload whose parts leave in
+/// parallel while a large file is still being written sequentially.
+final class FileWriter: @unchecked Sendable {
+    let store: ObjectStore
+    private(set) var key: [UInt8]
+    let ino: UInt64
+    let fd: Int32
+    let spoolPath: String
+    let spoolDir: String
+    let multipartThreshold: Int64
+    let basePartSize: Int64
+    let maxParallelParts: Int
+
+    enum PartStatus { case pending, inFlight(stale: Bool), done(etag: String) }
+
+    struct State {
+        var size: Int64 = 0
+        /// Data changed since the last upload.
+        var dirty = false
+        /// The object must be (re)written even without data changes (a new or truncated file);
+        /// done at release, so a close() of a duplicate descriptor before the data is written
+        /// does not upload an empty object first.
+        var pendingEmpty = false
+        /// Bytes [0, sequentialEnd) were written in order: complete parts there may leave early.
+        var sequentialEnd: Int64 = 0
+        var uploadId: String? = nil
+        var creatingUpload = false
+        var parts: [Int: PartStatus] = [:]
+        var inFlight = 0
+        var partError: S3Error? = nil
+        var lastError: FSError? = nil
+    }
+    let state = Mutex(State())
+    let partsDone = Condition()
+    /// Serialises writes, truncates and uploads of this handle.
+    private let ioLock = Mutex(())
+
+    init(store: ObjectStore, key: [UInt8], ino: UInt64, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int) throws {
+        self.store = store
+        self.key = key
+        self.ino = ino
+        self.multipartThreshold = multipartThreshold
+        self.basePartSize = partSize
+        self.maxParallelParts = parallelParts
+        var template = Array((spoolDir + "/s3mount-spool-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            Log.error("cannot create a spool file in \(spoolDir): \(String(cString: strerror(errno)))")
+            throw FSError(errno == ENOSPC ? ENOSPC : EIO)
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        self.fd = fd
+        self.spoolPath = String(cString: template)
+        self.spoolDir = spoolDir
+    }
+
+    var size: Int64 { state.withLock { $0.size } }
+    var isDirty: Bool { state.withLock { $0.dirty || $0.pendingEmpty } }
+
+    func markPendingEmpty() { state.withLock { $0.pendingEmpty = true } }
+
+    /// Fills the spool with the object's current bytes (download-modify-upload of an overwrite).
+    func load(size: Int64, etag: String) -> FSError? {
+        var off: Int64 = 0
+        var writeErr: Int32 = 0
+        do {
+            if size > 0 {
+                try store.get(key, range: nil, from: 0, ifMatch: etag.isEmpty ? nil : etag) { buf in
+                    let n = pwrite(self.fd, buf.baseAddress, buf.count, off_t(off))
+                    if n != buf.count { writeErr = n < 0 ? errno : ENOSPC; return false }
+                    off += Int64(n)
+                    return true
+                }
+            }
+        } catch let e as S3Error {
+            return FSError(writeErr != 0 ? writeErr : e.errno)
+        } catch {
+            return FSError(EIO)
+        }
+        state.withLock { s in
+            s.size = off
+            s.sequentialEnd = 0
+        }
+        return nil
+    }
+
+    func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
+        var out = [UInt8](repeating: 0, count: length)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
+        if n < 0 { return .failure(FSError(errno)) }
+        out.removeLast(length - n)
+        return .success(out)
+    }
+
+    func write(offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
+        ioLock.withLock { _ in
+            let n = pwrite(fd, data.baseAddress, data.count, off_t(offset))
+            if n < 0 { return .failure(FSError(errno)) }
+            if n < data.count { return .failure(FSError(ENOSPC)) }
+            let end = offset + Int64(n)
+            let startMultipart = state.withLock { s -> Bool in
+                s.size = max(s.size, end)
+                s.dirty = true
+                if offset == s.sequentialEnd { s.sequentialEnd = end } else { s.sequentialEnd = min(s.sequentialEnd, offset) }
+                markStale(&s, from: offset, to: end)
+                return s.uploadId == nil && !s.creatingUpload && s.size > multipartThreshold
+            }
+            if startMultipart { beginMultipart() }
+            schedule(final: false)
+            return .success(n)
+        }
+    }
+
+    func truncate(to newSize: Int64) -> FSError? {
+        ioLock.withLock { _ in
+            if ftruncate(fd, off_t(newSize)) != 0 { return FSError(errno) }
+            state.withLock { s in
+                let old = s.size
+                s.size = newSize
+                s.dirty = true
+                s.sequentialEnd = min(s.sequentialEnd, newSize)
+                markStale(&s, from: min(old, newSize), to: Int64.max)
+            }
+            return nil
+        }
+    }
+
+    // MARK: - parts
+
+    /// Part n (1-based) covers [start, end). Part sizes double every 1,000 parts, so 10,000 parts
+    /// reach past S3's 5 TiB object limit while small files keep small parts.
+    func partBounds(_ n: Int) -> (Int64, Int64) {
+        var start: Int64 = 0
+        var remaining = n - 1
+        var size = basePartSize
+        while remaining >= 1000 {
+            start += size * 1000
+            remaining -= 1000
+            size *= 2
+        }
+        start += size * Int64(remaining)
+        return (start, start + size)
+    }
+
+    func partCount(for size: Int64) -> Int {
+        if size == 0 { return 1 }
+        var n = 1
+        while partBounds(n).1 < size { n += 1 }
+        return n
+    }
+
+    private func markStale(_ s: inout State, from: Int64, to: Int64) {
+        for (n, st) in s.parts {
+            let (a, b) = partBounds(n)
+            guard a < to && from < b else { continue }
+            switch st {
+            case .inFlight: s.parts[n] = .inFlight(stale: true)
+            case .done: s.parts[n] = .pending
+            case .pending: break
+            }
+        }
+    }
+
+    private func beginMultipart() {
+        state.withLock { $0.creatingUpload = true }
+        do {
+            let id = try store.createMultipart(key)
+            state.withLock { $0.uploadId = id; $0.creatingUpload = false }
+        } catch let e as S3Error {
+            state.withLock { $0.creatingUpload = false; $0.partError = e }
+        } catch {
+            state.withLock { $0.creatingUpload = false }
+        }
+    }
+
+    /// Starts uploads of parts that are ready: complete parts inside the sequential region while
+    /// writing, every part when `final`.
+    private func schedule(final: Bool) {
+        var toStart: [(Int, String)] = []
+        state.withLock { s in
+            guard let id = s.uploadId, s.partError == nil else { return }
+            let limit = final ? s.size : s.sequentialEnd
+            let last = final ? partCount(for: s.size) : partCount(for: limit + 1) - 1
+            guard last >= 1 else { return }
+            for n in 1...last {
+                if s.inFlight >= maxParallelParts { break }
+                let (a, b) = partBounds(n)
+                if !final && b > limit { break }
+                if a >= s.size && n > 1 { break }
+                switch s.parts[n] {
+                case nil, .pending?:
+                    s.parts[n] = .inFlight(stale: false)
+                    s.inFlight += 1
+                    toStart.append((n, id))
+                default: break
+                }
+            }
+        }
+        for (n, id) in toStart {
+            let t = Thread { [self] in self.uploadPart(n, uploadId: id) }
+            t.start()
+        }
+    }
+
+    private func uploadPart(_ n: Int, uploadId: String) {
+        let (a, b) = partBounds(n)
+        let len = max(0, min(b, size) - a)
+        var result: Result<String, S3Error>
+        do {
+            result = .success(try store.uploadPart(key, uploadId: uploadId, partNumber: n, body: .file(fd: fd, offset: a, length: len)))
+        } catch let e as S3Error {
+            result = .failure(e)
+        } catch {
+            result = .failure(S3Error(kind: .transport, status: 0, code: "Transport", message: "\(error)", operation: "UploadPart"))
+        }
+        partsDone.broadcast {
+            state.withLock { s in
+                s.inFlight -= 1
+                switch result {
+                case .success(let etag):
+                    if case .inFlight(stale: true)? = s.parts[n] { s.parts[n] = .pending } else { s.parts[n] = .done(etag: etag) }
+                case .failure(let e):
+                    s.parts[n] = .pending
+                    s.partError = e
+                }
+            }
+        }
+        schedule(final: false)
+    }
+
+    /// Uploads the spool if it changed since the last upload. Returns (size, etag) of the object
+    /// now in S3, or the error the writer should see. A failed multipart upload is aborted.
+    func upload(final: Bool) -> Result<(Int64, String)?, FSError> {
+        ioLock.withLock { _ -> Result<(Int64, String)?, FSError> in
+            let (dirty, size, id) = state.withLock { ($0.dirty || (final && $0.pendingEmpty), $0.size, $0.uploadId) }
+            guard dirty else { return .success(nil) }
+            do {
+                let etag: String
+                if id == nil && size <= multipartThreshold {
+                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size))
+                } else {
+                    if id == nil { beginMultipart() }
+                    let count = partCount(for: size)
+                    // Send every part not yet sent, then wait for all of them.
+                    while true {
+                        schedule(final: true)
+                        var failed: S3Error? = nil
+                        var complete = false
+                        partsDone.wait(until: {
+                            state.withLock { s in
+                                if let e = s.partError { failed = e; return s.inFlight == 0 }
+                                if s.uploadId == nil { failed = S3Error(kind: .badResponse, status: 0, code: "NoUpload", message: "could not start the multipart upload", operation: "CreateMultipartUpload"); return true }
+                                complete = (1...count).allSatisfy { if case .done? = s.parts[$0] { return true } else { return false } }
+                                if complete { return true }
+                                // Wake to schedule more when a slot is free.
+                                return s.inFlight < maxParallelParts && (1...count).contains { n in
+                                    if case .inFlight? = s.parts[n] { return false }
+                                    if case .done? = s.parts[n] { return false }
+                                    return true
+                                }
+                            }
+                        })
+                        if let failed { throw failed }
+                        if complete { break }
+                    }
+                    let (uploadId, parts) = state.withLock { s -> (String, [CompletedPart]) in
+                        (s.uploadId!, (1...count).map { n in
+                            if case .done(let e)? = s.parts[n] { return CompletedPart(partNumber: n, etag: e) }
+                            return CompletedPart(partNumber: n, etag: "")
+                        })
+                    }
+                    etag = try store.completeMultipart(key, uploadId: uploadId, parts: parts)
+                    state.withLock { s in s.uploadId = nil; s.parts = [:] }
+                }
+                state.withLock { s in
+                    s.dirty = false
+                    s.pendingEmpty = false
+                    s.lastError = nil
+                }
+                return .success((size, etag))
+            } catch {
+                let s3e = error as? S3Error
+                Log.error("upload of \(Names.display(key)) (\(size) bytes) failed: \(error)")
+                abortMultipart()
+                let e = FSError(s3e?.errno == ENOENT ? EIO : (s3e?.errno ?? EIO))
+                state.withLock { $0.lastError = e }
+                return .failure(e)
+            }
+        }
+    }
+
+    private func abortMultipart() {
+        // Wait for parts in flight, then abort so no orphaned parts stay billed.
+        partsDone.wait(until: { state.withLock { $0.inFlight == 0 } })
+        let id = state.withLock { s -> String? in
+            let id = s.uploadId
+            s.uploadId = nil
+            s.parts = [:]
+            s.partError = nil
+            s.sequentialEnd = 0
+            return id
+        }
+        if let id { try? store.abortMultipart(key, uploadId: id) }
+    }
+
+    func rename(to newKey: [UInt8]) { ioLock.withLock { _ in key = newKey } }
+
+    /// Closes the spool. When the last upload failed, the spool is kept (renamed so it is easy
+    /// to find) and its path logged: the data is recoverable.
+    func close() {
+        let (dirty, failed) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.lastError) }
+        Glibc.close(fd)
+        if dirty && failed != nil {
+            let kept = spoolDir + "/s3mount-unsaved-" + String(spoolPath.utf8.suffix(6))!
+            Glibc.rename(spoolPath, kept)
+            Log.error("data for \(Names.display(key)) could not be uploaded; kept in \(kept)")
+        } else {
+            unlink(spoolPath)
+        }
+    }
+}
+
