@@ -64,6 +64,22 @@ final class FileWriter: @unchecked Sendable {
 
     func markPendingEmpty() { state.withLock { $0.pendingEmpty = true } }
 
+    /// The object to download before the first read, write or truncate (set by an open without
+    /// O_TRUNC): opening and closing without touching the data (`touch`) downloads nothing.
+    private var pendingLoad: (size: Int64, etag: String)? = nil
+
+    func loadLazily(size: Int64, etag: String) {
+        pendingLoad = (size, etag)
+        state.withLock { $0.size = size }
+    }
+
+    /// Call with ioLock held.
+    private func ensureLoaded() -> FSError? {
+        guard let p = pendingLoad else { return nil }
+        pendingLoad = nil
+        return load(size: p.size, etag: p.etag)
+    }
+
     /// Fills the spool with the object's current bytes (download-modify-upload of an overwrite).
     func load(size: Int64, etag: String) -> FSError? {
         var off: Int64 = 0
@@ -90,6 +106,7 @@ final class FileWriter: @unchecked Sendable {
     }
 
     func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
+        if let e = ioLock.withLock({ _ in ensureLoaded() }) { return .failure(e) }
         var out = [UInt8](repeating: 0, count: length)
         let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
         if n < 0 { return .failure(FSError(errno)) }
@@ -99,6 +116,7 @@ final class FileWriter: @unchecked Sendable {
 
     func write(offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
         ioLock.withLock { _ in
+            if let e = ensureLoaded() { return .failure(e) }
             let n = pwrite(fd, data.baseAddress, data.count, off_t(offset))
             if n < 0 { return .failure(FSError(errno)) }
             if n < data.count { return .failure(FSError(ENOSPC)) }
@@ -118,6 +136,7 @@ final class FileWriter: @unchecked Sendable {
 
     func truncate(to newSize: Int64) -> FSError? {
         ioLock.withLock { _ in
+            if let e = ensureLoaded() { return e }
             if ftruncate(fd, off_t(newSize)) != 0 { return FSError(errno) }
             state.withLock { s in
                 let old = s.size

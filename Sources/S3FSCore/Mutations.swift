@@ -113,10 +113,7 @@ extension Filesystem {
             case .failure(let e): w.close(); return .failure(e)
             case .success(nil): w.markPendingEmpty() // gone from S3 meanwhile: start empty
             case .success(let e?):
-                if let err = w.load(size: e.size, etag: e.etag) {
-                    w.close()
-                    return .failure(err)
-                }
+                w.loadLazily(size: e.size, etag: e.etag)
             }
         }
         return .success(register(w))

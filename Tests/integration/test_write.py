@@ -79,6 +79,7 @@ def test_hundred_small_files_by_redirection(moto, s3, bucket, mount):
 
 def test_overwrite_append_truncate(moto, s3, bucket, mount):
     s3.put_object(Bucket=bucket, Key="f.txt", Body=b"original contents\n")
+    s3.put_object(Bucket=bucket, Key="large.bin", Body=b"L" * (4 << 20))
     m = mount(bucket)
     p = os.path.join(m.path, "f.txt")
     assert run(f"echo replaced > {p}").returncode == 0
@@ -97,6 +98,12 @@ def test_overwrite_append_truncate(moto, s3, bucket, mount):
     assert body(s3, bucket, "f.txt") == b""
     assert run(f"touch {m.path}/empty").returncode == 0
     assert body(s3, bucket, "empty") == b""
+    # touch of an existing object neither downloads nor rewrites it.
+    assert run(f"ls {m.path}/large.bin").returncode == 0
+    before = m.requests()
+    assert run(f"touch {m.path}/large.bin").returncode == 0
+    d = delta(before, m.requests())
+    assert "GetObject" not in d and "PutObject" not in d, d
 
 
 def test_editor_style_save(moto, s3, bucket, mount):
