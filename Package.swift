@@ -8,11 +8,14 @@ let package = Package(
     products: [
         .executable(name: "s3mount", targets: ["s3mount"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
     targets: [
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("curl")]),
-        .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL"]),
+        .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "S3FSCore", dependencies: ["S3"]),
         .target(name: "FuseBridge", dependencies: ["S3FSCore", "CFuse3"]),
         .executableTarget(name: "s3mount", dependencies: ["FuseBridge", "S3FSCore", "S3", "CFuse3"]),

@@ -6,6 +6,10 @@ APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev pkg-config)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
+# systemd-analyze (unit verification in the tests), mount(8) and curl (demo).
+command -v systemd-analyze >/dev/null 2>&1 || APT_PACKAGES+=(systemd)
+command -v mount >/dev/null 2>&1 || APT_PACKAGES+=(mount)
+command -v curl >/dev/null 2>&1 || APT_PACKAGES+=(curl)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 

@@ -1,4 +1,8 @@
 #include "CCurlShim.h"
+#include <syslog.h>
+
+void s3m_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
+void s3m_openlog(const char *ident) { openlog(ident, LOG_PID, LOG_DAEMON); }
 
 int s3m_curl_global_init(void) { return (int)curl_global_init(CURL_GLOBAL_ALL); }
 CURLcode s3m_easy_setopt_long(CURL *h, CURLoption opt, long value) { return curl_easy_setopt(h, opt, value); }

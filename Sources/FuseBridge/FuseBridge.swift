@@ -10,8 +10,12 @@ public final class FuseBridge: @unchecked Sendable {
     let ttl: Double
     public static let statsXattr = "user.s3mount.stats"
 
-    public init(fs: Filesystem) {
+    /// --debug: one log line per FUSE operation.
+    let tracing: Bool
+
+    public init(fs: Filesystem, trace: Bool = false) {
         self.fs = fs
+        self.tracing = trace
         // The kernel's own caches (entries, attributes, negative entries) follow --metadata-ttl.
         self.ttl = fs.options.metadataTTL.isFinite ? fs.options.metadataTTL : 60 * 60 * 24 * 365
     }
@@ -50,6 +54,18 @@ public final class FuseBridge: @unchecked Sendable {
         return e
     }
 
+    func trace(_ op: String, _ ino: UInt64, _ name: [UInt8]? = nil, _ result: @autoclosure () -> String) {
+        guard tracing else { return }
+        Log.debug("fuse \(op) ino=\(ino)\(name.map { " name=" + String(decoding: $0, as: UTF8.self) } ?? "") -> \(result())")
+    }
+
+    static func outcome<T>(_ r: Result<T, FSError>) -> String {
+        switch r {
+        case .success: return "ok"
+        case .failure(let e): return "error \(e.errno) (\(e))"
+        }
+    }
+
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
         guard let p else { return [] }
         return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
@@ -71,7 +87,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let lookupCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
         let b = bridge(req)
-        switch b.fs.lookup(parent: parent, name: FuseBridge.name(name)) {
+        let r = b.fs.lookup(parent: parent, name: FuseBridge.name(name))
+        b.trace("lookup", parent, FuseBridge.name(name), { if case .success(nil) = r { return "negative" }; return outcome(r) }())
+        switch r {
         case .success(let a):
             var e = b.entry(a)
             fuse_reply_entry(req, &e)
@@ -95,7 +113,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let getattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _ in
         let b = bridge(req)
-        switch b.fs.getattr(ino: ino) {
+        let r = b.fs.getattr(ino: ino)
+        b.trace("getattr", ino, nil, outcome(r))
+        switch r {
         case .success(let a):
             var st = b.stat(a)
             fuse_reply_attr(req, &st, b.ttl)
@@ -106,7 +126,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let opendirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
-        switch b.fs.opendir(ino: ino) {
+        let r = b.fs.opendir(ino: ino)
+        b.trace("opendir", ino, nil, outcome(r))
+        switch r {
         case .success(let h):
             s3m_fi_set_fh(fi, h)
             // Let the kernel keep the directory's entries in its page cache between opens.
@@ -168,7 +190,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
-        switch b.fs.open(ino: ino, flags: s3m_fi_flags(fi)) {
+        let r = b.fs.open(ino: ino, flags: s3m_fi_flags(fi))
+        b.trace("open", ino, nil, outcome(r))
+        switch r {
         case .success(let h):
             s3m_fi_set_fh(fi, h)
             s3m_fi_set_cache_flags(fi, 1, 0)
@@ -236,7 +260,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let createCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, parent, name, _, fi in
         let b = bridge(req)
-        switch b.fs.create(parent: parent, name: FuseBridge.name(name), flags: s3m_fi_flags(fi)) {
+        let r = b.fs.create(parent: parent, name: FuseBridge.name(name), flags: s3m_fi_flags(fi))
+        b.trace("create", parent, FuseBridge.name(name), outcome(r))
+        switch r {
         case .success(let (a, h)):
             var e = b.entry(a)
             s3m_fi_set_fh(fi, h)
@@ -258,8 +284,11 @@ public final class FuseBridge: @unchecked Sendable {
         }
     }
 
-    static let flushCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
-        fuse_reply_err(req, bridge(req).fs.flush(handle: s3m_fi_fh(fi))?.errno ?? 0)
+    static let flushCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
+        let b = bridge(req)
+        let e = b.fs.flush(handle: s3m_fi_fh(fi))
+        b.trace("flush", ino, nil, e.map { "error \($0.errno) (\($0))" } ?? "ok")
+        fuse_reply_err(req, e?.errno ?? 0)
     }
 
     static let fsyncCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, _, fi in
@@ -286,7 +315,10 @@ public final class FuseBridge: @unchecked Sendable {
     }
 
     static let unlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
-        fuse_reply_err(req, bridge(req).fs.unlink(parent: parent, name: FuseBridge.name(name))?.errno ?? 0)
+        let b = bridge(req)
+        let e = b.fs.unlink(parent: parent, name: FuseBridge.name(name))
+        b.trace("unlink", parent, FuseBridge.name(name), e.map { "error \($0.errno)" } ?? "ok")
+        fuse_reply_err(req, e?.errno ?? 0)
     }
 
     static let rmdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
@@ -305,7 +337,9 @@ public final class FuseBridge: @unchecked Sendable {
     }
 
     static let renameCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?, UInt32) -> Void = { req, parent, name, newParent, newName, flags in
-        let err = bridge(req).fs.rename(parent: parent, name: FuseBridge.name(name), newParent: newParent, newName: FuseBridge.name(newName), flags: flags)
+        let b = bridge(req)
+        let err = b.fs.rename(parent: parent, name: FuseBridge.name(name), newParent: newParent, newName: FuseBridge.name(newName), flags: flags)
+        b.trace("rename", parent, FuseBridge.name(name), err.map { "error \($0.errno)" } ?? "ok")
         fuse_reply_err(req, err?.errno ?? 0)
     }
 

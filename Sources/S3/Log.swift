@@ -1,34 +1,53 @@
+import CCurlShim
 import Glibc
+import Logging
 import Synchronization
 
-/// Minimal leveled logger: one line per event to stderr or a file. Callers never pass secrets;
-/// `Credentials` has a redacting description so an accidental interpolation prints no key.
+/// Logging for every layer: a swift-log `Logger` whose handler writes one line per event to
+/// stderr (foreground, or the journal under systemd), a log file, or syslog (background daemon).
+/// Callers never pass secrets; `Credentials` has a redacting description so an accidental
+/// interpolation prints no key.
 public final class Log: Sendable {
     public enum Level: Int, Sendable, Comparable {
         case debug = 0, info, warning, error
         public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
-        var label: String { ["debug", "info", "warning", "error"][rawValue] }
+        var swiftLog: Logger.Level { [.debug, .info, .warning, .error][rawValue] }
     }
 
+    public enum Destination: Sendable { case fd(Int32), syslog }
+
     public static let shared = Log()
-    private struct State { var level: Level = .info; var fd: Int32 = 2; var onceKeys = Set<String>() }
+    private struct State { var level: Level = .info; var onceKeys = Set<String>() }
     private let state = Mutex(State())
+    let output = Mutex<Destination>(.fd(2))
+    private let logger: Mutex<Logger>
+
+    init() {
+        var l = Logger(label: "s3mount", factory: { _ in LineLogHandler() })
+        l.logLevel = .info
+        logger = Mutex(l)
+    }
 
     public var level: Level {
         get { state.withLock { $0.level } }
-        set { state.withLock { $0.level = newValue } }
+        set {
+            state.withLock { $0.level = newValue }
+            logger.withLock { $0.logLevel = newValue.swiftLog }
+        }
     }
 
-    public func setOutput(fd: Int32) { state.withLock { $0.fd = fd } }
+    public func setOutput(fd: Int32) { output.withLock { $0 = .fd(fd) } }
+    public func useSyslog() {
+        s3m_openlog("s3mount")
+        output.withLock { $0 = .syslog }
+    }
     public func enabled(_ l: Level) -> Bool { l >= level }
 
     public func write(_ l: Level, _ message: @autoclosure () -> String) {
-        let (min, fd) = state.withLock { ($0.level, $0.fd) }
-        guard l >= min else { return }
-        var tv = timeval()
-        gettimeofday(&tv, nil)
-        let line = "\(AmzDate.format(tv.tv_sec)) s3mount[\(getpid())] \(l.label): \(message())\n"
-        _ = line.withCString { Glibc.write(fd, $0, strlen($0)) }
+        guard l >= level else { return }
+        let text = message()
+        let lg = logger.withLock { $0 }
+        lg.log(level: l.swiftLog, "\(text)")
     }
 
     /// Logs a message only the first time `key` is seen (for per-key warnings during listings).
@@ -44,4 +63,27 @@ public final class Log: Sendable {
     public static func info(_ m: @autoclosure () -> String) { shared.write(.info, m()) }
     public static func warning(_ m: @autoclosure () -> String) { shared.write(.warning, m()) }
     public static func error(_ m: @autoclosure () -> String) { shared.write(.error, m()) }
+}
+
+/// The swift-log handler: "TIME s3mount[PID] LEVEL: message", or the message alone to syslog.
+struct LineLogHandler: LogHandler {
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        switch Log.shared.output.withLock({ $0 }) {
+        case .syslog:
+            let prio: Int32 = level >= .error ? 3 : level == .warning ? 4 : level == .debug || level == .trace ? 7 : 6
+            "\(level): \(message)".withCString { s3m_syslog(prio, $0) }
+        case .fd(let fd):
+            var tv = timeval()
+            gettimeofday(&tv, nil)
+            let text = "\(AmzDate.format(tv.tv_sec)) s3mount[\(getpid())] \(level): \(message)\n"
+            _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
+        }
+    }
 }

@@ -553,6 +553,45 @@ public final class Filesystem: @unchecked Sendable {
 
     public var inodeCount: Int { state.withLock { $0.nodes.count } }
 
+    /// The same statistics in the Prometheus text format (for --metrics-address).
+    public func prometheusText() -> String {
+        let c = counters
+        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.dirs.count) }
+        var out = "# HELP s3mount_requests_total S3 requests sent, by operation and outcome.\n# TYPE s3mount_requests_total counter\n"
+        let snap = store.requestStats?.snapshot()
+        for (op, outcomes) in (snap?.requests ?? [:]).sorted(by: { $0.key < $1.key }) {
+            for (o, n) in outcomes.sorted(by: { $0.key < $1.key }) {
+                out += "s3mount_requests_total{operation=\"\(op)\",outcome=\"\(o)\"} \(n)\n"
+            }
+        }
+        func counter(_ name: String, _ help: String, _ v: Int64) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(v)\n"
+        }
+        counter("s3mount_not_found_total", "S3 requests answered 404.", Int64(snap?.notFound ?? 0))
+        counter("s3mount_retries_total", "S3 requests retried.", Int64(snap?.retries ?? 0))
+        counter("s3mount_bytes_downloaded_total", "Bytes received from S3.", snap?.bytesDown ?? 0)
+        counter("s3mount_bytes_uploaded_total", "Bytes sent to S3.", snap?.bytesUp ?? 0)
+        counter("s3mount_requests_avoided_total", "Lookups, stats and listings answered from the caches.", Int64(c.attrHits + c.negativeHits + c.listingHits))
+        out += "# HELP s3mount_cache_hits_total Answers from a cache.\n# TYPE s3mount_cache_hits_total counter\n"
+        out += "s3mount_cache_hits_total{cache=\"attributes\"} \(c.attrHits)\ns3mount_cache_hits_total{cache=\"negative\"} \(c.negativeHits)\ns3mount_cache_hits_total{cache=\"listings\"} \(c.listingHits)\n"
+        out += "# HELP s3mount_cache_misses_total Answers that needed S3.\n# TYPE s3mount_cache_misses_total counter\n"
+        out += "s3mount_cache_misses_total{cache=\"attributes\"} \(c.attrMisses)\ns3mount_cache_misses_total{cache=\"listings\"} \(c.listingMisses)\n"
+        out += "# HELP s3mount_cached_entries Entries held in memory.\n# TYPE s3mount_cached_entries gauge\n"
+        out += "s3mount_cached_entries{kind=\"inodes\"} \(nodes)\ns3mount_cached_entries{kind=\"attributes\"} \(attrs)\ns3mount_cached_entries{kind=\"negative\"} \(negs)\ns3mount_cached_entries{kind=\"complete_directories\"} \(dirs)\n"
+        return out
+    }
+
+    /// One line for the log (SIGUSR1): the headline figures.
+    public func statsSummary() -> String {
+        let c = counters
+        let snap = store.requestStats?.snapshot()
+        let ops = (snap?.requests ?? [:]).sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value.values.reduce(0, +))" }.joined(separator: " ")
+        let avoided = c.attrHits + c.negativeHits + c.listingHits
+        let lookups = c.attrHits + c.attrMisses + c.negativeHits
+        let rate = lookups == 0 ? "n/a" : "\(Int(Double(c.attrHits + c.negativeHits) / Double(lookups) * 100))%"
+        return "stats: requests \(snap?.total ?? 0) (\(ops)), 404s \(snap?.notFound ?? 0), retries \(snap?.retries ?? 0), requests avoided \(avoided), lookup cache hit rate \(rate), listings cached \(c.listingHits)/\(c.listingHits + c.listingMisses), down \(snap?.bytesDown ?? 0) B, up \(snap?.bytesUp ?? 0) B"
+    }
+
     /// The statistics `s3mount stats` prints, as JSON.
     public func statsJSON() -> String {
         let c = counters

@@ -75,6 +75,16 @@ enum Daemon {
             config.spoolDir = String(cString: rp)
             free(rp)
             guard access(config.spoolDir!, W_OK) == 0 else { throw MountFailure("spool directory \(config.spoolDir!) is not writable") }
+            // Secrets files must be private, as s3fs insists too.
+            if let envFile = getenv("S3MOUNT_ENV_FILE").map({ String(cString: $0) }), !envFile.isEmpty {
+                try CredentialsFileCheck.check(envFile, what: "environment file")
+            }
+            if let cf = config.credentialsFile {
+                try CredentialsFileCheck.check(cf, what: "credentials file")
+                guard let rp = realpath(cf, nil) else { throw MountFailure("credentials file \(cf) does not exist") }
+                config.credentialsFile = String(cString: rp)
+                free(rp)
+            }
         } catch {
             fputs("s3mount: \(error)\n", stderr)
             return 1
@@ -117,6 +127,7 @@ enum Daemon {
             _ = line.withCString { write(reportFD, $0, strlen($0)) }
             close(reportFD)
             if ok {
+                if config.logFile == nil { Log.shared.useSyslog() }
                 // Detach from the terminal now that the parent knows the result.
                 let devnull = open("/dev/null", O_RDWR)
                 dup2(devnull, 0)
@@ -135,8 +146,10 @@ enum Daemon {
     }
 
     static func serve(_ config: MountConfig, mountpoint: String, report: (Bool, String) -> Void) -> Int32 {
+        StatsSignal.blockInAllThreads() // before any thread exists, so every thread inherits it
         CurlTransport.globalInitialize()
-        let env = environment()
+        var env = environment()
+        if let cf = config.credentialsFile { env["AWS_SHARED_CREDENTIALS_FILE"] = cf }
         let transport = CurlTransport()
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
         var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
@@ -180,7 +193,14 @@ enum Daemon {
         }
 
         let fs = Filesystem(store: client, options: fsOptions)
-        let bridge = FuseBridge(fs: fs)
+        var metrics: MetricsServer? = nil
+        if let addr = config.metricsAddress {
+            do { metrics = try MetricsServer(address: addr, fs: fs) } catch {
+                report(false, "\(error)")
+                return 1
+            }
+        }
+        let bridge = FuseBridge(fs: fs, trace: config.debug)
         var mo = FuseSession.MountOptions(fsname: "s3mount:\(config.bucket)")
         mo.allowOther = config.allowOther
         mo.allowRoot = config.allowRoot
@@ -192,8 +212,12 @@ enum Daemon {
             report(false, "\(error)")
             return 1
         }
+        metrics?.start()
+        StatsSignal.start(fs)
         report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
+        SdNotify.send("READY=1\nMAINPID=\(getpid())\nSTATUS=Mounted \(config.bucket) on \(mountpoint)")
         let rc = session.run()
+        SdNotify.send("STOPPING=1\nSTATUS=Unmounting \(mountpoint)")
         // Files still open for writing when the mount went away: upload them before exiting.
         fs.shutdown(timeout: 300)
         // libfuse reports the signal that ended the loop as its result: that is a clean stop.

@@ -28,6 +28,10 @@ struct MountConfig {
     var logFile: String?
     /// Where files being written wait for upload (default $TMPDIR or /var/tmp).
     var spoolDir: String?
+    /// "HOST:PORT" for the Prometheus endpoint.
+    var metricsAddress: String?
+    /// An AWS shared-credentials file; must not be readable by others.
+    var credentialsFile: String?
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -60,6 +64,8 @@ enum CommandLine2 {
                                how long listings, attributes and "no such file" answers are trusted (default 60)
       --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
+      --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
+      --metrics-address H:P    serve Prometheus metrics at http://H:P/metrics (e.g. 127.0.0.1:9877)
       --debug                  one log line per S3 request
       -f, --foreground         stay attached, log to stderr
       -o OPT[,OPT...]          the same options in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...
@@ -101,6 +107,8 @@ enum CommandLine2 {
             case "--metadata-ttl": c.metadataTTL = try ttl(try value(name, inline))
             case "--log-file": c.logFile = try value(name, inline)
             case "--spool-dir": c.spoolDir = try value(name, inline)
+            case "--metrics-address": c.metricsAddress = try value(name, inline)
+            case "--credentials-file": c.credentialsFile = try value(name, inline)
             case "--debug", "-d": c.debug = true
             case "-f", "--foreground": c.foreground = true
             case "-o":
@@ -209,6 +217,8 @@ enum CommandLine2 {
             case "foreground": c.foreground = true
             case "log-file": c.logFile = try need()
             case "spool-dir": c.spoolDir = try need()
+            case "metrics-address": c.metricsAddress = try need()
+            case "credentials-file": c.credentialsFile = try need()
             default: throw UsageError("unknown mount option \"\(parts[0])\"")
             }
         }

@@ -15,6 +15,10 @@ CURLcode s3m_easy_setopt_callback(CURL *h, CURLoption opt, s3m_data_callback cb)
 long s3m_easy_response_code(CURL *h);
 CURLSHcode s3m_share_setopt_long(CURLSH *h, CURLSHoption opt, long value);
 
+/* syslog(3) is variadic too: one message, already formatted. */
+void s3m_syslog(int priority, const char *message);
+void s3m_openlog(const char *ident);
+
 /* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
 extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,
     S3M_OPT_UPLOAD, S3M_OPT_INFILESIZE_LARGE, S3M_OPT_READFUNCTION, S3M_OPT_READDATA,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds s3mount in release mode and installs it: the binary in /usr/local/bin, the systemd unit
+# in /etc/systemd/system, an example configuration in /etc/s3mount. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX="${PREFIX:-/usr/local}"
+bash scripts/setup.sh
+swift build -c release 2>&1 | tail -1
+install -D -m 0755 .build/release/s3mount "$PREFIX/bin/s3mount"
+install -D -m 0644 systemd/s3mount@.service /etc/systemd/system/s3mount@.service
+install -d -m 0700 /etc/s3mount
+[ -e /etc/s3mount/example.env ] || install -m 0600 systemd/example.env /etc/s3mount/example.env
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+echo "installed $PREFIX/bin/s3mount and /etc/systemd/system/s3mount@.service"
+echo "configure: cp /etc/s3mount/example.env /etc/s3mount/NAME.env; edit it; systemctl enable --now s3mount@NAME"
+echo "fstab:     my-bucket /mnt/my-bucket fuse.s3mount _netdev,allow_other,uid=1000 0 0"
