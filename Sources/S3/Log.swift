@@ -74,7 +74,13 @@ struct LineLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    func log(event: LogEvent) { emit(level: event.level, message: event.message) }
+
     func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        emit(level: level, message: message)
+    }
+
+    private func emit(level: Logger.Level, message: Logger.Message) {
         switch Log.shared.output.withLock({ $0 }) {
         case .syslog:
             let prio: Int32 = level >= .error ? 3 : level == .warning ? 4 : level == .debug || level == .trace ? 7 : 6

@@ -5,6 +5,7 @@ import S3
 public protocol ObjectStore: Sendable {
     func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage
     /// Streams bytes from `range` (half-open) or from `from` to the end into `sink`.
+    @discardableResult
     func get(_ key: [UInt8], range: Range<Int64>?, from: Int64?, ifMatch: String?, sink: @escaping BodySink) throws -> ObjectInfo
     var requestStats: RequestStats? { get }
 
@@ -26,6 +27,7 @@ extension S3Client: ObjectStore {
         try listObjectsV2(prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, maxKeys: maxKeys)
     }
 
+    @discardableResult
     public func get(_ key: [UInt8], range: Range<Int64>?, from: Int64?, ifMatch: String?, sink: @escaping BodySink) throws -> ObjectInfo {
         if let from { return try getObject(key, from: from, ifMatch: ifMatch, sink: sink) }
         return try getObject(key, range: range, ifMatch: ifMatch, sink: sink)

@@ -85,7 +85,7 @@ final class ClientIntegrationTests: XCTestCase {
         let part = 5 * 1024 * 1024
         let data = (0..<(2 * part + 1234)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let path = NSTemporaryDirectory() + "/s3mount-mpu-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data(data))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(data))
         defer { unlink(path) }
         let fd = open(path, O_RDONLY)
         defer { close(fd) }

@@ -7,7 +7,7 @@ final class CredentialsTests: XCTestCase {
 
     func tempFile(_ text: String) -> String {
         let p = NSTemporaryDirectory() + "/s3mount-cred-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
         return p
     }
 
