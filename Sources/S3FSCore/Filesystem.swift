@@ -46,6 +46,8 @@ public final class Filesystem: @unchecked Sendable {
         var lookupFlights: [[UInt8]: Flight] = [:]
         /// Lookups that had to ask S3, per directory not listed yet: the second one lists it.
         var lookupMisses: [[UInt8]: Int] = [:]
+        /// Keys skipped as unusable names (counted once each).
+        var skippedKeys = Set<[UInt8]>()
         var dirHandles: [UInt64: DirHandle] = [:]
         var fileHandles: [UInt64: FileReader] = [:]
         var writers: [UInt64: FileWriter] = [:]
@@ -248,7 +250,9 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     func skip(_ key: [UInt8], _ why: Names.Invalid) {
-        state.withLock { $0.counters.skippedNames += 1 }
+        state.withLock { s in
+            if s.skippedKeys.count < 10_000, s.skippedKeys.insert(key).inserted { s.counters.skippedNames += 1 }
+        }
         Log.shared.once(.warning, key: "skip:" + Names.display(key), "skipping key \"\(Names.display(key))\": \(why.rawValue)")
     }
 
@@ -382,10 +386,32 @@ public final class Filesystem: @unchecked Sendable {
         let started = now()
         job.cond.broadcast { job.startedAt = started }
         var token: String? = nil
+        var startAfter: [UInt8]? = nil
         var pages = 0
+        let everything: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF]
         do {
+            if options.flatListing {
+                // One flat page of the whole subtree first. If it holds everything, this directory
+                // and every directory below it are complete; if not, the directories it passed
+                // entirely are, and the rest of this one continues with the delimiter after it.
+                let flat = try store.list(prefix: job.dirPath, delimiter: nil, continuationToken: nil, startAfter: nil, maxKeys: options.listPageSize)
+                pages += 1
+                let complete = !flat.isTruncated
+                let last = flat.objects.last?.key ?? []
+                let direct = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started)
+                job.cond.broadcast {
+                    job.append(direct)
+                    job.lastKey = complete ? everything : last
+                }
+                if complete {
+                    finishListing(job, started: started)
+                    return
+                }
+                startAfter = last
+            }
             repeat {
-                let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
+                let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token,
+                                          startAfter: token == nil ? startAfter : nil, maxKeys: options.listPageSize)
                 pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started)
                 prime(dirPath: job.dirPath, entries, at: started)
@@ -396,7 +422,7 @@ public final class Filesystem: @unchecked Sendable {
                 var stop = false
                 job.cond.broadcast {
                     job.append(entries)
-                    job.lastKey = token == nil ? [0xFF, 0xFF, 0xFF, 0xFF] : last
+                    job.lastKey = token == nil ? everything : last
                     if let m = job.maxPages, pages >= m, token != nil { stop = true }
                 }
                 if stop {
@@ -413,20 +439,86 @@ public final class Filesystem: @unchecked Sendable {
             job.cond.broadcast { job.error = errno; job.done = true }
             return
         }
+        finishListing(job, started: started)
+    }
+
+    func finishListing(_ job: ListingJob, started: Double) {
         let names = job.cond.locked { job.entries.map { $0.0 } }
         state.withLock { s in
-            // Names gone since the last complete listing are dropped from the attribute cache.
-            if let old = s.dirs[job.dirPath] {
-                let now = Set(names)
-                for n in old.names where !now.contains(n) {
-                    let k = Names.entryKey(dirPath: job.dirPath, name: n)
-                    if let e = s.attrs[k], e.at < started { s.attrs[k] = nil }
-                }
-            }
-            s.dirs[job.dirPath] = DirState(listedAt: started, names: names)
+            markComplete(&s, dirPath: job.dirPath, names: names, at: started)
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
         }
         job.cond.broadcast { job.done = true }
+    }
+
+    /// Records a complete listing; names gone since the last one leave the attribute cache.
+    func markComplete(_ s: inout State, dirPath: [UInt8], names: [[UInt8]], at started: Double) {
+        if let old = s.dirs[dirPath] {
+            let now = Set(names)
+            for n in old.names where !now.contains(n) {
+                let k = Names.entryKey(dirPath: dirPath, name: n)
+                if let e = s.attrs[k], e.at < started { s.attrs[k] = nil }
+            }
+        }
+        s.dirs[dirPath] = DirState(listedAt: started, names: names)
+        s.lookupMisses[dirPath] = nil
+    }
+
+    /// Turns a flat (no delimiter) page of keys under `root` into directory entries at every
+    /// level, primes them all, and marks complete each directory whose key range the page passed
+    /// entirely (keys sharing a prefix are contiguous in S3's order). Returns `root`'s own entries.
+    func primeSubtree(root: [UInt8], _ objects: [ListedObject], lastKey: [UInt8], complete: Bool, at t: Double) -> [([UInt8], CachedEntry)] {
+        var entries: [[UInt8]: [([UInt8], CachedEntry)]] = [root: []]
+        var index: [[UInt8]: [[UInt8]: Int]] = [root: [:]]
+        var order: [[UInt8]] = [root]
+        func add(_ dir: [UInt8], _ name: [UInt8], _ e: CachedEntry) {
+            if let i = index[dir]?[name] {
+                if e.kind == .directory { entries[dir]![i].1 = e } else if entries[dir]![i].1.kind == .directory {
+                    Log.shared.once(.info, key: "shadow:" + Names.display(dir + name), "\"\(Names.display(dir + name))\" is both a file and a prefix; showing the directory")
+                }
+                return
+            }
+            index[dir, default: [:]][name] = entries[dir, default: []].count
+            entries[dir, default: []].append((name, e))
+        }
+        let dirEntry = CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)
+        for o in objects {
+            guard o.key.count > root.count, o.key.starts(with: root) else { continue } // root's own marker
+            var parent = root
+            var rest = o.key[root.count...]
+            while true {
+                if let slash = rest.firstIndex(of: Names.slash) {
+                    let comp = Array(rest[rest.startIndex..<slash])
+                    if let why = Names.invalidReason(comp) { skip(o.key, why); break }
+                    let dir = parent + comp + [Names.slash]
+                    add(parent, comp, dirEntry)
+                    if entries[dir] == nil { entries[dir] = []; index[dir] = [:]; order.append(dir) }
+                    parent = dir
+                    rest = rest[(slash + 1)...]
+                    if rest.isEmpty { break } // a directory marker
+                } else {
+                    let comp = Array(rest)
+                    if let why = Names.invalidReason(comp) { skip(o.key, why); break }
+                    add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t))
+                    break
+                }
+            }
+        }
+        state.withLock { s in
+            for dir in order {
+                for (name, e) in entries[dir]! {
+                    let key = Names.entryKey(dirPath: dir, name: name)
+                    if e.kind == .file, let old = s.attrs[key], old.kind == .directory, old.at >= t { continue }
+                    s.attrs[key] = e
+                    s.negatives[key] = nil
+                }
+                let passed = dir != root && !lastKey.starts(with: dir)
+                if complete || passed {
+                    markComplete(&s, dirPath: dir, names: entries[dir]!.map { $0.0 }, at: t)
+                }
+            }
+        }
+        return entries[root]!
     }
 
     public struct DirEntry {

@@ -3,7 +3,7 @@ import S3
 /// What the filesystem core needs from object storage. S3Client is the real one; unit tests use
 /// an in-memory store. Keys are raw bytes.
 public protocol ObjectStore: Sendable {
-    func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage
+    func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage
     /// Streams bytes from `range` (half-open) or from `from` to the end into `sink`.
     @discardableResult
     func get(_ key: [UInt8], range: Range<Int64>?, from: Int64?, ifMatch: String?, sink: @escaping BodySink) throws -> ObjectInfo
@@ -22,9 +22,15 @@ public protocol ObjectStore: Sendable {
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]]
 }
 
+extension ObjectStore {
+    func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage {
+        try list(prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, startAfter: nil, maxKeys: maxKeys)
+    }
+}
+
 extension S3Client: ObjectStore {
-    public func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage {
-        try listObjectsV2(prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, maxKeys: maxKeys)
+    public func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage {
+        try listObjectsV2(prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, startAfter: startAfter, maxKeys: maxKeys)
     }
 
     @discardableResult

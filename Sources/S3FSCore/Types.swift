@@ -13,6 +13,9 @@ public struct FSOptions: Sendable {
     /// Bytes a streaming read may buffer ahead of the reader.
     public var readAhead = 8 << 20
     public var listPageSize = 1000
+    /// Start each directory listing with one flat (no delimiter) page of its subtree: a subtree
+    /// that fits makes every directory in it complete at once (find, du, ls -R cost one request).
+    public var flatListing = true
     /// Where files being written are spooled before upload.
     public var spoolDir = "/var/tmp"
     /// Above this size a file is uploaded as a multipart upload, parts leaving while it is written.

@@ -271,4 +271,57 @@ final class FilesystemTests: XCTestCase {
         XCTAssertEqual(fs.unlink(parent: 1, name: b("f"))?.errno, EROFS)
         XCTAssertEqual(fs.rename(parent: 1, name: b("f"), newParent: 1, newName: b("g"), flags: 0)?.errno, EROFS)
     }
+
+    /// Walks the whole tree like `find`, returning every path.
+    func walk(_ fs: Filesystem, _ ino: UInt64, _ prefix: String = "") -> [String] {
+        var out: [String] = []
+        for (name, a) in readAll(fs, ino) where name != "." && name != ".." {
+            out.append(prefix + name)
+            if a!.kind == .directory { out += walk(fs, a!.ino, prefix + name + "/") }
+        }
+        return out
+    }
+
+    func treeKeys() -> [String] {
+        var keys: [String] = []
+        for a in 0..<4 {
+            for b in 0..<3 { for c in 0..<3 { keys.append("t/d\(a)/e\(b)/f\(c)") } }
+            keys.append("t/d\(a)/top")
+        }
+        keys += ["t/marker/", "t/z"]
+        return keys
+    }
+
+    func expectedPaths(_ keys: [String], under root: String) -> [String] {
+        var set = Set<String>()
+        for k in keys where k.hasPrefix(root) {
+            let parts = k.dropFirst(root.count).split(separator: "/", omittingEmptySubsequences: false)
+            for i in 1...parts.count where !parts[i - 1].isEmpty {
+                set.insert(parts[0..<i].joined(separator: "/"))
+            }
+        }
+        return set.sorted()
+    }
+
+    func testFlatListingMakesAWholeSmallTreeOneRequest() {
+        let keys = treeKeys()
+        let (fs, store) = make(keys) { $0.listPageSize = 1000 }
+        let t = lookup(fs, 1, "t")!
+        let before = store.lists
+        let paths = walk(fs, t.ino)
+        XCTAssertEqual(paths.sorted(), expectedPaths(keys, under: "t/"))
+        XCTAssertEqual(store.lists - before, 1, "one flat page covers every directory")
+        XCTAssertNil(lookup(fs, t.ino, "nothing"))
+        XCTAssertEqual(store.lists - before, 1)
+    }
+
+    func testFlatThenDelimiterListingIsCorrectWithSmallPages() {
+        let keys = treeKeys()
+        for page in [1, 2, 3, 5, 7] {
+            let (fs, store) = make(keys) { $0.listPageSize = page }
+            let t = lookup(fs, 1, "t")!
+            XCTAssertEqual(walk(fs, t.ino).sorted(), expectedPaths(keys, under: "t/"), "page size \(page)")
+            XCTAssertGreaterThan(store.flatListCalls, 0)
+        }
+    }
 }

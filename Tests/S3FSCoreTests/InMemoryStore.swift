@@ -8,6 +8,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     private let lock = NSLock()
     private var objects: [[UInt8]: (data: [UInt8], etag: String, mtime: Double)] = [:]
     private(set) var listCalls = 0
+    private(set) var flatListCalls = 0
     private(set) var getCalls = 0
     var listDelay: useconds_t = 0
     var requestStats: RequestStats? { nil }
@@ -21,13 +22,17 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     func remove(_ key: String) { lock.lock(); objects[Array(key.utf8)] = nil; lock.unlock() }
     var lists: Int { lock.lock(); defer { lock.unlock() }; return listCalls }
 
-    func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage {
+    func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage {
         lock.lock()
         listCalls += 1
+        if delimiter == nil { flatListCalls += 1 }
         let snapshot = objects
         lock.unlock()
         if listDelay > 0 { usleep(listDelay) }
-        let keys = snapshot.keys.filter { $0.starts(with: prefix) }.sorted { $0.lexicographicallyPrecedes($1) }
+        // Like S3, a continuation token remembers where the last page stopped (here: that key).
+        let after = continuationToken.map { Array($0.utf8) } ?? startAfter
+        let keys = snapshot.keys.filter { k in k.starts(with: prefix) && (after.map { s in s.lexicographicallyPrecedes(k) } ?? true) }
+            .sorted { $0.lexicographicallyPrecedes($1) }
         var items: [(key: [UInt8], isPrefix: Bool)] = []
         var seenPrefixes = Set<[UInt8]>()
         for k in keys {
@@ -38,9 +43,10 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
                 items.append((k, false))
             }
         }
-        let start = continuationToken.map { Int($0)! } ?? 0
         let max = maxKeys ?? 1000
-        let slice = items[min(start, items.count)..<min(start + max, items.count)]
+        // A rolled-up prefix that the token (or start-after) points inside is not repeated.
+        if let a = after, let first = items.first, first.isPrefix, a.starts(with: first.key) { items.removeFirst() }
+        let slice = items[0..<min(max, items.count)]
         var page = ListPage()
         for it in slice {
             if it.isPrefix { page.commonPrefixes.append(it.key) } else {
@@ -48,8 +54,11 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
                 page.objects.append(ListedObject(key: it.key, size: Int64(o.data.count), lastModified: o.mtime, etag: o.etag))
             }
         }
-        page.isTruncated = start + max < items.count
-        page.nextContinuationToken = page.isTruncated ? String(start + max) : nil
+        page.isTruncated = max < items.count
+        if page.isTruncated, let last = slice.last {
+            // The last key listed; for a rolled-up prefix, past everything under it.
+            page.nextContinuationToken = String(decoding: last.isPrefix ? last.key + [0xFF] : last.key, as: UTF8.self)
+        }
         return page
     }
 
