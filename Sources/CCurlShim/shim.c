@@ -1,5 +1,9 @@
 #include "CCurlShim.h"
 #include <syslog.h>
+#include <malloc.h>
+
+void s3m_malloc_trim(void) { malloc_trim(0); }
+void s3m_malloc_arenas(int count) { mallopt(M_ARENA_MAX, count); }
 
 void s3m_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
 void s3m_openlog(const char *ident) { openlog(ident, LOG_PID, LOG_DAEMON); }
@@ -31,7 +35,7 @@ const CURLoption S3M_OPT_URL = CURLOPT_URL, S3M_OPT_CUSTOMREQUEST = CURLOPT_CUST
     S3M_OPT_TIMEOUT_MS = CURLOPT_TIMEOUT_MS, S3M_OPT_FOLLOWLOCATION = CURLOPT_FOLLOWLOCATION,
     S3M_OPT_ERRORBUFFER = CURLOPT_ERRORBUFFER, S3M_OPT_BUFFERSIZE = CURLOPT_BUFFERSIZE,
     S3M_OPT_UPLOAD_BUFFERSIZE = CURLOPT_UPLOAD_BUFFERSIZE,
-    S3M_OPT_EXPECT_100_TIMEOUT_MS = CURLOPT_EXPECT_100_TIMEOUT_MS;
+    S3M_OPT_EXPECT_100_TIMEOUT_MS = CURLOPT_EXPECT_100_TIMEOUT_MS, S3M_OPT_CAINFO = CURLOPT_CAINFO;
 const CURLSHoption S3M_SHOPT_SHARE = CURLSHOPT_SHARE;
 const long S3M_LOCK_DATA_DNS = CURL_LOCK_DATA_DNS, S3M_LOCK_DATA_SSL_SESSION = CURL_LOCK_DATA_SSL_SESSION;
 const size_t S3M_READFUNC_ABORT = CURL_READFUNC_ABORT;

@@ -106,7 +106,7 @@ public final class FuseBridge: @unchecked Sendable {
     static let forgetMultiCallback: @convention(c) (fuse_req_t?, Int, UnsafeMutablePointer<fuse_forget_data>?) -> Void = { req, count, list in
         let b = bridge(req)
         if let list {
-            for i in 0..<count { b.fs.forget(ino: list[i].ino, count: list[i].nlookup) }
+            b.fs.forget((0..<count).map { (ino: list[$0].ino, count: list[$0].nlookup) })
         }
         fuse_reply_none(req)
     }

@@ -71,6 +71,8 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         /// A transfer slower than 1 byte/s for this long is abandoned (stalled).
         public var stallTimeoutSeconds = 30
         public var maxIdleHandles = 64
+        /// A CA bundle for https endpoints with a private CA (AWS_CA_BUNDLE).
+        public var caBundle: String? = nil
         public init() {}
     }
 
@@ -139,6 +141,7 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_TIME, options.stallTimeoutSeconds)
         s3m_easy_setopt_long(h, S3M_OPT_BUFFERSIZE, 256 * 1024)
         if let to = request.timeoutMs { s3m_easy_setopt_long(h, S3M_OPT_TIMEOUT_MS, to) }
+        if let ca = options.caBundle { _ = ca.withCString { s3m_easy_setopt_string(h, S3M_OPT_CAINFO, $0) } }
 
         switch request.method {
         case "GET": s3m_easy_setopt_long(h, S3M_OPT_HTTPGET, 1)

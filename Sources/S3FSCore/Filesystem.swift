@@ -1,3 +1,4 @@
+import CCurlShim
 import Glibc
 import S3
 import Synchronization
@@ -63,6 +64,38 @@ public final class Filesystem: @unchecked Sendable {
         self.mountTime = Double(time(nil))
         state.withLock { s in
             s.nodes[Self.rootIno] = Node(ino: Self.rootIno, parent: Self.rootIno, parentPath: [], name: [], kind: .directory, lookups: 1)
+        }
+        if options.metadataTTL.isFinite && options.sweepCaches {
+            startSweeper()
+        }
+    }
+
+    /// Drops expired listings, attributes and negative entries every half TTL (at least every
+    /// 5 s, at most every 5 minutes) and returns the memory to the system, so a large listing
+    /// costs memory only while it can still be used.
+    func startSweeper() {
+        let period = min(300, max(5, options.metadataTTL / 2))
+        let t = Thread { [weak self] in
+            while true {
+                usleep(useconds_t(period * 1_000_000))
+                guard let self else { return }
+                if self.sweep() > 10_000 { s3m_malloc_trim() }
+            }
+        }
+        t.start()
+    }
+
+    /// Removes expired cache entries; returns how many.
+    @discardableResult
+    public func sweep() -> Int {
+        let t = now()
+        return state.withLock { s -> Int in
+            let before = s.attrs.count + s.negatives.count + s.dirs.count
+            // filter builds new dictionaries sized for what is left: the memory shrinks too.
+            s.attrs = s.attrs.filter { fresh($0.value.at, t) }
+            s.negatives = s.negatives.filter { fresh($0.value, t) }
+            s.dirs = s.dirs.filter { fresh($0.value.listedAt, t) }
+            return before - (s.attrs.count + s.negatives.count + s.dirs.count)
         }
     }
 
@@ -287,6 +320,19 @@ public final class Filesystem: @unchecked Sendable {
         }
     }
 
+    /// The kernel's batch forget; afterwards the tables shrink if they became mostly empty
+    /// (Swift dictionaries keep their capacity otherwise) and the memory goes back to the system.
+    public func forget(_ batch: [(ino: UInt64, count: UInt64)]) {
+        for f in batch { forget(ino: f.ino, count: f.count) }
+        let shrunk = state.withLock { s -> Bool in
+            guard s.nodes.capacity > 4 * max(s.nodes.count, 4096) else { return false }
+            s.nodes = Dictionary(uniqueKeysWithValues: s.nodes.map { ($0.key, $0.value) })
+            s.inoByPath = Dictionary(uniqueKeysWithValues: s.inoByPath.map { ($0.key, $0.value) })
+            return true
+        }
+        if shrunk { s3m_malloc_trim() }
+    }
+
     public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
         // A file open for writing is as large as its spool, whatever S3 holds yet.
         if let size = openWriterSize(ino: ino) {
@@ -443,7 +489,10 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     func finishListing(_ job: ListingJob, started: Double) {
-        let names = job.cond.locked { job.entries.map { $0.0 } }
+        let names = job.cond.locked { () -> [[UInt8]] in
+            job.indexByName = [:] // only needed while pages arrive
+            return job.entries.map { $0.0 }
+        }
         state.withLock { s in
             markComplete(&s, dirPath: job.dirPath, names: names, at: started)
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
@@ -552,7 +601,9 @@ public final class Filesystem: @unchecked Sendable {
         var err: Int32? = nil
         job.cond.wait(until: { job.entries.count > idx - 2 || job.done })
         job.cond.locked {
-            if job.entries.count > idx - 2 { batch = Array(job.entries[(idx - 2)...]) }
+            // A bounded batch: the kernel's buffer holds a few hundred entries at most, and copying
+            // everything left on every call would make a 100,000-entry listing quadratic.
+            if job.entries.count > idx - 2 { batch = Array(job.entries[(idx - 2)..<min(job.entries.count, idx - 2 + 1024)]) }
             if batch.isEmpty, let e = job.error { err = e }
         }
         if let err { return FSError(err) }

@@ -16,6 +16,8 @@ public struct FSOptions: Sendable {
     /// Start each directory listing with one flat (no delimiter) page of its subtree: a subtree
     /// that fits makes every directory in it complete at once (find, du, ls -R cost one request).
     public var flatListing = true
+    /// Sweep expired cache entries in the background (off in unit tests that count requests).
+    public var sweepCaches = true
     /// Where files being written are spooled before upload.
     public var spoolDir = "/var/tmp"
     /// Above this size a file is uploaded as a multipart upload, parts leaving while it is written.
@@ -50,9 +52,56 @@ struct CachedEntry: Sendable {
     var kind: EntryKind
     var size: Int64
     var mtime: Double
-    var etag: String
+    private var tag: CompactETag
     /// Monotonic time the entry was learned.
     var at: Double
+
+    init(kind: EntryKind, size: Int64, mtime: Double, etag: String, at: Double) {
+        self.kind = kind
+        self.size = size
+        self.mtime = mtime
+        self.tag = CompactETag(etag)
+        self.at = at
+    }
+
+    var etag: String {
+        get { tag.string }
+        set { tag = CompactETag(newValue) }
+    }
+}
+
+/// An ETag in 16 bytes when it is the usual quoted MD5 hex, instead of a heap string: the
+/// attribute cache holds one per listed object.
+enum CompactETag: Sendable {
+    case none
+    case md5(UInt64, UInt64)
+    case other(String)
+
+    init(_ s: String) {
+        let b = Array(s.utf8)
+        if b.isEmpty { self = .none; return }
+        if b.count == 34, b.first == 0x22, b.last == 0x22,
+           let hi = UInt64(String(decoding: b[1..<17], as: UTF8.self), radix: 16),
+           let lo = UInt64(String(decoding: b[17..<33], as: UTF8.self), radix: 16),
+           b[1..<33].allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) {
+            self = .md5(hi, lo)
+            return
+        }
+        self = .other(s)
+    }
+
+    var string: String {
+        switch self {
+        case .none: return ""
+        case .other(let s): return s
+        case .md5(let hi, let lo):
+            func hex(_ v: UInt64) -> String {
+                let s = String(v, radix: 16)
+                return String(repeating: "0", count: 16 - s.count) + s
+            }
+            return "\"" + hex(hi) + hex(lo) + "\""
+        }
+    }
 }
 
 public struct CacheCounters: Sendable {

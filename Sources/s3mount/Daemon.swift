@@ -1,3 +1,4 @@
+import CCurlShim
 import CFuse3
 import FuseBridge
 import Glibc
@@ -147,10 +148,13 @@ enum Daemon {
 
     static func serve(_ config: MountConfig, mountpoint: String, report: (Bool, String) -> Void) -> Int32 {
         StatsSignal.blockInAllThreads() // before any thread exists, so every thread inherits it
+        s3m_malloc_arenas(2)
         CurlTransport.globalInitialize()
         var env = environment()
         if let cf = config.credentialsFile { env["AWS_SHARED_CREDENTIALS_FILE"] = cf }
-        let transport = CurlTransport()
+        var transportOptions = CurlTransport.Options()
+        transportOptions.caBundle = env["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
+        let transport = CurlTransport(options: transportOptions)
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
         var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
         let profileName = config.profile ?? env["AWS_PROFILE"]

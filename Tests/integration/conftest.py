@@ -104,6 +104,7 @@ class Moto:
         with open(self.logpath, "rb") as f:
             f.seek(pos)
             text = f.read().decode("utf-8", "replace")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # werkzeug colours some status lines
         out = []
         for m in LOG_LINE.finditer(text):
             method, target, status = m.group(1), m.group(2), int(m.group(3))

@@ -19,6 +19,12 @@ CURLSHcode s3m_share_setopt_long(CURLSH *h, CURLSHoption opt, long value);
 void s3m_syslog(int priority, const char *message);
 void s3m_openlog(const char *ident);
 
+/* Returns freed heap memory to the system (after large caches are dropped). */
+void s3m_malloc_trim(void);
+/* Caps glibc's per-thread malloc arenas: FUSE runs many worker threads, and each arena keeps its own
+   free memory, which multiplies the daemon's RSS for the same cached data. */
+void s3m_malloc_arenas(int count);
+
 /* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
 extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,
     S3M_OPT_UPLOAD, S3M_OPT_INFILESIZE_LARGE, S3M_OPT_READFUNCTION, S3M_OPT_READDATA,
@@ -26,7 +32,7 @@ extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, 
     S3M_OPT_NOSIGNAL, S3M_OPT_PATH_AS_IS, S3M_OPT_CONNECTTIMEOUT_MS, S3M_OPT_LOW_SPEED_LIMIT,
     S3M_OPT_LOW_SPEED_TIME, S3M_OPT_SHARE, S3M_OPT_TCP_KEEPALIVE, S3M_OPT_HTTPGET,
     S3M_OPT_POST, S3M_OPT_POSTFIELDSIZE_LARGE, S3M_OPT_TIMEOUT_MS, S3M_OPT_FOLLOWLOCATION,
-    S3M_OPT_ERRORBUFFER, S3M_OPT_BUFFERSIZE, S3M_OPT_UPLOAD_BUFFERSIZE, S3M_OPT_EXPECT_100_TIMEOUT_MS;
+    S3M_OPT_ERRORBUFFER, S3M_OPT_BUFFERSIZE, S3M_OPT_UPLOAD_BUFFERSIZE, S3M_OPT_EXPECT_100_TIMEOUT_MS, S3M_OPT_CAINFO;
 extern const CURLSHoption S3M_SHOPT_SHARE;
 extern const long S3M_LOCK_DATA_DNS, S3M_LOCK_DATA_SSL_SESSION;
 extern const size_t S3M_READFUNC_ABORT;
