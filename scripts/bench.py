@@ -270,7 +270,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=None, help="seconds a single workload may take")
     ap.add_argument("--latency-ms", type=float, default=20)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"))
+    ap.add_argument("--render", action="store_true", help="only redraw the plot and tables from results.json")
     args = ap.parse_args()
+    if args.render:
+        results = json.load(open(os.path.join(args.out, "results.json")))
+        write_svg(results, os.path.join(args.out, "plot.svg"))
+        write_markdown(results, os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+        return
     quick = args.quick
     tools = [t for t in (args.tools or ("s3mount,s3fs,rclone-modtime" if quick else "s3mount,s3fs,rclone,rclone-modtime")).split(",") if t]
     timeout = args.timeout or (8 if quick else 30)
@@ -316,7 +322,7 @@ def main():
     workloads = []
     for n in listing_sizes:
         workloads.append((f"ls -la {n:,}", lambda mp, n=n: shell(f"ls -la {mp}/flat{n} | wc -l"), False))
-    workloads.append(("find | xargs stat (1,000 obj, 221 dirs)", lambda mp: shell(f"find {mp}/tree -type f -print0 | xargs -0 stat > /dev/null"), False))
+    workloads.append(("find + xargs stat (1,000 obj, 221 dirs)", lambda mp: shell(f"find {mp}/tree -type f -print0 | xargs -0 stat > /dev/null"), False))
 
     def probes(mp):
         return shell(f"for d in $(find {mp}/tree -type d); do ls $d > /dev/null; for p in {' '.join(PROBES)}; do stat $d/$p >/dev/null 2>&1; done; done; true")
@@ -355,7 +361,7 @@ def main():
     workloads.append(("rm -r 1,000 objects", rm_r, True))
     latency_names = {f"ls -la {listing_sizes[0]:,}"}
     if not quick:
-        latency_names |= {"find | xargs stat (1,000 obj, 221 dirs)", "file-manager probes (221 dirs)"}
+        latency_names |= {"find + xargs stat (1,000 obj, 221 dirs)", "file-manager probes (221 dirs)"}
 
     for wname, fn, mutates in workloads:
         for via_proxy in ([False, True] if wname in latency_names else [False]):
@@ -480,10 +486,10 @@ def write_markdown(results, path):
             ratio = f"{pe['seconds'] / me['seconds']:.1f}× faster than {peer}" if me["seconds"] <= pe["seconds"] else f"{me['seconds'] / pe['seconds']:.1f}× slower than {peer}"
         elif me and me.get("seconds") and not pe:
             ratio = "peers timed out or failed"
-        lines.append(f"| {row['workload']} | " + " | ".join(cells) + f" | {ratio} |")
+        lines.append(f"| {row['workload'].replace('|', '+')} | " + " | ".join(cells) + f" | {ratio} |")
     req = ["| workload | " + " | ".join(tools) + " |", "|---" * (len(tools) + 1) + "|"]
     for row in results["workloads"]:
-        req.append(f"| {row['workload']} | " + " | ".join(
+        req.append(f"| {row['workload'].replace('|', '+')} | " + " | ".join(
             ", ".join(f"{k} {v}" for k, v in sorted(row["tools"].get(t, {}).get("requests", {}).items())) or "—" for t in tools) + " |")
     mem = ""
     for row in results["workloads"]:
@@ -546,7 +552,8 @@ def write_svg(results, path):
                 out.append(f'<rect x="{left}" y="{y}" width="{max(1, x(e["seconds"]) - left):.1f}" height="{bar - 1}" fill="{colors[t]}"/>')
                 out.append(f'<text x="{x(e["seconds"]) + 3:.1f}" y="{y + bar - 2}" font-size="9">{e["seconds"]:.2f}</text>')
             elif e:
-                out.append(f'<text x="{left + 3}" y="{y + bar - 2}" font-size="9">timeout</text>')
+                label = "not run" if e.get("skipped") else "timeout"
+                out.append(f'<text x="{left + 3}" y="{y + bar - 2}" font-size="9" fill="{colors[t]}">{t}: {label}</text>')
             y += bar
         y += gap
     for i, t in enumerate(tools):

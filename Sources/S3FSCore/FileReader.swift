@@ -24,6 +24,8 @@ final class FileReader: @unchecked Sendable {
     /// Bytes a read may skip forward inside the stream instead of opening a new request.
     private let maxSkip: Int64 = 4 << 20
     private let keepBehind = 2 << 20
+    /// Objects up to this size are fetched whole by the first read.
+    private let smallFileLimit: Int64 = 1 << 20
 
     init(store: ObjectStore, key: [UInt8], size: Int64, etag: String, readAhead: Int) {
         self.store = store
@@ -41,6 +43,24 @@ final class FileReader: @unchecked Sendable {
             let winEnd = s.windowStart + Int64(s.window.count)
             if offset >= s.windowStart && end <= winEnd {
                 return .success(slice(s, offset, end))
+            }
+            // A small file read from its start: the whole object in one GET on this thread, with no
+            // stream thread to start (cat of many small files).
+            if s.stream == nil && offset == 0 && size <= smallFileLimit {
+                var whole = [UInt8]()
+                whole.reserveCapacity(Int(size))
+                do {
+                    try store.get(key, range: 0..<size, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in whole.append(contentsOf: b); return true }
+                } catch let e as S3Error {
+                    if e.kind == .preconditionFailed { Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)") }
+                    return .failure(FSError(e.errno))
+                } catch {
+                    return .failure(FSError(EIO))
+                }
+                s.window = whole
+                s.windowStart = 0
+                s.lastEnd = end
+                return .success(slice(s, offset, min(end, Int64(whole.count))))
             }
             let streaming = s.stream != nil && offset >= s.windowStart && offset <= winEnd + maxSkip
             if !streaming {

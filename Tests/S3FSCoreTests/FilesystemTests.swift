@@ -176,7 +176,7 @@ final class FilesystemTests: XCTestCase {
 
     func testReadsSequentialStreamAndChangedObject() {
         let store = InMemoryStore()
-        let data = (0..<300_000).map { UInt8(truncatingIfNeeded: $0) }
+        let data = (0..<2_500_000).map { UInt8(truncatingIfNeeded: $0 &* 7) } // above the small-file limit: streamed
         store.put(b("f"), data)
         let fs = Filesystem(store: store, options: FSOptions())
         let f = lookup(fs, 1, "f")!
