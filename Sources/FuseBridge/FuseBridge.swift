@@ -204,12 +204,14 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let readCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
         let b = bridge(req)
-        switch b.fs.read(handle: s3m_fi_fh(fi), offset: Int64(off), size: size) {
-        case .success(let data):
-            data.withUnsafeBufferPointer { _ = fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), data.count) }
-        case .failure(let err):
-            fuse_reply_err(req, err.errno)
+        var replied = false
+        let err = b.fs.read(handle: s3m_fi_fh(fi), offset: Int64(off), size: size) { parts in
+            // Straight from the read window into the kernel: one iovec per chunk.
+            var iov = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+            _ = iov.withUnsafeMutableBufferPointer { fuse_reply_iov(req, $0.baseAddress, Int32($0.count)) }
+            replied = true
         }
+        if let err, !replied { fuse_reply_err(req, err.errno) }
     }
 
     static let releaseCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in

@@ -4,8 +4,9 @@ import Synchronization
 
 /// Reads of one open file. A sequential reader is served by one streaming GET that stays open
 /// across reads (with read-ahead); a read that jumps elsewhere costs one ranged GET of just
-/// what it asked for. Recent bytes are kept in a window so slightly out-of-order reads (the
-/// kernel's parallel read-ahead) are served without a new request.
+/// what it asked for. Recent bytes are kept in a window of chunks (as they arrived, never copied
+/// again) so slightly out-of-order reads (the kernel's parallel read-ahead) are served without a
+/// new request, and a reply points straight into those chunks.
 final class FileReader: @unchecked Sendable {
     let store: ObjectStore
     let key: [UInt8]
@@ -13,17 +14,25 @@ final class FileReader: @unchecked Sendable {
     let etag: String
     let readAhead: Int
 
+    struct Chunk {
+        var start: Int64
+        var bytes: [UInt8]
+        var end: Int64 { start + Int64(bytes.count) }
+    }
+
     private struct State {
-        var window: [UInt8] = []
-        var windowStart: Int64 = 0
+        var chunks: [Chunk] = []
         var stream: ObjectStream? = nil
         var lastEnd: Int64 = 0
         var closed = false
+        var windowStart: Int64 { chunks.first?.start ?? 0 }
+        var windowEnd: Int64 { chunks.last?.end ?? 0 }
+        mutating func reset(at offset: Int64) { chunks = [] ; _ = offset }
     }
     private let state = Mutex(State())
     /// Bytes a read may skip forward inside the stream instead of opening a new request.
     private let maxSkip: Int64 = 4 << 20
-    private let keepBehind = 2 << 20
+    private let keepBehind: Int64 = 2 << 20
     /// Objects up to this size are fetched whole by the first read.
     private let smallFileLimit: Int64 = 1 << 20
 
@@ -36,13 +45,23 @@ final class FileReader: @unchecked Sendable {
     }
 
     func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
-        if offset >= size || length <= 0 { return .success([]) }
+        var out = [UInt8]()
+        if let e = read(offset: offset, length: length, reply: { parts in
+            for p in parts { out.append(contentsOf: p) }
+        }) { return .failure(e) }
+        return .success(out)
+    }
+
+    /// Hands the bytes of [offset, offset+length) to `reply` as one or more buffers that stay
+    /// valid only during the call; returns the error instead when there is one.
+    func read(offset: Int64, length: Int, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+        if offset >= size || length <= 0 { reply([]); return nil }
         let end = min(size, offset + Int64(length))
-        return state.withLock { s -> Result<[UInt8], FSError> in
-            if s.closed { return .failure(FSError(EBADF)) }
-            let winEnd = s.windowStart + Int64(s.window.count)
-            if offset >= s.windowStart && end <= winEnd {
-                return .success(slice(s, offset, end))
+        return state.withLock { s -> FSError? in
+            if s.closed { return FSError(EBADF) }
+            if !s.chunks.isEmpty && offset >= s.windowStart && end <= s.windowEnd {
+                serve(s, offset, end, reply)
+                return nil
             }
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
@@ -53,22 +72,23 @@ final class FileReader: @unchecked Sendable {
                     try store.get(key, range: 0..<size, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in whole.append(contentsOf: b); return true }
                 } catch let e as S3Error {
                     if e.kind == .preconditionFailed { Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)") }
-                    return .failure(FSError(e.errno))
+                    return FSError(e.errno)
                 } catch {
-                    return .failure(FSError(EIO))
+                    return FSError(EIO)
                 }
-                s.window = whole
-                s.windowStart = 0
+                s.chunks = [Chunk(start: 0, bytes: whole)]
                 s.lastEnd = end
-                return .success(slice(s, offset, min(end, Int64(whole.count))))
+                serve(s, offset, min(end, Int64(whole.count)), reply)
+                return nil
             }
-            let streaming = s.stream != nil && offset >= s.windowStart && offset <= winEnd + maxSkip
+            let streaming = s.stream != nil && !s.chunks.isEmpty && offset >= s.windowStart && offset <= s.windowEnd + maxSkip
+                || (s.stream != nil && s.chunks.isEmpty && offset == s.lastEnd)
             if !streaming {
                 if offset == s.lastEnd || offset == 0 {
                     s.stream?.cancel()
                     s.stream = ObjectStream(store: store, key: key, from: offset, etag: etag, limit: readAhead)
-                    s.window = []
-                    s.windowStart = offset
+                    s.chunks = []
+                    s.lastEnd = offset
                 } else {
                     // A random read: exactly the bytes asked for.
                     var out = [UInt8]()
@@ -76,61 +96,71 @@ final class FileReader: @unchecked Sendable {
                     do {
                         try store.get(key, range: offset..<end, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in out.append(contentsOf: b); return true }
                     } catch let e as S3Error {
-                        return .failure(FSError(e.errno))
+                        return FSError(e.errno)
                     } catch {
-                        return .failure(FSError(EIO))
+                        return FSError(EIO)
                     }
                     s.lastEnd = end
-                    return .success(out)
+                    out.withUnsafeBytes { reply([$0]) }
+                    return nil
                 }
             }
             // Pull from the stream until the window covers [offset, end).
             var retried = false
-            while s.windowStart + Int64(s.window.count) < end {
-                guard let stream = s.stream else { return .failure(FSError(EIO)) }
+            while (s.chunks.isEmpty ? s.lastEnd : s.windowEnd) < end {
+                guard let stream = s.stream else { return FSError(EIO) }
+                let pos = s.chunks.isEmpty ? s.lastEnd : s.windowEnd
                 switch stream.take() {
                 case .data(let d):
-                    s.window.append(contentsOf: d)
+                    s.chunks.append(Chunk(start: pos, bytes: d))
                 case .end:
-                    let have = s.windowStart + Int64(s.window.count)
-                    if have <= offset { return .failure(FSError(EIO)) }
-                    s.lastEnd = have
-                    return .success(slice(s, offset, have))
+                    if pos <= offset { return FSError(EIO) }
+                    s.lastEnd = pos
+                    serve(s, offset, pos, reply)
+                    return nil
                 case .failed(let e):
-                    let pos = s.windowStart + Int64(s.window.count)
                     if !retried && e.isRetryable {
                         retried = true
                         Log.info("resuming read of \(Names.display(key)) at \(pos) after: \(e)")
                         s.stream = ObjectStream(store: store, key: key, from: pos, etag: etag, limit: readAhead)
+                        if s.chunks.isEmpty { s.lastEnd = pos }
                         continue
                     }
                     s.stream = nil
                     if e.kind == .preconditionFailed {
                         Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)")
                     }
-                    return .failure(FSError(e.errno))
+                    return FSError(e.errno)
                 }
                 trim(&s, keepFrom: offset)
             }
             s.lastEnd = end
-            let out = slice(s, offset, end)
+            serve(s, offset, end, reply)
             trim(&s, keepFrom: end)
-            return .success(out)
+            return nil
         }
     }
 
-    private func slice(_ s: State, _ from: Int64, _ to: Int64) -> [UInt8] {
-        let a = Int(from - s.windowStart), b = Int(to - s.windowStart)
-        return Array(s.window[a..<b])
+    /// Calls `reply` with buffers pointing into the chunks that cover [from, to).
+    private func serve(_ s: State, _ from: Int64, _ to: Int64, _ reply: ([UnsafeRawBufferPointer]) -> Void) {
+        var pieces: [(Int, Int, Int)] = [] // (chunk index, lower, upper)
+        for (i, c) in s.chunks.enumerated() where c.end > from && c.start < to {
+            pieces.append((i, Int(max(from, c.start) - c.start), Int(min(to, c.end) - c.start)))
+        }
+        func nest(_ k: Int, _ acc: [UnsafeRawBufferPointer]) {
+            if k == pieces.count { reply(acc); return }
+            let (i, lo, hi) = pieces[k]
+            s.chunks[i].bytes.withUnsafeBytes { all in
+                nest(k + 1, acc + [UnsafeRawBufferPointer(rebasing: all[lo..<hi])])
+            }
+        }
+        nest(0, [])
     }
 
-    /// Drops window bytes well behind `keepFrom`, in large steps so the copying stays amortised.
+    /// Drops whole chunks that lie well behind `keepFrom`.
     private func trim(_ s: inout State, keepFrom: Int64) {
-        let behind = Int(keepFrom - s.windowStart)
-        if behind > keepBehind * 4 {
-            let drop = behind - keepBehind
-            s.window.removeFirst(drop)
-            s.windowStart += Int64(drop)
+        while let first = s.chunks.first, s.chunks.count > 1, first.end < keepFrom - keepBehind {
+            s.chunks.removeFirst()
         }
     }
 
@@ -139,7 +169,7 @@ final class FileReader: @unchecked Sendable {
             s.closed = true
             s.stream?.cancel()
             s.stream = nil
-            s.window = []
+            s.chunks = []
         }
     }
 }

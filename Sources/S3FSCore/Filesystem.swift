@@ -664,6 +664,21 @@ public final class Filesystem: @unchecked Sendable {
         })
     }
 
+    /// Reads into buffers handed to `reply` (valid only during the call): no copy of the data in
+    /// between for the streaming path. Returns the error instead when there is one.
+    public func read(handle: UInt64, offset: Int64, size: Int, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+        if let w = state.withLock({ $0.writers[handle] }) {
+            switch w.read(offset: offset, length: size) {
+            case .success(let d): d.withUnsafeBytes { reply([$0]) }; return nil
+            case .failure(let e): return e
+            }
+        }
+        guard let r = state.withLock({ $0.fileHandles[handle] }) else { return FSError(EBADF) }
+        let e = r.read(offset: offset, length: size, reply: reply)
+        if let e, e.errno == ESTALE { state.withLock { s in s.attrs[r.key] = nil } }
+        return e
+    }
+
     public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
         if let w = state.withLock({ $0.writers[handle] }) { return w.read(offset: offset, length: size) }
         guard let r = state.withLock({ $0.fileHandles[handle] }) else { return .failure(FSError(EBADF)) }
