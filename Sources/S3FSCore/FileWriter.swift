@@ -22,9 +22,8 @@ final class FileWriter: @unchecked Sendable {
         var size: Int64 = 0
         /// Data changed since the last upload.
         var dirty = false
-        /// The object must be (re)written even without data changes (a new or truncated file);
-        /// done at release, so a close() of a duplicate descriptor before the data is written
-        /// does not upload an empty object first.
+        /// The object must be (re)written even without data changes (a new or truncated file):
+        /// `touch` must leave an object behind when it returns.
         var pendingEmpty = false
         /// Bytes [0, sequentialEnd) were written in order: complete parts there may leave early.
         var sequentialEnd: Int64 = 0
@@ -256,7 +255,7 @@ final class FileWriter: @unchecked Sendable {
     /// now in S3, or the error the writer should see. A failed multipart upload is aborted.
     func upload(final: Bool) -> Result<(Int64, String)?, FSError> {
         ioLock.withLock { _ -> Result<(Int64, String)?, FSError> in
-            let (dirty, size, id) = state.withLock { ($0.dirty || (final && $0.pendingEmpty), $0.size, $0.uploadId) }
+            let (dirty, size, id) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.uploadId) }
             guard dirty else { return .success(nil) }
             do {
                 let etag: String

@@ -124,8 +124,8 @@ extension Filesystem {
         return w.write(offset: offset, data: data)
     }
 
-    /// Uploads what the handle wrote; close() and fsync() return only once S3 has it. `final`
-    /// (release, shutdown) also writes a new or truncated file that received no data.
+    /// Uploads what the handle wrote (or the empty object a new or truncated file is); close()
+    /// and fsync() return only once S3 has it. `final` marks release and shutdown.
     public func flush(handle: UInt64, final: Bool = false) -> FSError? {
         guard let w = state.withLock({ $0.writers[handle] }) else { return nil }
         switch w.upload(final: final) {

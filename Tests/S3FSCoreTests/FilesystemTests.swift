@@ -248,15 +248,15 @@ final class FilesystemTests: XCTestCase {
         XCTAssertEqual(fs.unlink(parent: e.ino, name: b("old.txt"))?.errno, ENOENT)
     }
 
-    func testEmptyCreateIsWrittenAtReleaseNotAtFirstFlush() {
+    func testNewFileExistsOnCloseAndDataFollows() {
         let (fs, store) = make([]) { $0.spoolDir = NSTemporaryDirectory() }
         let (_, h) = try! fs.create(parent: 1, name: b("f"), flags: O_WRONLY | O_CREAT | O_TRUNC).get()
-        XCTAssertNil(fs.flush(handle: h))  // close() of a duplicate descriptor
-        XCTAssertEqual(store.putCalls, 0)
+        XCTAssertNil(fs.flush(handle: h))  // close() before any data: touch, or a shell's dup2
+        XCTAssertEqual(store.data("f"), [], "the file exists once close returns")
         _ = Array("data".utf8).withUnsafeBytes { fs.write(handle: h, offset: 0, data: $0) }
         XCTAssertNil(fs.flush(handle: h))
         fs.release(handle: h)
-        XCTAssertEqual(store.putCalls, 1)
+        XCTAssertEqual(store.putCalls, 2, "release has nothing left to send")
         XCTAssertEqual(store.data("f"), Array("data".utf8))
         let (_, h2) = try! fs.create(parent: 1, name: b("empty"), flags: O_WRONLY | O_CREAT).get()
         fs.release(handle: h2)
