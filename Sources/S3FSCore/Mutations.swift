@@ -254,9 +254,21 @@ extension Filesystem {
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         do {
-            let keys = try allKeys(under: marker, limit: 2)
-            if keys.contains(where: { $0.key != marker }) { return FSError(ENOTEMPTY) }
-            if !keys.isEmpty { try store.delete(marker) }
+            // Listed completely within the TTL: its emptiness is known. Deleting a marker that
+            // does not exist is harmless in S3 (204), so no listing is needed (rm -r).
+            let t = now()
+            let knownEmpty: Bool? = state.withLock { s in
+                guard let d = s.dirs[marker], fresh(d.listedAt, t) else { return nil }
+                return d.names.isEmpty
+            }
+            switch knownEmpty {
+            case false?: return FSError(ENOTEMPTY)
+            case true?: try store.delete(marker)
+            case nil:
+                let keys = try allKeys(under: marker, limit: 2)
+                if keys.contains(where: { $0.key != marker }) { return FSError(ENOTEMPTY) }
+                if !keys.isEmpty { try store.delete(marker) }
+            }
         } catch {
             return FSError((error as? S3Error)?.errno ?? EIO)
         }

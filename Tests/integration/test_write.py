@@ -129,8 +129,11 @@ def test_mkdir_rmdir_rm_r(moto, s3, bucket, mount):
     assert run(f"echo x > {m.path}/a/b/file").returncode == 0
     out = run(["rmdir", f"{m.path}/a/b"])
     assert out.returncode != 0 and "Directory not empty" in out.stderr
+    before = m.requests()
     assert run(["rm", "-r", f"{m.path}/a"]).returncode == 0
     assert keys(s3, bucket) == []
+    # Everything under a/ is known from the mount's own changes: no listing, one delete each.
+    assert delta(before, m.requests()) == {"DeleteObject": 4}
     assert os.listdir(m.path) == []
     # The directory survives a remount (marker object).
     assert run(f"mkdir {m.path}/kept").returncode == 0
