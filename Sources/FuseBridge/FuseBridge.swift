@@ -66,6 +66,16 @@ public final class FuseBridge: @unchecked Sendable {
         }
     }
 
+    func replyAttr(_ req: fuse_req_t?, _ r: Result<Attributes, FSError>) {
+        switch r {
+        case .success(let a):
+            var st = stat(a)
+            fuse_reply_attr(req, &st, ttl)
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
         guard let p else { return [] }
         return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
@@ -115,13 +125,7 @@ public final class FuseBridge: @unchecked Sendable {
         let b = bridge(req)
         let r = b.fs.getattr(ino: ino)
         b.trace("getattr", ino, nil, outcome(r))
-        switch r {
-        case .success(let a):
-            var st = b.stat(a)
-            fuse_reply_attr(req, &st, b.ttl)
-        case .failure(let err):
-            fuse_reply_err(req, err.errno)
-        }
+        b.replyAttr(req, r)
     }
 
     static let opendirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
@@ -307,13 +311,7 @@ public final class FuseBridge: @unchecked Sendable {
                              uid: set & UInt32(FUSE_SET_ATTR_UID) != 0 ? attr.pointee.st_uid : nil,
                              gid: set & UInt32(FUSE_SET_ATTR_GID) != 0 ? attr.pointee.st_gid : nil,
                              handle: fi.map { s3m_fi_fh($0) })
-        switch r {
-        case .success(let a):
-            var st = b.stat(a)
-            fuse_reply_attr(req, &st, b.ttl)
-        case .failure(let err):
-            fuse_reply_err(req, err.errno)
-        }
+        b.replyAttr(req, r)
     }
 
     static let unlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in

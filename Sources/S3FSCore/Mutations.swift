@@ -182,18 +182,27 @@ extension Filesystem {
         return getattr(ino: ino)
     }
 
-    public func unlink(parent: UInt64, name: [UInt8]) -> FSError? {
-        if options.readOnly { return FSError(EROFS) }
+    /// The parent's key prefix for removing `name`, which must exist and be of `kind`.
+    func existing(_ kind: EntryKind, parent: UInt64, name: [UInt8]) -> Result<[UInt8], FSError> {
+        if options.readOnly { return .failure(FSError(EROFS)) }
         let dirPath: [UInt8]
         switch directory(parent) {
-        case .failure(let e): return e
+        case .failure(let e): return .failure(e)
         case .success(let (_, p)): dirPath = p
         }
         switch resolve(dirPath: dirPath, name: name) {
+        case .failure(let e): return .failure(e)
+        case .success(nil): return .failure(FSError(ENOENT))
+        case .success(let e?) where e.kind != kind: return .failure(FSError(kind == .file ? EISDIR : ENOTDIR))
+        case .success: return .success(dirPath)
+        }
+    }
+
+    public func unlink(parent: UInt64, name: [UInt8]) -> FSError? {
+        let dirPath: [UInt8]
+        switch existing(.file, parent: parent, name: name) {
         case .failure(let e): return e
-        case .success(nil): return FSError(ENOENT)
-        case .success(let e?) where e.kind == .directory: return FSError(EISDIR)
-        case .success: break
+        case .success(let p): dirPath = p
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
         do { try store.delete(key) } catch { return FSError((error as? S3Error)?.errno ?? EIO) }
@@ -240,17 +249,10 @@ extension Filesystem {
     }
 
     public func rmdir(parent: UInt64, name: [UInt8]) -> FSError? {
-        if options.readOnly { return FSError(EROFS) }
         let dirPath: [UInt8]
-        switch directory(parent) {
+        switch existing(.directory, parent: parent, name: name) {
         case .failure(let e): return e
-        case .success(let (_, p)): dirPath = p
-        }
-        switch resolve(dirPath: dirPath, name: name) {
-        case .failure(let e): return e
-        case .success(nil): return FSError(ENOENT)
-        case .success(let e?) where e.kind == .file: return FSError(ENOTDIR)
-        case .success: break
+        case .success(let p): dirPath = p
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         do {
