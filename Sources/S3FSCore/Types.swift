@@ -23,7 +23,7 @@ public struct FSOptions: Sendable {
     /// Above this size a file is uploaded as a multipart upload, parts leaving while it is written.
     public var multipartThreshold: Int64 = 16 << 20
     public var partSize: Int64 = 8 << 20
-    public var parallelParts = 4
+    public var parallelParts = 8
     public init() {}
 }
 
