@@ -97,8 +97,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let lookupCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
         let b = bridge(req)
-        let r = b.fs.lookup(parent: parent, name: FuseBridge.name(name))
-        b.trace("lookup", parent, FuseBridge.name(name), { if case .success(nil) = r { return "negative" }; return outcome(r) }())
+        let n = FuseBridge.name(name)
+        let r = b.fs.lookup(parent: parent, name: n)
+        b.trace("lookup", parent, n, { if case .success(nil) = r { return "negative" }; return outcome(r) }())
         switch r {
         case .success(let a):
             var e = b.entry(a)
@@ -266,8 +267,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let createCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, parent, name, _, fi in
         let b = bridge(req)
-        let r = b.fs.create(parent: parent, name: FuseBridge.name(name), flags: s3m_fi_flags(fi))
-        b.trace("create", parent, FuseBridge.name(name), outcome(r))
+        let n = FuseBridge.name(name)
+        let r = b.fs.create(parent: parent, name: n, flags: s3m_fi_flags(fi))
+        b.trace("create", parent, n, outcome(r))
         switch r {
         case .success(let (a, h)):
             var e = b.entry(a)
@@ -316,8 +318,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let unlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
         let b = bridge(req)
-        let e = b.fs.unlink(parent: parent, name: FuseBridge.name(name))
-        b.trace("unlink", parent, FuseBridge.name(name), e.map { "error \($0.errno)" } ?? "ok")
+        let n = FuseBridge.name(name)
+        let e = b.fs.unlink(parent: parent, name: n)
+        b.trace("unlink", parent, n, e.map { "error \($0.errno)" } ?? "ok")
         fuse_reply_err(req, e?.errno ?? 0)
     }
 
@@ -338,8 +341,9 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let renameCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?, UInt32) -> Void = { req, parent, name, newParent, newName, flags in
         let b = bridge(req)
-        let err = b.fs.rename(parent: parent, name: FuseBridge.name(name), newParent: newParent, newName: FuseBridge.name(newName), flags: flags)
-        b.trace("rename", parent, FuseBridge.name(name), err.map { "error \($0.errno)" } ?? "ok")
+        let n = FuseBridge.name(name)
+        let err = b.fs.rename(parent: parent, name: n, newParent: newParent, newName: FuseBridge.name(newName), flags: flags)
+        b.trace("rename", parent, n, err.map { "error \($0.errno)" } ?? "ok")
         fuse_reply_err(req, err?.errno ?? 0)
     }
 

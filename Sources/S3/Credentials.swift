@@ -381,7 +381,6 @@ public enum CredentialsChain {
         public var profile: String?
         public var noSignRequest = false
         public var region: String?
-        public var stsEndpoint: String?
         public init(profile: String? = nil, noSignRequest: Bool = false) {
             self.profile = profile
             self.noSignRequest = noSignRequest
@@ -406,7 +405,7 @@ public enum CredentialsChain {
         }
         if let tokenFile = env["AWS_WEB_IDENTITY_TOKEN_FILE"], let role = env["AWS_ROLE_ARN"] {
             let region = o.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
-            let sts = o.stsEndpoint ?? env["AWS_ENDPOINT_URL_STS"] ?? env["AWS_ENDPOINT_URL"]
+            let sts = env["AWS_ENDPOINT_URL_STS"] ?? env["AWS_ENDPOINT_URL"]
                 ?? (region.map { "https://sts.\($0).amazonaws.com" } ?? "https://sts.amazonaws.com")
             return try ready(WebIdentityCredentialsSource(tokenFile: tokenFile, roleArn: role,
                                                           sessionName: env["AWS_ROLE_SESSION_NAME"] ?? "s3mount-\(getpid())",

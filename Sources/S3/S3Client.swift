@@ -232,12 +232,10 @@ public final class S3Client: Sendable {
 
     public func listObjectsV2(prefix: [UInt8], delimiter: String? = "/", continuationToken: String? = nil,
                               startAfter: [UInt8]? = nil, maxKeys: Int? = nil) throws -> ListPage {
-        var q: [(String, String)] = [("list-type", "2"), ("encoding-type", "url"),
-                                     ("prefix", String(decoding: prefix, as: UTF8.self))]
-        if !String(decoding: prefix, as: UTF8.self).utf8.elementsEqual(prefix) {
-            // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
-            return ListPage()
-        }
+        let prefixText = String(decoding: prefix, as: UTF8.self)
+        // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
+        if !prefixText.utf8.elementsEqual(prefix) { return ListPage() }
+        var q: [(String, String)] = [("list-type", "2"), ("encoding-type", "url"), ("prefix", prefixText)]
         if let d = delimiter { q.append(("delimiter", d)) }
         if let t = continuationToken { q.append(("continuation-token", t)) }
         if let s = startAfter { q.append(("start-after", String(decoding: s, as: UTF8.self))) }

@@ -61,6 +61,13 @@ public struct ListPage: Sendable {
     public var commonPrefixes: [[UInt8]] = []
     public var isTruncated = false
     public var nextContinuationToken: String?
+
+    /// The greatest key or common prefix in the page (keys and prefixes come sorted, each list
+    /// on its own).
+    public var lastListed: [UInt8] {
+        let key = objects.last?.key ?? [], prefix = commonPrefixes.last ?? []
+        return key.lexicographicallyPrecedes(prefix) ? prefix : key
+    }
 }
 
 public struct S3ErrorBody: Sendable {

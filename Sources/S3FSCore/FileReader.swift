@@ -27,7 +27,6 @@ final class FileReader: @unchecked Sendable {
         var closed = false
         var windowStart: Int64 { chunks.first?.start ?? 0 }
         var windowEnd: Int64 { chunks.last?.end ?? 0 }
-        mutating func reset(at offset: Int64) { chunks = [] ; _ = offset }
     }
     private let state = Mutex(State())
     /// Bytes a read may skip forward inside the stream instead of opening a new request.
@@ -42,14 +41,6 @@ final class FileReader: @unchecked Sendable {
         self.size = size
         self.etag = etag
         self.readAhead = readAhead
-    }
-
-    func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
-        var out = [UInt8]()
-        if let e = read(offset: offset, length: length, reply: { parts in
-            for p in parts { out.append(contentsOf: p) }
-        }) { return .failure(e) }
-        return .success(out)
     }
 
     /// Hands the bytes of [offset, offset+length) to `reply` as one or more buffers that stay
@@ -70,11 +61,8 @@ final class FileReader: @unchecked Sendable {
                 whole.reserveCapacity(Int(size))
                 do {
                     try store.get(key, range: 0..<size, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in whole.append(contentsOf: b); return true }
-                } catch let e as S3Error {
-                    if e.kind == .preconditionFailed { Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)") }
-                    return FSError(e.errno)
                 } catch {
-                    return FSError(EIO)
+                    return failure(error)
                 }
                 s.chunks = [Chunk(start: 0, bytes: whole)]
                 s.lastEnd = end
@@ -95,10 +83,8 @@ final class FileReader: @unchecked Sendable {
                     out.reserveCapacity(Int(end - offset))
                     do {
                         try store.get(key, range: offset..<end, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in out.append(contentsOf: b); return true }
-                    } catch let e as S3Error {
-                        return FSError(e.errno)
                     } catch {
-                        return FSError(EIO)
+                        return failure(error)
                     }
                     s.lastEnd = end
                     out.withUnsafeBytes { reply([$0]) }
@@ -127,10 +113,7 @@ final class FileReader: @unchecked Sendable {
                         continue
                     }
                     s.stream = nil
-                    if e.kind == .preconditionFailed {
-                        Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)")
-                    }
-                    return FSError(e.errno)
+                    return failure(e)
                 }
                 trim(&s, keepFrom: offset)
             }
@@ -139,6 +122,14 @@ final class FileReader: @unchecked Sendable {
             trim(&s, keepFrom: end)
             return nil
         }
+    }
+
+    /// The errno for a failed GET; an object replaced since it was listed (If-Match failed) is logged.
+    private func failure(_ error: any Error) -> FSError {
+        if (error as? S3Error)?.kind == .preconditionFailed {
+            Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)")
+        }
+        return FSError(error)
     }
 
     /// Calls `reply` with buffers pointing into the chunks that cover [from, to).

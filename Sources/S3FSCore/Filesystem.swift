@@ -132,6 +132,15 @@ public final class Filesystem: @unchecked Sendable {
 
     // MARK: - lookup / forget / getattr
 
+    /// What the caches say of `key` (a name in `dirPath`) at time `t`: the entry, known missing
+    /// (`.some(nil)`: a complete listing or a negative entry), or nothing (`nil`: ask S3).
+    func cachedAnswer(_ s: State, dirPath: [UInt8], key: [UInt8], at t: Double) -> CachedEntry?? {
+        if let e = s.attrs[key], fresh(e.at, t) { return .some(e) }
+        if let d = s.dirs[dirPath], fresh(d.listedAt, t) { return .some(nil) }
+        if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
+        return nil
+    }
+
     /// Looks `name` up in directory `parent`. Returns nil for "no such name" (a negative entry the
     /// kernel may cache). A found entry carries one new lookup reference.
     public func lookup(parent: UInt64, name: [UInt8]) -> Result<Attributes?, FSError> {
@@ -146,18 +155,16 @@ public final class Filesystem: @unchecked Sendable {
         for round in 0..<4 {
             let t = now()
             let step: Step = state.withLock { s in
-                if let e = s.attrs[key], fresh(e.at, t) {
+                switch cachedAnswer(s, dirPath: dirPath, key: key, at: t) {
+                case let e??:
                     s.counters.attrHits += 1
                     let n = referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: e.kind)
                     return .found(attributes(n, e))
-                }
-                if let d = s.dirs[dirPath], fresh(d.listedAt, t) {
+                case .some(nil):
                     s.counters.negativeHits += 1
                     return .missing
-                }
-                if let at = s.negatives[key], fresh(at, t) {
-                    s.counters.negativeHits += 1
-                    return .missing
+                case nil:
+                    break
                 }
                 if round < 3 {
                     // Share a listing of the parent, or another lookup of this very name, already on the wire.
@@ -243,16 +250,12 @@ public final class Filesystem: @unchecked Sendable {
                     if found == nil || e.kind == .directory { found = e }
                 }
                 // Keys sort as bytes: once past "name/", nothing further can be the name.
-                let lastKey = page.objects.last?.key ?? [], lastPrefix = page.commonPrefixes.last ?? []
-                let last = lastKey.lexicographicallyPrecedes(lastPrefix) ? lastPrefix : lastKey
-                if found?.kind == .directory || !page.isTruncated || !(last.lexicographicallyPrecedes(dirKey)) { break }
+                if found?.kind == .directory || !page.isTruncated || !(page.lastListed.lexicographicallyPrecedes(dirKey)) { break }
                 token = page.nextContinuationToken
             } while token != nil
-        } catch let e as S3Error {
-            Log.warning("lookup of \(Names.display(key)): \(e)")
-            return .failure(FSError(e.errno))
         } catch {
-            return .failure(FSError(EIO))
+            Log.warning("lookup of \(Names.display(key)): \(error)")
+            return .failure(FSError(error))
         }
         if found == nil {
             state.withLock { $0.negatives[key] = started }
@@ -434,7 +437,6 @@ public final class Filesystem: @unchecked Sendable {
         var token: String? = nil
         var startAfter: [UInt8]? = nil
         var pages = 0
-        let everything: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF]
         do {
             if options.flatListing {
                 // One flat page of the whole subtree first. If it holds everything, this directory
@@ -447,7 +449,7 @@ public final class Filesystem: @unchecked Sendable {
                 let direct = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started)
                 job.cond.broadcast {
                     job.append(direct)
-                    job.lastKey = complete ? everything : last
+                    job.lastKey = complete ? ListingJob.pastEverything : last
                 }
                 if complete {
                     finishListing(job, started: started)
@@ -461,14 +463,13 @@ public final class Filesystem: @unchecked Sendable {
                 pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started)
                 prime(dirPath: job.dirPath, entries, at: started)
-                let lastKey = page.objects.last?.key ?? [], lastPrefix = page.commonPrefixes.last ?? []
-                let last = lastKey.lexicographicallyPrecedes(lastPrefix) ? lastPrefix : lastKey
+                let last = page.lastListed
                 token = page.isTruncated ? page.nextContinuationToken : nil
                 // Past the last page, nothing sorts after: every name has been passed.
                 var stop = false
                 job.cond.broadcast {
                     job.append(entries)
-                    job.lastKey = token == nil ? everything : last
+                    job.lastKey = token == nil ? ListingJob.pastEverything : last
                     if let m = job.maxPages, pages >= m, token != nil { stop = true }
                 }
                 if stop {
@@ -479,7 +480,7 @@ public final class Filesystem: @unchecked Sendable {
                 }
             } while token != nil
         } catch {
-            let errno = (error as? S3Error)?.errno ?? EIO
+            let errno = FSError(error).errno
             Log.warning("listing \"\(Names.display(job.dirPath))\": \(error)")
             state.withLock { s in if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil } }
             job.cond.broadcast { job.error = errno; job.done = true }
@@ -675,19 +676,20 @@ public final class Filesystem: @unchecked Sendable {
         }
         guard let r = state.withLock({ $0.fileHandles[handle] }) else { return FSError(EBADF) }
         let e = r.read(offset: offset, length: size, reply: reply)
-        if let e, e.errno == ESTALE { state.withLock { s in s.attrs[r.key] = nil } }
-        return e
-    }
-
-    public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
-        if let w = state.withLock({ $0.writers[handle] }) { return w.read(offset: offset, length: size) }
-        guard let r = state.withLock({ $0.fileHandles[handle] }) else { return .failure(FSError(EBADF)) }
-        let result = r.read(offset: offset, length: size)
-        if case .failure(let e) = result, e.errno == ESTALE {
+        if let e, e.errno == ESTALE {
             // The object changed since it was listed: forget what we knew so the next open sees it anew.
             state.withLock { s in s.attrs[r.key] = nil }
         }
-        return result
+        return e
+    }
+
+    /// The same read, into one array.
+    public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
+        var out = [UInt8]()
+        if let e = read(handle: handle, offset: offset, size: size, reply: { parts in
+            for p in parts { out.append(contentsOf: p) }
+        }) { return .failure(e) }
+        return .success(out)
     }
 
     public func release(handle: UInt64) {
@@ -808,7 +810,9 @@ final class ListingJob: @unchecked Sendable {
     var indexByName: [[UInt8]: Int] = [:]
     var done = false
     var error: Int32? = nil
-    /// The greatest key or prefix listed so far (all 0xFF once the last page is in).
+    /// Sorts after every key: what `lastKey` becomes once the last page is in.
+    static let pastEverything: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF]
+    /// The greatest key or prefix listed so far.
     var lastKey: [UInt8] = []
     var startedAt: Double = 0
     /// Pages after which a lookup-started listing gives up (nil: to the end).
@@ -825,7 +829,7 @@ final class ListingJob: @unchecked Sendable {
         self.dirPath = dirPath
         self.entries = completed
         self.done = true
-        self.lastKey = [0xFF, 0xFF, 0xFF, 0xFF]
+        self.lastKey = ListingJob.pastEverything
     }
 
     /// Adds a page's entries, once per name; a directory replaces a file of the same name.

@@ -35,21 +35,17 @@ extension Filesystem {
     func resolve(dirPath: [UInt8], name: [UInt8]) -> Result<CachedEntry?, FSError> {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         let t = now()
-        let cached: CachedEntry?? = state.withLock { s in
-            if let e = s.attrs[key], fresh(e.at, t) { return .some(e) }
-            if let d = s.dirs[dirPath], fresh(d.listedAt, t) { return .some(nil) }
-            if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
-            return nil
-        }
+        let cached = state.withLock { s in cachedAnswer(s, dirPath: dirPath, key: key, at: t) }
         if let c = cached { return .success(c) }
         return fetchEntry(dirPath: dirPath, name: name)
     }
 
-    func directory(_ ino: UInt64) -> Result<(Node, [UInt8]), FSError> {
+    /// The key prefix of directory inode `ino`.
+    func directory(_ ino: UInt64) -> Result<[UInt8], FSError> {
         state.withLock { s in
             guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
             guard n.kind == .directory else { return .failure(FSError(ENOTDIR)) }
-            return .success((n, path(of: n)))
+            return .success(path(of: n))
         }
     }
 
@@ -82,7 +78,7 @@ extension Filesystem {
         let dirPath: [UInt8]
         switch directory(parent) {
         case .failure(let e): return .failure(e)
-        case .success(let (_, p)): dirPath = p
+        case .success(let p): dirPath = p
         }
         if case .success(let e?) = resolve(dirPath: dirPath, name: name), e.kind == .directory { return .failure(FSError(EISDIR)) }
         let key = Names.entryKey(dirPath: dirPath, name: name)
@@ -95,7 +91,7 @@ extension Filesystem {
             return .success((attributes(node, entry), register(w)))
         } catch {
             forget(ino: node.ino, count: 1)
-            return .failure(error as? FSError ?? FSError(EIO))
+            return .failure(FSError(error))
         }
     }
 
@@ -104,7 +100,7 @@ extension Filesystem {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
         guard n.kind == .file else { return .failure(FSError(EISDIR)) }
         let w: FileWriter
-        do { w = try makeWriter(key: n.entryKey, ino: ino) } catch { return .failure(error as? FSError ?? FSError(EIO)) }
+        do { w = try makeWriter(key: n.entryKey, ino: ino) } catch { return .failure(FSError(error)) }
         if flags & O_TRUNC != 0 {
             w.markPendingEmpty()
         } else {
@@ -188,7 +184,7 @@ extension Filesystem {
         let dirPath: [UInt8]
         switch directory(parent) {
         case .failure(let e): return .failure(e)
-        case .success(let (_, p)): dirPath = p
+        case .success(let p): dirPath = p
         }
         switch resolve(dirPath: dirPath, name: name) {
         case .failure(let e): return .failure(e)
@@ -205,9 +201,9 @@ extension Filesystem {
         case .success(let p): dirPath = p
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
-        do { try store.delete(key) } catch { return FSError((error as? S3Error)?.errno ?? EIO) }
+        do { try store.delete(key) } catch { return FSError(error) }
         record(dirPath: dirPath, name: name, nil)
-        state.withLock { s in if let ino = s.inoByPath[key] { s.inoByPath[key] = nil; _ = ino } }
+        state.withLock { s in s.inoByPath[key] = nil }
         return nil
     }
 
@@ -219,7 +215,7 @@ extension Filesystem {
         let dirPath: [UInt8]
         switch directory(parent) {
         case .failure(let e): return .failure(e)
-        case .success(let (_, p)): dirPath = p
+        case .success(let p): dirPath = p
         }
         switch resolve(dirPath: dirPath, name: name) {
         case .failure(let e): return .failure(e)
@@ -227,7 +223,7 @@ extension Filesystem {
         case .success(nil): break
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
-        do { _ = try store.put(marker, body: .none) } catch { return .failure(FSError((error as? S3Error)?.errno ?? EIO)) }
+        do { _ = try store.put(marker, body: .none) } catch { return .failure(FSError(error)) }
         let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
         // A new directory is empty: it is complete without a listing.
@@ -272,7 +268,7 @@ extension Filesystem {
                 if !keys.isEmpty { try store.delete(marker) }
             }
         } catch {
-            return FSError((error as? S3Error)?.errno ?? EIO)
+            return FSError(error)
         }
         record(dirPath: dirPath, name: name, nil)
         state.withLock { s in
@@ -290,7 +286,7 @@ extension Filesystem {
         if let e = checkWritable(newName) { return e }
         let srcDir: [UInt8], dstDir: [UInt8]
         switch (directory(parent), directory(newParent)) {
-        case (.success(let a), .success(let b)): srcDir = a.1; dstDir = b.1
+        case (.success(let a), .success(let b)): srcDir = a; dstDir = b
         case (.failure(let e), _), (_, .failure(let e)): return e
         }
         let src: CachedEntry
@@ -318,7 +314,7 @@ extension Filesystem {
                 if !etag.isEmpty { moved.etag = etag }
                 record(dirPath: dstDir, name: newName, moved)
             } catch {
-                return FSError((error as? S3Error)?.errno ?? EIO)
+                return FSError(error)
             }
             record(dirPath: srcDir, name: name, nil)
             moveNodes(fromPath: srcKey, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
@@ -341,7 +337,7 @@ extension Filesystem {
                 return FSError(EIO)
             }
         } catch {
-            return FSError((error as? S3Error)?.errno ?? EIO)
+            return FSError(error)
         }
         state.withLock { s in
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.

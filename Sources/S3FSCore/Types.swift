@@ -1,4 +1,5 @@
 import Glibc
+import S3
 
 public struct FSOptions: Sendable {
     /// Key prefix the mount root shows: "" for the bucket root, else ending in "/".
@@ -44,6 +45,10 @@ public struct Attributes: Sendable, Equatable {
 public struct FSError: Error, Equatable, CustomStringConvertible {
     public var errno: Int32
     public init(_ e: Int32) { errno = e }
+    /// The errno for any failure below the core: S3's own mapping, else EIO.
+    init(_ error: any Error) {
+        errno = (error as? FSError)?.errno ?? (error as? S3Error)?.errno ?? EIO
+    }
     public var description: String { String(cString: strerror(errno)) }
 }
 

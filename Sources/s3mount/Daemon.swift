@@ -158,7 +158,7 @@ enum Daemon {
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
         var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
         let profileName = config.profile ?? env["AWS_PROFILE"]
-        if region == nil, let p = profileName ?? Optional("default"), let r = AWSConfigFile.profile(p, env: env)?["region"] { region = r }
+        if region == nil, let r = AWSConfigFile.profile(profileName ?? "default", env: env)?["region"] { region = r }
 
         let creds: CredentialsProvider
         do {
