@@ -19,6 +19,8 @@ import pytest
 from botocore.config import Config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import s3log  # noqa: E402  (the benchmark counts requests with the same code)
 BIN = os.environ.get("S3MOUNT_BIN", os.path.join(ROOT, ".build", "debug", "s3mount"))
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
@@ -27,38 +29,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-LOG_LINE = re.compile(r'"(GET|HEAD|PUT|POST|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
-
-
-def classify(method, target):
-    """Names the S3 operation of a request from moto's access log."""
-    path, _, query = target.partition("?")
-    parts = [p for p in path.split("/") if p != ""]
-    has_key = len(parts) >= 2 or (len(parts) == 1 and path.endswith("/") and path.count("/") > 1)
-    q = query
-    if method == "GET" and "list-type=2" in q:
-        return "ListObjectsV2"
-    if method == "HEAD":
-        return "HeadObject" if has_key else "HeadBucket"
-    if method == "GET":
-        return "GetObject" if has_key else "GetBucket"
-    if method == "PUT":
-        if "partNumber=" in q:
-            return "UploadPart"
-        return "PutObject" if has_key else "CreateBucket"
-    if method == "POST":
-        if "uploads" in q and "uploadId" not in q:
-            return "CreateMultipartUpload"
-        if "uploadId" in q:
-            return "CompleteMultipartUpload"
-        if "delete" in q:
-            return "DeleteObjects"
-        return "Post"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
-    return method
 
 
 class Moto:
@@ -103,17 +73,7 @@ class Moto:
         time.sleep(0.05)
         with open(self.logpath, "rb") as f:
             f.seek(pos)
-            text = f.read().decode("utf-8", "replace")
-        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # werkzeug colours some status lines
-        out = []
-        for m in LOG_LINE.finditer(text):
-            method, target, status = m.group(1), m.group(2), int(m.group(3))
-            if target.startswith("/moto-api"):
-                continue
-            if bucket is not None and not (target == f"/{bucket}" or target.startswith(f"/{bucket}/") or target.startswith(f"/{bucket}?")):
-                continue
-            out.append((classify(method, target), status, target))
-        return out
+            return s3log.requests(f.read().decode("utf-8", "replace"), bucket)
 
     def stop(self):
         self.proc.terminate()

@@ -1,0 +1,70 @@
+"""A loopback HTTP proxy in front of an S3 emulator, streaming bodies through. A `before` hook
+sees each request first: it may sleep (latency, as real S3 has) or answer with an S3 error
+itself (fault injection). Shared by the benchmark and the integration tests."""
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>injected</Message></Error>'
+
+
+class ForwardingProxy:
+    def __init__(self, upstream_port, before=None):
+        """`before(method, path)` returns None to forward the request, or (status, code) to
+        answer it with that S3 error instead."""
+        proxy = self
+        self.upstream_port = upstream_port
+        self.before = before
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                fault = proxy.before(self.command, self.path) if proxy.before else None
+                if fault:
+                    data = ERROR.format(fault[1]).encode()
+                    self.send_response(fault[0])
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=300)
+                c.request(self.command, self.path, body=body,
+                          headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                r = c.getresponse()
+                self.send_response(r.status)
+                length = r.getheader("Content-Length")
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                if length is None:
+                    data = r.read()
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                else:
+                    self.end_headers()
+                    while self.command != "HEAD":
+                        chunk = r.read(1 << 20)
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                c.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
