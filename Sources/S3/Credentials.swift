@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 public struct Credentials: Sendable, CustomStringConvertible {
     public var accessKeyId: String
@@ -49,7 +48,7 @@ public protocol CredentialsSource: Sendable {
 public final class CredentialsProvider: Sendable {
     public let source: (any CredentialsSource)?
     private struct State { var current: Credentials?; var refreshing = false }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let refreshDone = Condition()
     /// Refresh when fewer than this many seconds remain.
     let refreshWindow: Double
@@ -112,66 +111,6 @@ public final class CredentialsProvider: Sendable {
             Log.shared.write(hadCredentials ? .warning : .debug, "credentials refresh from \(source.name) failed: \(error)")
             throw error
         }
-    }
-}
-
-/// A tiny condition variable (pthread) for waits that Mutex alone cannot express.
-public final class Condition: @unchecked Sendable {
-    fileprivate var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    public init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
-    }
-    /// Waits until `predicate` is true (checked under the condition's own lock; it may take other locks).
-    public func wait(until predicate: () -> Bool) {
-        pthread_mutex_lock(&mutex)
-        while !predicate() { pthread_cond_wait(&cond, &mutex) }
-        pthread_mutex_unlock(&mutex)
-    }
-    /// Waits with a timeout in seconds; returns the predicate's final value.
-    public func wait(timeout: Double, until predicate: () -> Bool) -> Bool {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let ns = Int(ts.tv_nsec) + Int((timeout - timeout.rounded(.down)) * 1e9)
-        ts.tv_sec += Int(timeout) + ns / 1_000_000_000
-        ts.tv_nsec = ns % 1_000_000_000
-        pthread_mutex_lock(&mutex)
-        var ok = predicate()
-        while !ok {
-            if pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { ok = predicate(); break }
-            ok = predicate()
-        }
-        pthread_mutex_unlock(&mutex)
-        return ok
-    }
-    /// Changes state visible to waiters and wakes them; do state changes inside `change`
-    /// or before calling to avoid lost wake-ups.
-    public func broadcast(_ change: () -> Void = {}) {
-        pthread_mutex_lock(&mutex)
-        change()
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
-    }
-}
-
-/// Runs a closure on a new pthread (Foundation-free).
-public final class Thread: @unchecked Sendable {
-    private let body: () -> Void
-    private var tid = pthread_t()
-    public init(_ body: @escaping () -> Void) { self.body = body }
-    public func start() {
-        let box = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&tid, nil, { p in
-            let t = Unmanaged<Thread>.fromOpaque(p!).takeRetainedValue()
-            t.body()
-            return nil
-        }, box)
-        pthread_detach(tid)
     }
 }
 
@@ -432,15 +371,5 @@ public enum CredentialsChain {
         let p = CredentialsProvider(source: s)
         _ = try p.credentials()
         return p
-    }
-}
-
-
-extension Condition {
-    /// Runs `body` under the condition's lock without waking anyone.
-    public func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
     }
 }

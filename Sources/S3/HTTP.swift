@@ -1,6 +1,5 @@
 import CCurlShim
 import Glibc
-import Synchronization
 
 public enum HTTPBody: Sendable {
     case none
@@ -76,7 +75,7 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         public init() {}
     }
 
-    private let idle = Mutex<[UnsafeMutableRawPointer]>([])
+    private let idle = Locked<[UnsafeMutableRawPointer]>([])
     private let options: Options
 
     private static let globalInit: Bool = { s3m_curl_global_init() == 0 }()

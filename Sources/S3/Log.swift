@@ -1,7 +1,6 @@
 import CCurlShim
 import Glibc
 import Logging
-import Synchronization
 
 /// Logging for every layer: a swift-log `Logger` whose handler writes one line per event to
 /// stderr (foreground, or the journal under systemd), a log file, or syslog (background daemon).
@@ -18,14 +17,14 @@ public final class Log: Sendable {
 
     public static let shared = Log()
     private struct State { var level: Level = .info; var onceKeys = Set<String>() }
-    private let state = Mutex(State())
-    let output = Mutex<Destination>(.fd(2))
-    private let logger: Mutex<Logger>
+    private let state = Locked(State())
+    let output = Locked<Destination>(.fd(2))
+    private let logger: Locked<Logger>
 
     init() {
         var l = Logger(label: "s3mount", factory: { _ in LineLogHandler() })
         l.logLevel = .info
-        logger = Mutex(l)
+        logger = Locked(l)
     }
 
     public var level: Level {

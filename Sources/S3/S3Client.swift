@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 public struct ObjectInfo: Sendable {
     public var size: Int64
@@ -49,7 +48,7 @@ public final class S3Client: Sendable {
     public let credentials: CredentialsProvider
     public let transport: HTTPTransport
     public let stats = RequestStats()
-    private let regionState: Mutex<String>
+    private let regionState: Locked<String>
     private let endpointParts: (scheme: String, host: String, basePath: String)?
 
     /// Logs one line per request at debug level when set (operation, key, status, ms).
@@ -62,7 +61,7 @@ public final class S3Client: Sendable {
         self.credentials = credentials
         self.transport = transport
         self.traceRequests = traceRequests
-        self.regionState = Mutex(config.region ?? "us-east-1")
+        self.regionState = Locked(config.region ?? "us-east-1")
         self.endpointParts = config.endpoint.flatMap(S3Client.parseEndpoint)
     }
 

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Counters of every S3 request by operation and outcome, and bytes moved, since start.
 public final class RequestStats: Sendable {
@@ -14,7 +13,7 @@ public final class RequestStats: Sendable {
         public var notFound: Int { requests.values.reduce(0) { $0 + ($1["404"] ?? 0) } }
     }
 
-    private let state = Mutex(Snapshot(requests: [:], bytesDown: 0, bytesUp: 0, retries: 0))
+    private let state = Locked(Snapshot(requests: [:], bytesDown: 0, bytesUp: 0, retries: 0))
     public init() {}
 
     public func record(operation: String, status: Int, bytesDown: Int64, bytesUp: Int64) {

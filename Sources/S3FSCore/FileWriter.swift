@@ -1,6 +1,5 @@
 import Glibc
 import S3
-import Synchronization
 
 /// A file open for writing. Data is spooled to a local temporary file (bounded memory) and
 /// uploaded on flush/fsync/release: PutObject when small; a multipart upload whose parts leave in
@@ -34,10 +33,10 @@ final class FileWriter: @unchecked Sendable {
         var partError: S3Error? = nil
         var lastError: FSError? = nil
     }
-    let state = Mutex(State())
+    let state = Locked(State())
     let partsDone = Condition()
     /// Serialises writes, truncates and uploads of this handle.
-    private let ioLock = Mutex(())
+    private let ioLock = Locked(())
 
     init(store: ObjectStore, key: [UInt8], ino: UInt64, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int) throws {
         self.store = store

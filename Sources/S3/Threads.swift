@@ -1,0 +1,99 @@
+import Glibc
+
+/// A value guarded by a pthread mutex: the same `withLock` shape as `Synchronization.Mutex`, but
+/// a plain (non-priority-inheriting) futex that spins briefly before sleeping, which is much
+/// cheaper when FUSE threads queue on one open file, and which ThreadSanitizer understands.
+public final class Locked<Value>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
+
+    public init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        var attr = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attr)
+        pthread_mutexattr_settype(&attr, Int32(PTHREAD_MUTEX_ADAPTIVE_NP))
+        pthread_mutex_init(mutex, &attr)
+        pthread_mutexattr_destroy(&attr)
+    }
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+}
+
+/// A tiny condition variable (pthread) for waits that a lock alone cannot express.
+public final class Condition: @unchecked Sendable {
+    fileprivate var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    public init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+    /// Waits until `predicate` is true (checked under the condition's own lock; it may take other locks).
+    public func wait(until predicate: () -> Bool) {
+        pthread_mutex_lock(&mutex)
+        while !predicate() { pthread_cond_wait(&cond, &mutex) }
+        pthread_mutex_unlock(&mutex)
+    }
+    /// Waits with a timeout in seconds; returns the predicate's final value.
+    public func wait(timeout: Double, until predicate: () -> Bool) -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let ns = Int(ts.tv_nsec) + Int((timeout - timeout.rounded(.down)) * 1e9)
+        ts.tv_sec += Int(timeout) + ns / 1_000_000_000
+        ts.tv_nsec = ns % 1_000_000_000
+        pthread_mutex_lock(&mutex)
+        var ok = predicate()
+        while !ok {
+            if pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { ok = predicate(); break }
+            ok = predicate()
+        }
+        pthread_mutex_unlock(&mutex)
+        return ok
+    }
+    /// Changes state visible to waiters and wakes them; do state changes inside `change`
+    /// or before calling to avoid lost wake-ups.
+    public func broadcast(_ change: () -> Void = {}) {
+        pthread_mutex_lock(&mutex)
+        change()
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// Runs a closure on a new pthread (Foundation-free).
+public final class Thread: @unchecked Sendable {
+    private let body: () -> Void
+    private var tid = pthread_t()
+    public init(_ body: @escaping () -> Void) { self.body = body }
+    public func start() {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&tid, nil, { p in
+            let t = Unmanaged<Thread>.fromOpaque(p!).takeRetainedValue()
+            t.body()
+            return nil
+        }, box)
+        pthread_detach(tid)
+    }
+}
+
+
+extension Condition {
+    /// Runs `body` under the condition's lock without waking anyone.
+    public func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+}
