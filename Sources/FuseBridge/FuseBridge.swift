@@ -2,6 +2,7 @@ import CFuse3
 import Glibc
 import S3
 import S3FSCore
+import Synchronization
 
 /// Translates libfuse lowlevel requests into calls on the filesystem core and back. The C
 /// callbacks are static, nonisolated functions: libfuse calls them on its worker threads.
@@ -12,6 +13,10 @@ public final class FuseBridge: @unchecked Sendable {
 
     /// --debug: one log line per FUSE operation.
     let tracing: Bool
+    /// Read-ahead (KiB) still to be set for the mount: the kernel only accepts it once INIT is done,
+    /// so the first open applies it.
+    let pendingReadAhead = Atomic<Int>(0)
+    var mountpoint = ""
 
     public init(fs: Filesystem, trace: Bool = false) {
         self.fs = fs
@@ -79,6 +84,64 @@ public final class FuseBridge: @unchecked Sendable {
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
         guard let p else { return [] }
         return Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+    }
+
+    /// Sets the mount's kernel read-ahead (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`), found through
+    /// /proc/self/mountinfo so no request reaches this mount. Only root may; anyone else keeps
+    /// FUSE's 128 KiB, which is logged once.
+    func applyReadAhead() {
+        let kib = pendingReadAhead.exchange(0, ordering: .relaxed)
+        guard kib != 0 else { return }
+        guard let dev = Self.mountDevice(mountpoint) else {
+            Log.info("read-ahead left at the kernel's default: \(mountpoint) not found in /proc/self/mountinfo")
+            return
+        }
+        let path = "/sys/class/bdi/\(dev)/read_ahead_kb"
+        let fd = Glibc.open(path, O_WRONLY)
+        let text = "\(kib)\n"
+        let ok = fd >= 0 && Glibc.write(fd, text, text.utf8.count) == text.utf8.count
+        let err = errno
+        if fd >= 0 { Glibc.close(fd) }
+        if ok {
+            Log.debug("read-ahead of \(mountpoint) set to \(kib) KiB")
+        } else {
+            Log.info("read-ahead left at the kernel's default (128 KiB): cannot write \(path): \(String(cString: strerror(err))) (needs root)")
+        }
+    }
+
+    /// "MAJ:MIN" of the FUSE mount at `mountpoint`, from /proc/self/mountinfo.
+    static func mountDevice(_ mountpoint: String) -> String? {
+        guard let f = fopen("/proc/self/mountinfo", "r") else { return nil }
+        defer { fclose(f) }
+        var found: String? = nil
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var cap = 0
+        while getline(&line, &cap, f) > 0 {
+            // id parent MAJ:MIN root mountpoint options ... - fstype source superoptions
+            let fields = String(cString: line!).split(separator: " ")
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count,
+                  fields[dash + 1].hasPrefix("fuse"), unescapeMountinfo(fields[4]) == mountpoint else { continue }
+            found = String(fields[2]) // the last match is the topmost mount
+        }
+        free(line)
+        return found
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
+    static func unescapeMountinfo(_ s: Substring) -> String {
+        var out = [UInt8]()
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     // MARK: - callbacks
@@ -195,6 +258,7 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
+        if b.pendingReadAhead.load(ordering: .relaxed) != 0 { b.applyReadAhead() }
         let r = b.fs.open(ino: ino, flags: s3m_fi_flags(fi))
         b.trace("open", ino, nil, outcome(r))
         switch r {
@@ -414,6 +478,8 @@ public final class FuseSession: @unchecked Sendable {
         public var allowOther = false
         public var allowRoot = false
         public var readOnly = false
+        /// Kernel read-ahead for the mount in KiB; 0 keeps the kernel's default.
+        public var readAheadKiB = 0
         public init(fsname: String) { self.fsname = fsname }
     }
 
@@ -439,12 +505,20 @@ public final class FuseSession: @unchecked Sendable {
         session = se
         bridge.installInvalidator(session: se)
         guard fuse_set_signal_handlers(se) == 0 else { throw FuseError("could not install signal handlers") }
+        // Resolved before mounting: afterwards a stat of the mountpoint would wait on this very session.
+        if let real = realpath(mountpoint, nil) {
+            bridge.mountpoint = String(cString: real)
+            free(real)
+        } else {
+            bridge.mountpoint = mountpoint
+        }
         guard fuse_session_mount(se, mountpoint) == 0 else {
             fuse_remove_signal_handlers(se)
             fuse_session_destroy(se)
             session = nil
             throw FuseError("could not mount on \(mountpoint) (is /dev/fuse available and fusermount3 installed?)")
         }
+        bridge.pendingReadAhead.store(options.readAheadKiB, ordering: .relaxed)
     }
 
     /// Serves requests until unmount or SIGINT/SIGTERM; then unmounts.

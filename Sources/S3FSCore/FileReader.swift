@@ -1,12 +1,12 @@
 import Glibc
 import S3
-import Synchronization
 
 /// Reads of one open file. A sequential reader is served by one streaming GET that stays open
 /// across reads (with read-ahead); a read that jumps elsewhere costs one ranged GET of just
-/// what it asked for. Recent bytes are kept in a window of chunks (as they arrived, never copied
-/// again) so slightly out-of-order reads (the kernel's parallel read-ahead) are served without a
-/// new request, and a reply points straight into those chunks.
+/// what it asked for. Bytes the stream delivered wait in a window of chunks (as they arrived,
+/// never copied again) until they have been read, so the kernel's parallel read-ahead, whose
+/// reads arrive here in any order, is served from the one stream; a reply points straight into
+/// those chunks.
 final class FileReader: @unchecked Sendable {
     let store: ObjectStore
     let key: [UInt8]
@@ -17,25 +17,32 @@ final class FileReader: @unchecked Sendable {
     struct Chunk {
         var start: Int64
         var bytes: [UInt8]
+        /// Bytes of this chunk handed to readers so far; a chunk read whole is dropped.
+        var served = 0
         var end: Int64 { start + Int64(bytes.count) }
     }
 
     private struct State {
+        /// Contiguous: [windowStart, streamPos).
         var chunks: [Chunk] = []
         var stream: ObjectStream? = nil
+        /// Offset of the next byte the stream delivers.
+        var streamPos: Int64 = 0
+        /// End of the furthest read so far: a read starting near it continues a sequential reader.
         var lastEnd: Int64 = 0
         var closed = false
-        var windowStart: Int64 { chunks.first?.start ?? 0 }
-        var windowEnd: Int64 { chunks.last?.end ?? 0 }
+        var windowStart: Int64 { chunks.first?.start ?? streamPos }
     }
-    private let state = Mutex(State())
-    /// Bytes a read may skip forward inside the stream instead of opening a new request.
-    private let maxSkip: Int64 = 4 << 20
-    private let keepBehind: Int64 = 2 << 20
+    private let state = Locked(State())
+    /// How far ahead of the stream a read may start and still be served by it (the bytes in
+    /// between stay in the window for the reads the kernel sent earlier and that arrive later),
+    /// and how far behind the furthest read unread bytes are kept: the kernel's whole window.
+    private let maxSkip: Int64
     /// Objects up to this size are fetched whole by the first read.
     private let smallFileLimit: Int64 = 1 << 20
 
-    init(store: ObjectStore, key: [UInt8], size: Int64, etag: String, readAhead: Int) {
+    init(store: ObjectStore, key: [UInt8], size: Int64, etag: String, readAhead: Int, kernelReadAhead: Int) {
+        maxSkip = Int64(max(4 << 20, 4 * kernelReadAhead + (1 << 20)))
         self.store = store
         self.key = key
         self.size = size
@@ -50,13 +57,13 @@ final class FileReader: @unchecked Sendable {
         let end = min(size, offset + Int64(length))
         return state.withLock { s -> FSError? in
             if s.closed { return FSError(EBADF) }
-            if !s.chunks.isEmpty && offset >= s.windowStart && end <= s.windowEnd {
-                serve(s, offset, end, reply)
+            if offset >= s.windowStart && end <= s.streamPos && !s.chunks.isEmpty {
+                serve(&s, offset, end, reply)
                 return nil
             }
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
-            if s.stream == nil && offset == 0 && size <= smallFileLimit {
+            if s.stream == nil && s.chunks.isEmpty && offset == 0 && size <= smallFileLimit {
                 var whole = [UInt8]()
                 whole.reserveCapacity(Int(size))
                 do {
@@ -65,18 +72,21 @@ final class FileReader: @unchecked Sendable {
                     return failure(error)
                 }
                 s.chunks = [Chunk(start: 0, bytes: whole)]
+                s.streamPos = Int64(whole.count)
                 s.lastEnd = end
-                serve(s, offset, min(end, Int64(whole.count)), reply)
+                serve(&s, offset, min(end, s.streamPos), reply)
                 return nil
             }
-            let streaming = s.stream != nil && !s.chunks.isEmpty && offset >= s.windowStart && offset <= s.windowEnd + maxSkip
-                || (s.stream != nil && s.chunks.isEmpty && offset == s.lastEnd)
-            if !streaming {
-                if offset == s.lastEnd || offset == 0 {
+            let streamServes = s.stream != nil && offset >= s.windowStart && offset <= s.streamPos + maxSkip
+            if !streamServes {
+                if offset == 0 || (offset >= s.lastEnd && offset <= s.lastEnd + maxSkip) {
+                    // Sequential from the start or from where reading stopped: (re)open the stream
+                    // there, so reads the kernel sent for the bytes before `offset` find them too.
+                    let from = offset == 0 ? 0 : s.lastEnd
                     s.stream?.cancel()
-                    s.stream = ObjectStream(store: store, key: key, from: offset, etag: etag, limit: readAhead)
+                    s.stream = ObjectStream(store: store, key: key, from: from, etag: etag, limit: readAhead)
                     s.chunks = []
-                    s.lastEnd = offset
+                    s.streamPos = from
                 } else {
                     // A random read: exactly the bytes asked for.
                     var out = [UInt8]()
@@ -86,40 +96,39 @@ final class FileReader: @unchecked Sendable {
                     } catch {
                         return failure(error)
                     }
-                    s.lastEnd = end
+                    if s.stream == nil { s.lastEnd = end }
                     out.withUnsafeBytes { reply([$0]) }
                     return nil
                 }
             }
             // Pull from the stream until the window covers [offset, end).
             var retried = false
-            while (s.chunks.isEmpty ? s.lastEnd : s.windowEnd) < end {
+            while s.streamPos < end {
                 guard let stream = s.stream else { return FSError(EIO) }
-                let pos = s.chunks.isEmpty ? s.lastEnd : s.windowEnd
                 switch stream.take() {
-                case .data(let d):
-                    s.chunks.append(Chunk(start: pos, bytes: d))
+                case .data(let segments):
+                    for seg in segments {
+                        s.chunks.append(Chunk(start: s.streamPos, bytes: seg))
+                        s.streamPos += Int64(seg.count)
+                    }
                 case .end:
-                    if pos <= offset { return FSError(EIO) }
-                    s.lastEnd = pos
-                    serve(s, offset, pos, reply)
+                    if s.streamPos <= offset { return FSError(EIO) }
+                    s.lastEnd = max(s.lastEnd, s.streamPos)
+                    serve(&s, offset, s.streamPos, reply)
                     return nil
                 case .failed(let e):
                     if !retried && e.isRetryable {
                         retried = true
-                        Log.info("resuming read of \(Names.display(key)) at \(pos) after: \(e)")
-                        s.stream = ObjectStream(store: store, key: key, from: pos, etag: etag, limit: readAhead)
-                        if s.chunks.isEmpty { s.lastEnd = pos }
+                        Log.info("resuming read of \(Names.display(key)) at \(s.streamPos) after: \(e)")
+                        s.stream = ObjectStream(store: store, key: key, from: s.streamPos, etag: etag, limit: readAhead)
                         continue
                     }
                     s.stream = nil
                     return failure(e)
                 }
-                trim(&s, keepFrom: offset)
             }
-            s.lastEnd = end
-            serve(s, offset, end, reply)
-            trim(&s, keepFrom: end)
+            s.lastEnd = max(s.lastEnd, end)
+            serve(&s, offset, end, reply)
             return nil
         }
     }
@@ -132,26 +141,39 @@ final class FileReader: @unchecked Sendable {
         return FSError(error)
     }
 
-    /// Calls `reply` with buffers pointing into the chunks that cover [from, to).
-    private func serve(_ s: State, _ from: Int64, _ to: Int64, _ reply: ([UnsafeRawBufferPointer]) -> Void) {
-        var pieces: [(Int, Int, Int)] = [] // (chunk index, lower, upper)
-        for (i, c) in s.chunks.enumerated() where c.end > from && c.start < to {
+    /// Calls `reply` with buffers pointing into the chunks that cover [from, to), then counts
+    /// those bytes as read and drops what is no longer wanted.
+    private func serve(_ s: inout State, _ from: Int64, _ to: Int64, _ reply: ([UnsafeRawBufferPointer]) -> Void) {
+        let pieces = Self.reply(s.chunks, from, to, reply)
+        for (i, lo, hi) in pieces { s.chunks[i].served += hi - lo }
+        trim(&s, readTo: to)
+    }
+
+    /// The pieces (chunk index, lower, upper) of `chunks` that cover [from, to), handed to `reply`.
+    private static func reply(_ chunks: [Chunk], _ from: Int64, _ to: Int64, _ reply: ([UnsafeRawBufferPointer]) -> Void) -> [(Int, Int, Int)] {
+        var pieces: [(Int, Int, Int)] = []
+        for (i, c) in chunks.enumerated() where c.end > from && c.start < to {
             pieces.append((i, Int(max(from, c.start) - c.start), Int(min(to, c.end) - c.start)))
         }
         func nest(_ k: Int, _ acc: [UnsafeRawBufferPointer]) {
             if k == pieces.count { reply(acc); return }
             let (i, lo, hi) = pieces[k]
-            s.chunks[i].bytes.withUnsafeBytes { all in
+            chunks[i].bytes.withUnsafeBytes { all in
                 nest(k + 1, acc + [UnsafeRawBufferPointer(rebasing: all[lo..<hi])])
             }
         }
         nest(0, [])
+        return pieces
     }
 
-    /// Drops whole chunks that lie well behind `keepFrom`.
-    private func trim(_ s: inout State, keepFrom: Int64) {
-        while let first = s.chunks.first, s.chunks.count > 1, first.end < keepFrom - keepBehind {
-            s.chunks.removeFirst()
+    /// Drops leading chunks that have been read whole, and any that lie too far behind the
+    /// furthest read (bytes the kernel skipped, or a reader that went back).
+    private func trim(_ s: inout State, readTo: Int64) {
+        let horizon = max(readTo, s.lastEnd) - maxSkip
+        while let first = s.chunks.first, first.served >= first.bytes.count || first.end < horizon {
+            // Not `s.stream?.recycle(s.chunks.removeFirst()...)`: optional chaining would skip the removal.
+            let done = s.chunks.removeFirst()
+            s.stream?.recycle(done.bytes)
         }
     }
 
@@ -167,11 +189,18 @@ final class FileReader: @unchecked Sendable {
 
 /// A GET from an offset to the end of the object, run on its own thread, handing bytes over as
 /// they arrive and pausing (the curl write callback blocks) when `limit` bytes wait unread.
+/// Bytes land in segments allocated at full size up front, so each byte is copied once from
+/// curl's buffer and never again by an array growing underneath it.
 final class ObjectStream: @unchecked Sendable {
-    enum Chunk { case data([UInt8]), end, failed(S3Error) }
+    enum Chunk { case data([[UInt8]]), end, failed(S3Error) }
 
+    /// Matches the largest FUSE read (1 MiB), so a read spans one or two segments.
+    static let segmentSize = 1 << 20
     private let cond = Condition()
-    private var pending: [UInt8] = []
+    private var segments: [[UInt8]] = []
+    /// Segments the reader is done with, reused so the steady state allocates (and page-faults) nothing.
+    private var spare: [[UInt8]] = []
+    private var pendingBytes = 0
     private var finished = false
     private var failure: S3Error? = nil
     private var cancelled = false
@@ -182,10 +211,10 @@ final class ObjectStream: @unchecked Sendable {
         let t = Thread { [self] in
             do {
                 try store.get(key, range: nil, from: offset, ifMatch: etag.isEmpty ? nil : etag) { buf in
-                    self.cond.wait(until: { self.pending.count < self.limit || self.cancelled })
+                    self.cond.wait(until: { self.pendingBytes < self.limit || self.cancelled })
                     var go = true
                     self.cond.broadcast {
-                        if self.cancelled { go = false } else { self.pending.append(contentsOf: buf) }
+                        if self.cancelled { go = false } else { self.append(buf) }
                     }
                     return go
                 }
@@ -202,14 +231,37 @@ final class ObjectStream: @unchecked Sendable {
         t.start()
     }
 
+    /// Copies `buf` into the last segment while it has room, then into new full-size segments.
+    private func append(_ buf: UnsafeRawBufferPointer) {
+        var rest = buf[...]
+        while !rest.isEmpty {
+            if segments.isEmpty || segments[segments.count - 1].count == Self.segmentSize {
+                if var seg = spare.popLast() {
+                    seg.removeAll(keepingCapacity: true)
+                    segments.append(seg)
+                } else {
+                    var seg = [UInt8]()
+                    seg.reserveCapacity(Self.segmentSize)
+                    segments.append(seg)
+                }
+            }
+            let room = Self.segmentSize - segments[segments.count - 1].count
+            let n = min(room, rest.count)
+            segments[segments.count - 1].append(contentsOf: UnsafeRawBufferPointer(rebasing: rest.prefix(n)))
+            rest = rest.dropFirst(n)
+        }
+        pendingBytes += buf.count
+    }
+
     /// Waits for bytes, the end of the object or a failure.
     func take() -> Chunk {
-        cond.wait(until: { !self.pending.isEmpty || self.finished })
+        cond.wait(until: { self.pendingBytes > 0 || self.finished })
         var out: Chunk = .end
         cond.broadcast {
-            if !pending.isEmpty {
-                out = .data(pending)
-                pending = []
+            if pendingBytes > 0 {
+                out = .data(segments)
+                segments = []
+                pendingBytes = 0
             } else if let f = failure {
                 out = .failed(f)
             }
@@ -217,5 +269,11 @@ final class ObjectStream: @unchecked Sendable {
         return out
     }
 
-    func cancel() { cond.broadcast { cancelled = true; pending = [] } }
+    /// Takes back a segment handed out by `take`, once nothing points into it.
+    func recycle(_ segment: [UInt8]) {
+        guard segment.capacity >= Self.segmentSize else { return }
+        cond.locked { if spare.count < 4 { spare.append(segment) } }
+    }
+
+    func cancel() { cond.broadcast { cancelled = true; segments = []; pendingBytes = 0 } }
 }

@@ -1,7 +1,6 @@
 import CCurlShim
 import Glibc
 import S3
-import Synchronization
 
 /// The filesystem core: inodes, the listing/attribute/negative caches and reads, with no FUSE
 /// types. The FUSE bridge calls it from many threads at once; all metadata lives behind one lock
@@ -56,7 +55,7 @@ public final class Filesystem: @unchecked Sendable {
         var counters = CacheCounters()
     }
 
-    let state = Mutex(State())
+    let state = Locked(State())
 
     public init(store: ObjectStore, options: FSOptions) {
         self.store = store
@@ -656,7 +655,7 @@ public final class Filesystem: @unchecked Sendable {
             case .success: return .failure(FSError(ENOENT))
             }
         }
-        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead)
+        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead, kernelReadAhead: options.kernelReadAhead)
         return .success(state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1

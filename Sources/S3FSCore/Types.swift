@@ -13,6 +13,9 @@ public struct FSOptions: Sendable {
     public var readOnly = false
     /// Bytes a streaming read may buffer ahead of the reader.
     public var readAhead = 8 << 20
+    /// The kernel's read-ahead window for the mount: its parallel reads of one file arrive in any
+    /// order within twice this (fadvise SEQUENTIAL, as `cat` asks, doubles it).
+    public var kernelReadAhead = 4 << 20
     public var listPageSize = 1000
     /// Start each directory listing with one flat (no delimiter) page of its subtree: a subtree
     /// that fits makes every directory in it complete at once (find, du, ls -R cost one request).

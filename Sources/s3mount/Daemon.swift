@@ -182,6 +182,7 @@ enum Daemon {
         fsOptions.fileMode = config.fileMode
         fsOptions.dirMode = config.dirMode
         fsOptions.metadataTTL = config.metadataTTL
+        fsOptions.kernelReadAhead = config.readAheadKiB << 10
         fsOptions.readOnly = config.readOnly
         fsOptions.spoolDir = config.spoolDir ?? "/var/tmp"
 
@@ -209,6 +210,7 @@ enum Daemon {
         mo.allowOther = config.allowOther
         mo.allowRoot = config.allowRoot
         mo.readOnly = config.readOnly
+        mo.readAheadKiB = config.readAheadKiB
         let session: FuseSession
         do {
             session = try FuseSession(bridge: bridge, mountpoint: mountpoint, options: mo, debug: false)

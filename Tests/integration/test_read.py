@@ -28,6 +28,44 @@ def test_sequential_read_uses_one_streaming_get(moto, s3, bucket, mount):
     print(f"cat 24 MiB: {len(data) / secs / 1e6:.1f} MB/s, requests {d}")
 
 
+def test_mount_raises_kernel_read_ahead(s3, bucket, mount):
+    s3.put_object(Bucket=bucket, Key="f.txt", Body=b"x")
+    m = mount(bucket, "--read-ahead", "2048")
+    with open(os.path.join(m.path, "f.txt"), "rb") as f:
+        assert f.read() == b"x"
+    dev = os.stat(m.path).st_dev
+    with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
+        assert f.read().strip() == "2048"
+
+
+def test_reads_arriving_out_of_order_share_one_stream(moto, s3, bucket, mount):
+    """The kernel's parallel read-ahead hands the daemon reads in any order: blocks read by
+    several threads, shuffled within a few MiB, still cost one GET."""
+    block = 1 << 20
+    data = os.urandom(48 * block)
+    s3.put_object(Bucket=bucket, Key="shuffled.bin", Body=data)
+    m = mount(bucket)
+    os.listdir(m.path)
+    rng = random.Random(3)
+    order = []
+    for base in range(0, 48, 6):
+        group = list(range(base, base + 6))
+        rng.shuffle(group)
+        order += group
+    before = m.requests()
+    fd = os.open(os.path.join(m.path, "shuffled.bin"), os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no kernel read-ahead: the daemon sees our order
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda i: (i, os.pread(fd, block, i * block)), order))
+    finally:
+        os.close(fd)
+    for i, b in got:
+        assert b == data[i * block:(i + 1) * block], i
+    d = delta(before, m.requests())
+    assert d == {"GetObject": 1}, d
+
+
 def test_random_reads_use_ranged_gets(moto, s3, bucket, mount):
     data = os.urandom(8 * 1024 * 1024)
     s3.put_object(Bucket=bucket, Key="rand.bin", Body=data)
