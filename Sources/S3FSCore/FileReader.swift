@@ -105,7 +105,7 @@ final class FileReader: @unchecked Sendable {
             var retried = false
             while s.streamPos < end {
                 guard let stream = s.stream else { return FSError(EIO) }
-                switch stream.take() {
+                switch stream.take(needed: Int(end - s.streamPos)) {
                 case .data(let segments):
                     for seg in segments {
                         s.chunks.append(Chunk(start: s.streamPos, bytes: seg))
@@ -253,17 +253,27 @@ final class ObjectStream: @unchecked Sendable {
         pendingBytes += buf.count
     }
 
-    /// Waits for bytes, the end of the object or a failure.
-    func take() -> Chunk {
-        cond.wait(until: { self.pendingBytes > 0 || self.finished })
+    /// Waits for `needed` bytes (or as many as the stream buffers), the end of the object or a
+    /// failure. Hands over whole segments while they cover `needed`, so the segment being filled
+    /// stays with the stream and fills up (a partly filled segment handed over is never topped up).
+    func take(needed: Int) -> Chunk {
+        let want = max(1, min(needed, limit))
+        cond.wait(until: { self.pendingBytes >= want || self.finished })
         var out: Chunk = .end
         cond.broadcast {
-            if pendingBytes > 0 {
+            guard pendingBytes > 0 else {
+                if let f = failure { out = .failed(f) }
+                return
+            }
+            let full = segments.last!.count == Self.segmentSize ? segments.count : segments.count - 1
+            if !finished && full > 0 && (full * Self.segmentSize >= needed) {
+                out = .data(Array(segments[0..<full]))
+                segments.removeFirst(full)
+                pendingBytes -= full * Self.segmentSize
+            } else {
                 out = .data(segments)
                 segments = []
                 pendingBytes = 0
-            } else if let f = failure {
-                out = .failed(f)
             }
         }
         return out
@@ -272,7 +282,7 @@ final class ObjectStream: @unchecked Sendable {
     /// Takes back a segment handed out by `take`, once nothing points into it.
     func recycle(_ segment: [UInt8]) {
         guard segment.capacity >= Self.segmentSize else { return }
-        cond.locked { if spare.count < 4 { spare.append(segment) } }
+        cond.locked { if spare.count * Self.segmentSize < 2 * limit { spare.append(segment) } }
     }
 
     func cancel() { cond.broadcast { cancelled = true; segments = []; pendingBytes = 0 } }
