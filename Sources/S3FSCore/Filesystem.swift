@@ -20,8 +20,9 @@ public final class Filesystem: @unchecked Sendable {
         /// Key prefix of the parent directory.
         var parentPath: [UInt8]
         var name: [UInt8]
+        /// Kernel references; 32 bits (saturating) and after `kind` so a node packs in 40 bytes, not 48.
+        var lookups: UInt32
         var kind: EntryKind
-        var lookups: UInt64
         var entryKey: [UInt8] { Names.entryKey(dirPath: parentPath, name: name) }
         /// Key of a file; key prefix (ending in "/") of a directory.
         var path: [UInt8] { kind == .directory ? entryKey + [Names.slash] : entryKey }
@@ -62,7 +63,7 @@ public final class Filesystem: @unchecked Sendable {
         self.options = options
         self.mountTime = Double(time(nil))
         state.withLock { s in
-            s.nodes[Self.rootIno] = Node(ino: Self.rootIno, parent: Self.rootIno, parentPath: [], name: [], kind: .directory, lookups: 1)
+            s.nodes[Self.rootIno] = Node(ino: Self.rootIno, parent: Self.rootIno, parentPath: [], name: [], lookups: 1, kind: .directory)
         }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
@@ -116,15 +117,17 @@ public final class Filesystem: @unchecked Sendable {
 
     /// Finds or makes the inode for a name and adds one kernel lookup reference.
     func referenceNode(_ s: inout State, parent: UInt64, parentPath: [UInt8], name: [UInt8], kind: EntryKind) -> Node {
-        let p = kind == .directory ? Names.dirPath(parentPath: parentPath, name: name) : Names.entryKey(dirPath: parentPath, name: name)
+        var p = kind == .directory ? Names.dirPath(parentPath: parentPath, name: name) : Names.entryKey(dirPath: parentPath, name: name)
         if let ino = s.inoByPath[p], var n = s.nodes[ino] {
-            n.lookups += 1
+            n.lookups = n.lookups == .max ? .max : n.lookups + 1
             s.nodes[ino] = n
             return n
         }
-        let n = Node(ino: s.nextIno, parent: parent, parentPath: parentPath, name: name, kind: kind, lookups: 1)
+        let n = Node(ino: s.nextIno, parent: parent, parentPath: parentPath, name: name, lookups: 1, kind: kind)
         s.nextIno += 1
         s.nodes[n.ino] = n
+        // A file's path is its attribute key: share that key's storage instead of a second copy.
+        if kind == .file, let i = s.attrs.index(forKey: p) { p = s.attrs[i].key }
         s.inoByPath[p] = n.ino
         return n
     }
@@ -311,7 +314,7 @@ public final class Filesystem: @unchecked Sendable {
         guard ino != Self.rootIno else { return }
         state.withLock { s in
             guard var n = s.nodes[ino] else { return }
-            n.lookups = n.lookups > count ? n.lookups - count : 0
+            n.lookups = UInt64(n.lookups) > count ? n.lookups - UInt32(count) : 0
             if n.lookups == 0 {
                 s.nodes[ino] = nil
                 let p = n.path
@@ -498,6 +501,8 @@ public final class Filesystem: @unchecked Sendable {
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
         }
         job.cond.broadcast { job.done = true }
+        // A big listing leaves its pages' parse buffers freed but mapped: give them back.
+        if names.count >= 10_000 { s3m_malloc_trim() }
     }
 
     /// Records a complete listing; names gone since the last one leave the attribute cache.
@@ -589,7 +594,7 @@ public final class Filesystem: @unchecked Sendable {
         if idx < 2 {
             while idx < 2 {
                 let dot = DirEntry(name: idx == 0 ? [0x2E] : [0x2E, 0x2E], kind: .directory, nextOffset: Int64(idx + 1),
-                                   attributes: plus ? attributes(Node(ino: idx == 0 ? dh.ino : dh.parent, parent: 0, parentPath: [], name: [], kind: .directory, lookups: 0), nil) : nil,
+                                   attributes: plus ? attributes(Node(ino: idx == 0 ? dh.ino : dh.parent, parent: 0, parentPath: [], name: [], lookups: 0, kind: .directory), nil) : nil,
                                    isDotEntry: true)
                 if !add(dot) { return nil }
                 idx += 1
@@ -737,6 +742,7 @@ public final class Filesystem: @unchecked Sendable {
         out += "s3mount_cache_misses_total{cache=\"attributes\"} \(c.attrMisses)\ns3mount_cache_misses_total{cache=\"listings\"} \(c.listingMisses)\n"
         out += "# HELP s3mount_cached_entries Entries held in memory.\n# TYPE s3mount_cached_entries gauge\n"
         out += "s3mount_cached_entries{kind=\"inodes\"} \(nodes)\ns3mount_cached_entries{kind=\"attributes\"} \(attrs)\ns3mount_cached_entries{kind=\"negative\"} \(negs)\ns3mount_cached_entries{kind=\"complete_directories\"} \(dirs)\n"
+        out += "# HELP s3mount_heap_bytes Heap memory in use by the daemon (malloc).\n# TYPE s3mount_heap_bytes gauge\ns3mount_heap_bytes \(s3m_heap_in_use())\n"
         return out
     }
 
@@ -788,6 +794,7 @@ public final class Filesystem: @unchecked Sendable {
             "requests_avoided": \(c.attrHits + c.negativeHits + c.listingHits)
           },
           "entries": {"inodes": \(nodes), "attributes": \(attrs), "negative": \(negs), "complete_directories": \(dirs)},
+          "heap_bytes": \(s3m_heap_in_use()),
           "skipped_keys": \(c.skippedNames)
         }
         """

@@ -56,13 +56,15 @@ public struct FSError: Error, Equatable, CustomStringConvertible {
 }
 
 /// What a name in a directory is, as learned from a listing.
+/// Field order matters: one is kept per listed object, and this order packs it in 48 bytes (56
+/// with `kind` first).
 struct CachedEntry: Sendable {
-    var kind: EntryKind
     var size: Int64
     var mtime: Double
-    private var tag: CompactETag
     /// Monotonic time the entry was learned.
     var at: Double
+    private var tag: CompactETag
+    var kind: EntryKind
 
     init(kind: EntryKind, size: Int64, mtime: Double, etag: String, at: Double) {
         self.kind = kind

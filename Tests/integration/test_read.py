@@ -150,3 +150,5 @@ def test_stats_match_what_s3_saw(moto, s3, bucket, mount):
     assert after["bytes_downloaded"] > base["bytes_downloaded"]
     for k in ("attributes", "negative", "listings"):
         assert k in after["cache"]
+    # The daemon's heap: more than its idle size after 51 entries were listed, and far below 100 MiB.
+    assert 1 << 20 < after["heap_bytes"] < 100 << 20, after["heap_bytes"]

@@ -24,6 +24,8 @@ void s3m_malloc_trim(void);
 /* Caps glibc's per-thread malloc arenas: FUSE runs many worker threads, and each arena keeps its own
    free memory, which multiplies the daemon's RSS for the same cached data. */
 void s3m_malloc_arenas(int count);
+/* Bytes of heap in use (allocated and not freed), for statistics and memory measurements. */
+size_t s3m_heap_in_use(void);
 
 /* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
 extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,
