@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -232,7 +233,17 @@ def main():
     print(f"bench: reference {results['reference']}", flush=True)
 
     def shell(cmd, limit=None):
-        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=limit or timeout)
+        # A session of its own, killed whole on timeout: a `find | xargs stat` left running
+        # would keep the mount busy and stall its unmount for a minute.
+        p = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=limit or timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
     workloads = []
     for n in listing_sizes:
@@ -332,7 +343,7 @@ def main():
                     except OSError:
                         pass
                 row["tools"][tname] = entry
-                print(f"bench: {label:55s} {tname:15s} {entry.get('seconds')} s  {entry.get('requests_total')} requests "
+                print(f"bench: [{time.time() - t0:5.0f} s] {label:55s} {tname:15s} {entry.get('seconds')} s  {entry.get('requests_total')} requests "
                       f"{entry.get('requests')} 404s={entry.get('not_found')}", flush=True)
             results["workloads"].append(row)
 
