@@ -6,7 +6,9 @@ import S3
 /// continuation), counting calls. For unit tests of the core only; the integration tests use moto.
 final class InMemoryStore: ObjectStore, @unchecked Sendable {
     private let lock = NSLock()
-    private var objects: [[UInt8]: (data: [UInt8], etag: String, mtime: Double)] = [:]
+    private var objects: [[UInt8]: (data: [UInt8], etag: String, mtime: Double)] = [:] { didSet { sortedKeys = nil } }
+    /// Keys in byte order, rebuilt after a change: listing 100,000 keys page by page stays fast.
+    private var sortedKeys: [[UInt8]]? = nil
     private(set) var listCalls = 0
     private(set) var flatListCalls = 0
     private(set) var getCalls = 0
@@ -27,23 +29,35 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         listCalls += 1
         if delimiter == nil { flatListCalls += 1 }
         let snapshot = objects
+        if sortedKeys == nil { sortedKeys = objects.keys.sorted { $0.lexicographicallyPrecedes($1) } }
+        let sorted = sortedKeys!
         lock.unlock()
         if listDelay > 0 { usleep(listDelay) }
         // Like S3, a continuation token remembers where the last page stopped (here: that key).
         let after = continuationToken.map { Array($0.utf8) } ?? startAfter
-        let keys = snapshot.keys.filter { k in k.starts(with: prefix) && (after.map { s in s.lexicographicallyPrecedes(k) } ?? true) }
-            .sorted { $0.lexicographicallyPrecedes($1) }
+        let max = maxKeys ?? 1000
+        // First key at or after the prefix (and past `after`), by binary search.
+        let from = after.map { $0.lexicographicallyPrecedes(prefix) ? prefix : $0 } ?? prefix
+        var lo = 0, hi = sorted.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid].lexicographicallyPrecedes(from) { lo = mid + 1 } else { hi = mid }
+        }
         var items: [(key: [UInt8], isPrefix: Bool)] = []
         var seenPrefixes = Set<[UInt8]>()
-        for k in keys {
-            if let d = delimiter?.utf8.first, let i = k[prefix.count...].firstIndex(of: d) {
-                let p = Array(k[...i])
+        var i = lo
+        while i < sorted.count && items.count <= max + 1 {
+            let k = sorted[i]
+            i += 1
+            guard k.starts(with: prefix) else { break }
+            if let a = after, !a.lexicographicallyPrecedes(k) { continue }
+            if let d = delimiter?.utf8.first, let j = k[prefix.count...].firstIndex(of: d) {
+                let p = Array(k[...j])
                 if seenPrefixes.insert(p).inserted { items.append((p, true)) }
             } else {
                 items.append((k, false))
             }
         }
-        let max = maxKeys ?? 1000
         // A rolled-up prefix that the token (or start-after) points inside is not repeated.
         if let a = after, let first = items.first, first.isPrefix, a.starts(with: first.key) { items.removeFirst() }
         let slice = items[0..<min(max, items.count)]
