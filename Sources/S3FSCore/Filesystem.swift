@@ -7,6 +7,8 @@ import S3
 /// that is never held across a request.
 public final class Filesystem: @unchecked Sendable {
     public static let rootIno: UInt64 = 1
+    /// Seconds within which opening a second subdirectory of the same directory counts as a walk.
+    static let walkWindow: Double = 30
 
     public let store: ObjectStore
     public let options: FSOptions
@@ -47,6 +49,9 @@ public final class Filesystem: @unchecked Sendable {
         var lookupFlights: [[UInt8]: Flight] = [:]
         /// Lookups that had to ask S3, per directory not listed yet: the second one lists it.
         var lookupMisses: [[UInt8]: Int] = [:]
+        /// Per directory: the last subdirectory opened in it, and when. A second subdirectory
+        /// opened soon after is a recursive walk (find, du, ls -R, a search).
+        var lastChildOpened: [[UInt8]: (child: [UInt8], at: Double)] = [:]
         /// Keys skipped as unusable names (counted once each).
         var skippedKeys = Set<[UInt8]>()
         var dirHandles: [UInt64: DirHandle] = [:]
@@ -95,6 +100,7 @@ public final class Filesystem: @unchecked Sendable {
             s.attrs = s.attrs.filter { fresh($0.value.at, t) }
             s.negatives = s.negatives.filter { fresh($0.value, t) }
             s.dirs = s.dirs.filter { fresh($0.value.listedAt, t) }
+            s.lastChildOpened = s.lastChildOpened.filter { t - $0.value.at < Self.walkWindow }
             return before - (s.attrs.count + s.negatives.count + s.dirs.count)
         }
     }
@@ -408,9 +414,17 @@ public final class Filesystem: @unchecked Sendable {
                     job = running
                 }
             }
+            // A walk: a sibling of this directory was opened moments ago.
+            var walking = false
+            if ino != Self.rootIno, let parent = s.nodes[n.parent] {
+                let parentPath = path(of: parent)
+                if let last = s.lastChildOpened[parentPath], last.child != dirPath, t - last.at < Self.walkWindow { walking = true }
+                s.lastChildOpened[parentPath] = (dirPath, t)
+            }
             if job == nil {
                 s.counters.listingMisses += 1
                 let j = ListingJob(dirPath: dirPath)
+                j.walk = walking
                 s.listings[dirPath] = j
                 job = j
                 start = true
@@ -440,7 +454,33 @@ public final class Filesystem: @unchecked Sendable {
         var startAfter: [UInt8]? = nil
         var pages = 0
         do {
-            if options.flatListing {
+            if options.flatListing && job.walk {
+                // A walk will open every directory below: flat pages through the whole subtree
+                // make each of them complete as the pages pass it, with no request of its own.
+                // Bounded, so an unlucky click into a huge directory costs a few pages at most;
+                // then this level continues by delimiter as below.
+                var carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:]
+                var token: String? = nil
+                while true {
+                    let flat = try store.list(prefix: job.dirPath, delimiter: nil, continuationToken: token, startAfter: nil, maxKeys: options.listPageSize)
+                    pages += 1
+                    let complete = !flat.isTruncated
+                    let last = flat.objects.last?.key ?? []
+                    let r = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started, carry: carry, markRoot: false)
+                    carry = r.carry
+                    job.cond.broadcast {
+                        job.append(r.direct)
+                        job.lastKey = complete ? ListingJob.pastEverything : last
+                    }
+                    if complete {
+                        finishListing(job, started: started)
+                        return
+                    }
+                    token = flat.nextContinuationToken
+                    if token == nil || pages >= options.walkPageLimit || last.isEmpty { break }
+                }
+                startAfter = job.cond.locked { job.lastKey }
+            } else if options.flatListing {
                 // One flat page of the whole subtree first. If it holds everything, this directory
                 // and every directory below it are complete; if not, the directories it passed
                 // entirely are, and the rest of this one continues with the delimiter after it.
@@ -448,7 +488,7 @@ public final class Filesystem: @unchecked Sendable {
                 pages += 1
                 let complete = !flat.isTruncated
                 let last = flat.objects.last?.key ?? []
-                let direct = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started)
+                let direct = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started).direct
                 job.cond.broadcast {
                     job.append(direct)
                     job.lastKey = complete ? ListingJob.pastEverything : last
@@ -520,11 +560,22 @@ public final class Filesystem: @unchecked Sendable {
 
     /// Turns a flat (no delimiter) page of keys under `root` into directory entries at every
     /// level, primes them all, and marks complete each directory whose key range the page passed
-    /// entirely (keys sharing a prefix are contiguous in S3's order). Returns `root`'s own entries.
-    func primeSubtree(root: [UInt8], _ objects: [ListedObject], lastKey: [UInt8], complete: Bool, at t: Double) -> [([UInt8], CachedEntry)] {
+    /// entirely (keys sharing a prefix are contiguous in S3's order). Returns `root`'s own entries
+    /// from this page, and the entries of the directories below `root` that the page ended
+    /// inside: passed back in as `carry` with the next page of the same listing, they join that
+    /// page's, so a directory spread over pages is marked complete with all its names.
+    /// `markRoot: false` leaves marking `root` to the caller (which holds all of its pages).
+    func primeSubtree(root: [UInt8], _ objects: [ListedObject], lastKey: [UInt8], complete: Bool, at t: Double,
+                      carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:], markRoot: Bool = true)
+        -> (direct: [([UInt8], CachedEntry)], carry: [[UInt8]: [([UInt8], CachedEntry)]]) {
         var entries: [[UInt8]: [([UInt8], CachedEntry)]] = [root: []]
         var index: [[UInt8]: [[UInt8]: Int]] = [root: [:]]
         var order: [[UInt8]] = [root]
+        for (dir, list) in carry where dir != root {
+            entries[dir] = list
+            index[dir] = Dictionary(list.enumerated().map { ($0.element.0, $0.offset) }, uniquingKeysWith: { a, _ in a })
+            order.append(dir)
+        }
         func add(_ dir: [UInt8], _ name: [UInt8], _ e: CachedEntry) {
             if let i = index[dir]?[name] {
                 if e.kind == .directory { entries[dir]![i].1 = e } else if entries[dir]![i].1.kind == .directory {
@@ -567,12 +618,16 @@ public final class Filesystem: @unchecked Sendable {
                     s.negatives[key] = nil
                 }
                 let passed = dir != root && !lastKey.starts(with: dir)
-                if complete || passed {
+                if (complete || passed) && (dir != root || markRoot) {
                     markComplete(&s, dirPath: dir, names: entries[dir]!.map { $0.0 }, at: t)
                 }
             }
         }
-        return entries[root]!
+        var open: [[UInt8]: [([UInt8], CachedEntry)]] = [:]
+        if !complete {
+            for dir in order where dir != root && lastKey.starts(with: dir) { open[dir] = entries[dir]! }
+        }
+        return (entries[root]!, open)
     }
 
     public struct DirEntry {
@@ -825,6 +880,8 @@ final class ListingJob: @unchecked Sendable {
     var maxPages: Int?
     /// Stopped early by maxPages: not a complete listing.
     var truncated = false
+    /// Part of a recursive walk: list the whole subtree flat (bounded), not this level by delimiter.
+    var walk = false
 
     init(dirPath: [UInt8], maxPages: Int? = nil) {
         self.dirPath = dirPath

@@ -20,6 +20,9 @@ public struct FSOptions: Sendable {
     /// Start each directory listing with one flat (no delimiter) page of its subtree: a subtree
     /// that fits makes every directory in it complete at once (find, du, ls -R cost one request).
     public var flatListing = true
+    /// Flat pages a directory opened during a recursive walk may take before it continues by
+    /// delimiter (bounds what a quick click into a huge directory costs).
+    public var walkPageLimit = 16
     /// Sweep expired cache entries in the background (off in unit tests that count requests).
     public var sweepCaches = true
     /// Where files being written are spooled before upload.
