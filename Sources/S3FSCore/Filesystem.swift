@@ -52,6 +52,9 @@ public final class Filesystem: @unchecked Sendable {
         /// Per directory: the last subdirectory opened in it, and when. A second subdirectory
         /// opened soon after is a recursive walk (find, du, ls -R, a search).
         var lastChildOpened: [[UInt8]: (child: [UInt8], at: Double)] = [:]
+        /// Per directory: where the last sweep of its subtree stopped, to be resumed by the walk's
+        /// next directory.
+        var sweeps: [[UInt8]: Sweep] = [:]
         /// Keys skipped as unusable names (counted once each).
         var skippedKeys = Set<[UInt8]>()
         var dirHandles: [UInt64: DirHandle] = [:]
@@ -101,6 +104,7 @@ public final class Filesystem: @unchecked Sendable {
             s.negatives = s.negatives.filter { fresh($0.value, t) }
             s.dirs = s.dirs.filter { fresh($0.value.listedAt, t) }
             s.lastChildOpened = s.lastChildOpened.filter { t - $0.value.at < Self.walkWindow }
+            s.sweeps = s.sweeps.filter { fresh($0.value.at, t) }
             return before - (s.attrs.count + s.negatives.count + s.dirs.count)
         }
     }
@@ -424,7 +428,7 @@ public final class Filesystem: @unchecked Sendable {
             if job == nil {
                 s.counters.listingMisses += 1
                 let j = ListingJob(dirPath: dirPath)
-                j.walk = walking
+                if walking, let parent = s.nodes[n.parent] { j.walkParent = path(of: parent) }
                 s.listings[dirPath] = j
                 job = j
                 start = true
@@ -454,33 +458,10 @@ public final class Filesystem: @unchecked Sendable {
         var startAfter: [UInt8]? = nil
         var pages = 0
         do {
-            if options.flatListing && job.walk {
-                // A walk will open every directory below: flat pages through the whole subtree
-                // make each of them complete as the pages pass it, with no request of its own.
-                // Bounded, so an unlucky click into a huge directory costs a few pages at most;
-                // then this level continues by delimiter as below.
-                var carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:]
-                var token: String? = nil
-                while true {
-                    let flat = try store.list(prefix: job.dirPath, delimiter: nil, continuationToken: token, startAfter: nil, maxKeys: options.listPageSize)
-                    pages += 1
-                    let complete = !flat.isTruncated
-                    let last = flat.objects.last?.key ?? []
-                    let r = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started, carry: carry, markRoot: false)
-                    carry = r.carry
-                    job.cond.broadcast {
-                        job.append(r.direct)
-                        job.lastKey = complete ? ListingJob.pastEverything : last
-                    }
-                    if complete {
-                        finishListing(job, started: started)
-                        return
-                    }
-                    token = flat.nextContinuationToken
-                    if token == nil || pages >= options.walkPageLimit || last.isEmpty { break }
-                }
-                startAfter = job.cond.locked { job.lastKey }
-            } else if options.flatListing {
+            if options.flatListing, let parent = job.walkParent, try sweep(job, parent: parent, started: started) {
+                return
+            }
+            if options.flatListing {
                 // One flat page of the whole subtree first. If it holds everything, this directory
                 // and every directory below it are complete; if not, the directories it passed
                 // entirely are, and the rest of this one continues with the delimiter after it.
@@ -556,6 +537,65 @@ public final class Filesystem: @unchecked Sendable {
         }
         s.dirs[dirPath] = DirState(listedAt: started, names: names)
         s.lookupMisses[dirPath] = nil
+    }
+
+    struct Sweep {
+        var token: String
+        var carry: [[UInt8]: [([UInt8], CachedEntry)]]
+        var lastKey: [UInt8]
+        var at: Double
+    }
+
+    /// Lists directory `job.dirPath` during a recursive walk by sweeping its parent's subtree with
+    /// flat pages from just before the directory's keys: each page completes the directory and
+    /// every later sibling (and everything below them) that it passes, so the walk's next
+    /// directories need no request; where a sweep stops, the next directory of the walk resumes
+    /// it. About one request per 1,000 keys however the tree is shaped. Returns false when the
+    /// directory was not passed within `walkPageLimit` pages: then it is listed on its own.
+    func sweep(_ job: ListingJob, parent: [UInt8], started: Double) throws -> Bool {
+        let dir = job.dirPath
+        let resumed = state.withLock { s -> Sweep? in
+            guard let w = s.sweeps[parent], fresh(w.at, started), w.lastKey.starts(with: dir) else { return nil }
+            s.sweeps[parent] = nil
+            return w
+        }
+        var carry = resumed?.carry ?? [:]
+        var token = resumed?.token
+        let at = resumed?.at ?? started
+        // "P/D." sorts just before "P/D/": the first page starts with D's keys (and any "P/D.x" files).
+        let justBefore = Array(dir.dropLast()) + [0x2E]
+        for _ in 0..<options.walkPageLimit {
+            let page = try store.list(prefix: parent, delimiter: nil, continuationToken: token,
+                                      startAfter: token == nil ? justBefore : nil, maxKeys: options.listPageSize)
+            let last = page.objects.last?.key ?? []
+            let complete = !page.isTruncated
+            carry = primeSubtree(root: parent, page.objects, lastKey: last, complete: complete, at: at, carry: carry, markRoot: false).carry
+            token = page.isTruncated ? page.nextContinuationToken : nil
+            if carry[dir] != nil {
+                if token == nil || last.isEmpty { return false }
+                continue
+            }
+            // Passed: `dir` is complete. Leave the rest of the sweep for the walk's next directory.
+            let entries = state.withLock { s -> [([UInt8], CachedEntry)]? in
+                if let t = token, !last.isEmpty { s.sweeps[parent] = Sweep(token: t, carry: carry, lastKey: last, at: at) }
+                guard let d = s.dirs[dir] else { return nil }
+                var out: [([UInt8], CachedEntry)] = []
+                out.reserveCapacity(d.names.count)
+                for name in d.names {
+                    guard let e = s.attrs[Names.entryKey(dirPath: dir, name: name)] else { return nil }
+                    out.append((name, e))
+                }
+                return out
+            }
+            guard let entries else { return false } // not in the pages (gone meanwhile), or changed: list it
+            job.cond.broadcast {
+                job.append(entries)
+                job.lastKey = ListingJob.pastEverything
+            }
+            finishListing(job, started: at)
+            return true
+        }
+        return false
     }
 
     /// Turns a flat (no delimiter) page of keys under `root` into directory entries at every
@@ -880,8 +920,9 @@ final class ListingJob: @unchecked Sendable {
     var maxPages: Int?
     /// Stopped early by maxPages: not a complete listing.
     var truncated = false
-    /// Part of a recursive walk: list the whole subtree flat (bounded), not this level by delimiter.
-    var walk = false
+    /// Set when the directory is opened during a recursive walk: its parent's key prefix, whose
+    /// subtree is then swept with flat pages (see `Filesystem.sweep`).
+    var walkParent: [UInt8]? = nil
 
     init(dirPath: [UInt8], maxPages: Int? = nil) {
         self.dirPath = dirPath

@@ -348,4 +348,19 @@ final class FilesystemTests: XCTestCase {
         print("deep tree walk: \(lists) ListObjectsV2 (\(store.flatListCalls) flat)")
         XCTAssertLessThanOrEqual(lists, 120)
     }
+
+    /// A wide tree: 2,000 directories of 10 objects (photos/2024-01-01/...). Listed one directory
+    /// at a time a walk costs about one request per directory; sweeping the parent's subtree
+    /// costs about one per 1,000 keys.
+    func testWideTreeWalkListsAboutOncePerThousandObjects() {
+        var keys: [String] = []
+        for d in 0..<2000 { for f in 0..<10 { keys.append("wide/d\(1000 + d)/f\(f).jpg") } }
+        let (fs, store) = make(keys) { $0.listPageSize = 1000; $0.sweepCaches = false }
+        let root = lookup(fs, 1, "wide")!
+        let before = store.lists
+        XCTAssertEqual(walk(fs, root.ino).sorted(), expectedPaths(keys, under: "wide/"))
+        let lists = store.lists - before
+        print("wide tree walk: \(lists) ListObjectsV2 for \(keys.count) objects in 2,000 directories")
+        XCTAssertLessThanOrEqual(lists, 30)
+    }
 }
