@@ -13,6 +13,8 @@ extension Filesystem {
     func record(dirPath: [UInt8], name: [UInt8], _ entry: CachedEntry?) {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         state.withLock { s in
+            // A walk's unfinished sweep over this directory would bring back what it saw before the change.
+            for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
             if let e = entry {
                 s.attrs[key] = e
                 s.negatives[key] = nil

@@ -363,4 +363,22 @@ final class FilesystemTests: XCTestCase {
         print("wide tree walk: \(lists) ListObjectsV2 for \(keys.count) objects in 2,000 directories")
         XCTAssertLessThanOrEqual(lists, 30)
     }
+
+    /// A walk leaves the rest of a sweep for its next directory; a change made through the mount in
+    /// between must not come back from what the sweep saw before it.
+    func testChangeDuringAWalkIsNotUndoneByTheSweep() {
+        var keys: [String] = []
+        for d in 1...3 { for f in 0..<600 { keys.append("w/d\(d)/f\(100 + f)") } }
+        let (fs, store) = make(keys) { $0.listPageSize = 1000; $0.sweepCaches = false }
+        let w = lookup(fs, 1, "w")!
+        _ = readAll(fs, w.ino)
+        let d1 = lookup(fs, w.ino, "d1")!, d2 = lookup(fs, w.ino, "d2")!, d3 = lookup(fs, w.ino, "d3")!
+        _ = readAll(fs, d1.ino)
+        XCTAssertEqual(readAll(fs, d2.ino).count, 602, "the sweep passes d2 and stops inside d3")
+        XCTAssertNil(fs.unlink(parent: d3.ino, name: b("f100")))
+        XCTAssertNil(store.data("w/d3/f100"))
+        let names = readAll(fs, d3.ino).map { $0.0 }
+        XCTAssertFalse(names.contains("f100"), "deleted through the mount")
+        XCTAssertEqual(names.count, 2 + 599)
+    }
 }
