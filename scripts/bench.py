@@ -213,6 +213,11 @@ def main():
     for n in listing_sizes:
         seed(moto, "bench-big" if n >= 100000 else "bench", [f"flat{n}/obj-{i:06d}.dat" for i in range(n)])
     seed(moto, "bench", [f"tree/{k}" for k in tree_keys()])
+    if not quick:
+        # A tree far bigger than one listing page, in a bucket of its own (moto scans the whole
+        # bucket for every page).
+        s3.create_bucket(Bucket="bench-wide")
+        seed(moto, "bench-wide", [f"wide/d{i:04d}/f{j}.txt" for i in range(1000) for j in range(10)])
     seed(moto, "bench", [(f"small/f{i:04d}.txt", os.urandom(4096)) for i in range(small_count)])
     bigpath = os.path.join(work, "big.bin")
     big_file(bigpath, big)
@@ -250,6 +255,9 @@ def main():
         # moto itself needs about a minute to list 100,000 keys: that one gets 4 minutes.
         workloads.append((f"ls -la {n:,}", lambda mp, tool, n=n: shell(f"ls -la {mp}/flat{n} | wc -l", 240 if n >= 100000 else None)))
     workloads.append(("find + xargs stat (1,000 obj, 221 dirs)", lambda mp, tool: shell(f"find {mp}/tree -type f -print0 | xargs -0 stat > /dev/null")))
+    wide_name = "find (10,000 obj, 1,001 dirs)"
+    if not quick:
+        workloads.append((wide_name, lambda mp, tool: shell(f"find {mp}/wide -type f | wc -l")))
 
     def probes(mp, tool):
         return shell(f"for d in $(find {mp}/tree -type d); do ls $d > /dev/null; for p in {' '.join(PROBES)}; do stat $d/$p >/dev/null 2>&1; done; done; true")
@@ -299,6 +307,9 @@ def main():
                     # One HeadObject per object: 100,000 of them (the 10,000 row shows the rate).
                     row["tools"][tname] = {"seconds": None, "skipped": "sends one HeadObject per object; see the 10,000 row"}
                     continue
+                if wname == wide_name and tname in ("s3fs", "rclone"):
+                    row["tools"][tname] = {"seconds": None, "skipped": "one listing and HeadObjects per directory; see the 1,000-object find"}
+                    continue
                 if shutil.which({"s3mount": BIN, "s3fs": "s3fs"}.get(tname, "rclone")) is None:
                     continue
                 if wname.startswith("rm -r"):
@@ -307,7 +318,7 @@ def main():
                 mp = tempfile.mkdtemp(prefix=f"bench-{tname}-")
                 entry = {}
                 try:
-                    bucket = "bench-big" if wname == "ls -la 100,000" else "bench"
+                    bucket = {"ls -la 100,000": "bench-big", wide_name: "bench-wide"}.get(wname, "bench")
                     tool.mount(bucket, mp)
                     pos = moto.mark()
                     t = time.time()
