@@ -92,7 +92,7 @@ public final class FuseBridge: @unchecked Sendable {
     func applyReadAhead() {
         let kib = pendingReadAhead.exchange(0, ordering: .relaxed)
         guard kib != 0 else { return }
-        guard let dev = Self.mountDevice(mountpoint) else {
+        guard let dev = MountTable.entries().last(where: { $0.mountpoint == mountpoint && $0.fstype.hasPrefix("fuse") })?.device else {
             Log.info("read-ahead left at the kernel's default: \(mountpoint) not found in /proc/self/mountinfo")
             return
         }
@@ -107,41 +107,6 @@ public final class FuseBridge: @unchecked Sendable {
         } else {
             Log.info("read-ahead left at the kernel's default (128 KiB): cannot write \(path): \(String(cString: strerror(err))) (needs root)")
         }
-    }
-
-    /// "MAJ:MIN" of the FUSE mount at `mountpoint`, from /proc/self/mountinfo.
-    static func mountDevice(_ mountpoint: String) -> String? {
-        guard let f = fopen("/proc/self/mountinfo", "r") else { return nil }
-        defer { fclose(f) }
-        var found: String? = nil
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var cap = 0
-        while getline(&line, &cap, f) > 0 {
-            // id parent MAJ:MIN root mountpoint options ... - fstype source superoptions
-            let fields = String(cString: line!).split(separator: " ")
-            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count,
-                  fields[dash + 1].hasPrefix("fuse"), unescapeMountinfo(fields[4]) == mountpoint else { continue }
-            found = String(fields[2]) // the last match is the topmost mount
-        }
-        free(line)
-        return found
-    }
-
-    /// mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
-    static func unescapeMountinfo(_ s: Substring) -> String {
-        var out = [UInt8]()
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                out.append(v)
-                i += 4
-            } else {
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     // MARK: - callbacks
@@ -541,4 +506,47 @@ public struct FuseError: Error, CustomStringConvertible {
 
 extension String {
     func replacingCommas() -> String { String(map { $0 == "," ? "_" : $0 }) }
+}
+
+/// The mounts this process sees (/proc/self/mountinfo), in mount order.
+public enum MountTable {
+    public struct Entry {
+        /// "MAJ:MIN"
+        public var device: String
+        public var mountpoint: String
+        public var fstype: String
+    }
+
+    public static func entries() -> [Entry] {
+        guard let f = fopen("/proc/self/mountinfo", "r") else { return [] }
+        defer { fclose(f) }
+        var out: [Entry] = []
+        var line: UnsafeMutablePointer<CChar>? = nil
+        var cap = 0
+        while getline(&line, &cap, f) > 0 {
+            // id parent MAJ:MIN root mountpoint options ... - fstype source superoptions
+            let fields = String(cString: line!).split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+            out.append(Entry(device: String(fields[2]), mountpoint: unescape(fields[4]), fstype: String(fields[dash + 1])))
+        }
+        free(line)
+        return out
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as \ooo octal escapes.
+    static func unescape(_ s: Substring) -> String {
+        var out = [UInt8]()
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }

@@ -39,28 +39,7 @@ enum Daemon {
     }
 
     static func isMounted(_ abs: String) -> Bool {
-        guard let text = AWSConfigFile.read("/proc/self/mountinfo") else { return false }
-        for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ")
-            if f.count > 4 && unescapeMountinfo(String(f[4])) == abs { return true }
-        }
-        return false
-    }
-
-    static func unescapeMountinfo(_ s: String) -> String {
-        var out = [UInt8]()
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == 0x5C, i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                out.append(v)
-                i += 4
-            } else {
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
+        MountTable.entries().contains { $0.mountpoint == abs }
     }
 
     /// Returns the exit code. In the background mode the parent waits on a pipe until the child
