@@ -30,7 +30,7 @@ public final class Locked<Value>: @unchecked Sendable {
 
 /// A tiny condition variable (pthread) for waits that a lock alone cannot express.
 public final class Condition: @unchecked Sendable {
-    fileprivate var mutex = pthread_mutex_t()
+    private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     public init() {
         pthread_mutex_init(&mutex, nil)
@@ -70,6 +70,12 @@ public final class Condition: @unchecked Sendable {
         pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
     }
+    /// Runs `body` under the condition's lock without waking anyone.
+    public func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
 }
 
 /// Runs a closure on a new pthread (Foundation-free).
@@ -85,15 +91,5 @@ public final class Thread: @unchecked Sendable {
             return nil
         }, box)
         pthread_detach(tid)
-    }
-}
-
-
-extension Condition {
-    /// Runs `body` under the condition's lock without waking anyone.
-    public func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
     }
 }

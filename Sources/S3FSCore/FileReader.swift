@@ -64,13 +64,8 @@ final class FileReader: @unchecked Sendable {
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
             if s.stream == nil && s.chunks.isEmpty && offset == 0 && size <= smallFileLimit {
-                var whole = [UInt8]()
-                whole.reserveCapacity(Int(size))
-                do {
-                    try store.get(key, range: 0..<size, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in whole.append(contentsOf: b); return true }
-                } catch {
-                    return failure(error)
-                }
+                let whole: [UInt8]
+                do { whole = try fetch(0..<size) } catch { return failure(error) }
                 s.chunks = [Chunk(start: 0, bytes: whole)]
                 s.streamPos = Int64(whole.count)
                 s.lastEnd = end
@@ -89,13 +84,8 @@ final class FileReader: @unchecked Sendable {
                     s.streamPos = from
                 } else {
                     // A random read: exactly the bytes asked for.
-                    var out = [UInt8]()
-                    out.reserveCapacity(Int(end - offset))
-                    do {
-                        try store.get(key, range: offset..<end, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in out.append(contentsOf: b); return true }
-                    } catch {
-                        return failure(error)
-                    }
+                    let out: [UInt8]
+                    do { out = try fetch(offset..<end) } catch { return failure(error) }
                     if s.stream == nil { s.lastEnd = end }
                     out.withUnsafeBytes { reply([$0]) }
                     return nil
@@ -131,6 +121,14 @@ final class FileReader: @unchecked Sendable {
             serve(&s, offset, end, reply)
             return nil
         }
+    }
+
+    /// One ranged GET of `range`, guarded by the ETag the file was opened with.
+    private func fetch(_ range: Range<Int64>) throws -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(Int(range.count))
+        try store.get(key, range: range, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in out.append(contentsOf: b); return true }
+        return out
     }
 
     /// The errno for a failed GET; an object replaced since it was listed (If-Match failed) is logged.

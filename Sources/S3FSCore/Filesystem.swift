@@ -394,17 +394,9 @@ public final class Filesystem: @unchecked Sendable {
             let dirPath = path(of: n)
             var job: ListingJob? = nil
             var start = false
-            if let d = s.dirs[dirPath], fresh(d.listedAt, t) {
-                var entries: [([UInt8], CachedEntry)] = []
-                entries.reserveCapacity(d.names.count)
-                for name in d.names {
-                    guard let e = s.attrs[Names.entryKey(dirPath: dirPath, name: name)] else { entries = []; break }
-                    entries.append((name, e))
-                }
-                if entries.count == d.names.count {
-                    s.counters.listingHits += 1
-                    job = ListingJob(dirPath: dirPath, completed: entries)
-                }
+            if let d = s.dirs[dirPath], fresh(d.listedAt, t), let entries = completeEntries(s, dirPath: dirPath) {
+                s.counters.listingHits += 1
+                job = ListingJob(dirPath: dirPath, completed: entries)
             }
             if job == nil, let running = s.listings[dirPath] {
                 // Joined by a reader: a lookup-started listing must now run to the end.
@@ -419,16 +411,16 @@ public final class Filesystem: @unchecked Sendable {
                 }
             }
             // A walk: a sibling of this directory was opened moments ago.
-            var walking = false
+            var walkParent: [UInt8]? = nil
             if ino != Self.rootIno, let parent = s.nodes[n.parent] {
                 let parentPath = path(of: parent)
-                if let last = s.lastChildOpened[parentPath], last.child != dirPath, t - last.at < Self.walkWindow { walking = true }
+                if let last = s.lastChildOpened[parentPath], last.child != dirPath, t - last.at < Self.walkWindow { walkParent = parentPath }
                 s.lastChildOpened[parentPath] = (dirPath, t)
             }
             if job == nil {
                 s.counters.listingMisses += 1
                 let j = ListingJob(dirPath: dirPath)
-                if walking, let parent = s.nodes[n.parent] { j.walkParent = path(of: parent) }
+                j.walkParent = walkParent
                 s.listings[dirPath] = j
                 job = j
                 start = true
@@ -526,6 +518,19 @@ public final class Filesystem: @unchecked Sendable {
         if names.count >= 10_000 { s3m_malloc_trim() }
     }
 
+    /// The entries of a directory recorded as complete, from the attribute cache; nil when it is
+    /// not recorded or one of its names has left the cache since.
+    func completeEntries(_ s: State, dirPath: [UInt8]) -> [([UInt8], CachedEntry)]? {
+        guard let d = s.dirs[dirPath] else { return nil }
+        var out: [([UInt8], CachedEntry)] = []
+        out.reserveCapacity(d.names.count)
+        for name in d.names {
+            guard let e = s.attrs[Names.entryKey(dirPath: dirPath, name: name)] else { return nil }
+            out.append((name, e))
+        }
+        return out
+    }
+
     /// Records a complete listing; names gone since the last one leave the attribute cache.
     func markComplete(_ s: inout State, dirPath: [UInt8], names: [[UInt8]], at started: Double) {
         if let old = s.dirs[dirPath] {
@@ -578,14 +583,7 @@ public final class Filesystem: @unchecked Sendable {
             // Passed: `dir` is complete. Leave the rest of the sweep for the walk's next directory.
             let entries = state.withLock { s -> [([UInt8], CachedEntry)]? in
                 if let t = token, !last.isEmpty { s.sweeps[parent] = Sweep(token: t, carry: carry, lastKey: last, at: at) }
-                guard let d = s.dirs[dir] else { return nil }
-                var out: [([UInt8], CachedEntry)] = []
-                out.reserveCapacity(d.names.count)
-                for name in d.names {
-                    guard let e = s.attrs[Names.entryKey(dirPath: dir, name: name)] else { return nil }
-                    out.append((name, e))
-                }
-                return out
+                return completeEntries(s, dirPath: dir)
             }
             guard let entries else { return false } // not in the pages (gone meanwhile), or changed: list it
             job.cond.broadcast {

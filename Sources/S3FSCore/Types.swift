@@ -14,7 +14,8 @@ public struct FSOptions: Sendable {
     /// Bytes a streaming read may buffer ahead of the reader.
     public var readAhead = 8 << 20
     /// The kernel's read-ahead window for the mount: its parallel reads of one file arrive in any
-    /// order within twice this (fadvise SEQUENTIAL, as `cat` asks, doubles it).
+    /// order up to four times this apart (fadvise SEQUENTIAL, as `cat` asks, doubles the window,
+    /// and the next window is asked for before the current one is read).
     public var kernelReadAhead = 4 << 20
     public var listPageSize = 1000
     /// Start each directory listing with one flat (no delimiter) page of its subtree: a subtree

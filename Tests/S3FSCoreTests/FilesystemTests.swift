@@ -317,8 +317,9 @@ final class FilesystemTests: XCTestCase {
 
     func testFlatThenDelimiterListingIsCorrectWithSmallPages() {
         let keys = treeKeys()
-        // A walk lists subtrees flat across pages (directories spread over pages carried from one
-        // page to the next), up to a page limit and then by delimiter: each mix must give the tree.
+        // A walk sweeps the parent's subtree with flat pages (directories spread over pages carried
+        // from one page to the next), up to a page limit and then lists the directory on its own:
+        // each mix must give the tree.
         for page in [1, 2, 3, 5, 7] {
             for limit in [1, 2, 16] {
                 let (fs, store) = make(keys) { $0.listPageSize = page; $0.walkPageLimit = limit }
@@ -332,8 +333,8 @@ final class FilesystemTests: XCTestCase {
 
     /// 100,000 objects in 1,110 directories, walked as find does: at most 1.2 × 100 ListObjectsV2
     /// of 1,000 keys (the target). 104 here: the first top directory is listed level by
-    /// level (122 in all before walks were detected); once a second one is opened, each is listed
-    /// flat in 10 pages that complete everything below it.
+    /// level (122 in all before walks were detected); once a second one is opened, sweeps of the
+    /// parent's subtree complete each of the others, and everything below it, in about 10 pages.
     func testDeepTreeWalkListsAboutOncePerThousandObjects() {
         var keys: [String] = []
         for a in 0..<10 { for b in 0..<10 { for c in 0..<10 { for f in 0..<100 {
