@@ -16,35 +16,13 @@ public final class Filesystem: @unchecked Sendable {
     /// Set by the bridge: tells the kernel to drop what its caches hold for an inode or a name.
     public var invalidator: ((Invalidation) -> Void)?
 
-    struct Node {
-        var ino: UInt64
-        var parent: UInt64
-        /// Key prefix of the parent directory.
-        var parentPath: [UInt8]
-        var name: [UInt8]
-        /// Kernel references; 32 bits (saturating) and after `kind` so a node packs in 40 bytes, not 48.
-        var lookups: UInt32
-        var kind: EntryKind
-        var entryKey: [UInt8] { Names.entryKey(dirPath: parentPath, name: name) }
-        /// Key of a file; key prefix (ending in "/") of a directory.
-        var path: [UInt8] { kind == .directory ? entryKey + [Names.slash] : entryKey }
-    }
-
-    struct DirState {
-        var listedAt: Double
-        var names: [[UInt8]]
-    }
-
     struct State {
-        var nodes: [UInt64: Node] = [:]
-        var inoByPath: [[UInt8]: UInt64] = [:]
-        var nextIno: UInt64 = 2
-        /// entryKey -> what the name is. Primed by every listing, read by lookup and getattr.
-        var attrs: [[UInt8]: CachedEntry] = [:]
+        var nodes = NodeTable(root: Filesystem.rootIno)
+        /// What each name is, and which directories were listed completely. Primed by every
+        /// listing, read by lookup and getattr.
+        var attrs = AttrCache()
         /// entryKey -> when the name was found missing.
         var negatives: [[UInt8]: Double] = [:]
-        /// dirPath -> a complete listing.
-        var dirs: [[UInt8]: DirState] = [:]
         var listings: [[UInt8]: ListingJob] = [:]
         var lookupFlights: [[UInt8]: Flight] = [:]
         /// Lookups that had to ask S3, per directory not listed yet: the second one lists it.
@@ -70,9 +48,6 @@ public final class Filesystem: @unchecked Sendable {
         self.store = store
         self.options = options
         self.mountTime = Double(time(nil))
-        state.withLock { s in
-            s.nodes[Self.rootIno] = Node(ino: Self.rootIno, parent: Self.rootIno, parentPath: [], name: [], lookups: 1, kind: .directory)
-        }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
         }
@@ -98,14 +73,13 @@ public final class Filesystem: @unchecked Sendable {
     public func sweep() -> Int {
         let t = now()
         return state.withLock { s -> Int in
-            let before = s.attrs.count + s.negatives.count + s.dirs.count
+            let negatives = s.negatives.count
+            let removed = s.attrs.sweep(fresh: { fresh($0, t) })
             // filter builds new dictionaries sized for what is left: the memory shrinks too.
-            s.attrs = s.attrs.filter { fresh($0.value.at, t) }
             s.negatives = s.negatives.filter { fresh($0.value, t) }
-            s.dirs = s.dirs.filter { fresh($0.value.listedAt, t) }
             s.lastChildOpened = s.lastChildOpened.filter { t - $0.value.at < Self.walkWindow }
             s.sweeps = s.sweeps.filter { fresh($0.value.at, t) }
-            return before - (s.attrs.count + s.negatives.count + s.dirs.count)
+            return removed + negatives - s.negatives.count
         }
     }
 
@@ -116,30 +90,27 @@ public final class Filesystem: @unchecked Sendable {
 
     func path(of n: Node) -> [UInt8] { n.ino == Self.rootIno ? rootPath : n.path }
 
-    func attributes(_ n: Node, _ e: CachedEntry?) -> Attributes {
-        if n.kind == .directory {
-            return Attributes(ino: n.ino, kind: .directory, size: 0, mtime: e.map { $0.mtime > 0 ? $0.mtime : mountTime } ?? mountTime,
+    func attributes(_ n: Node, _ e: CachedEntry?) -> Attributes { attributes(ino: n.ino, kind: n.kind, e) }
+
+    func attributes(ino: UInt64, kind: EntryKind, _ e: CachedEntry?) -> Attributes {
+        if kind == .directory {
+            return Attributes(ino: ino, kind: .directory, size: 0, mtime: e.map { $0.mtime > 0 ? $0.mtime : mountTime } ?? mountTime,
                               mode: options.dirMode, uid: options.uid, gid: options.gid)
         }
-        return Attributes(ino: n.ino, kind: .file, size: e?.size ?? 0, mtime: e?.mtime ?? mountTime,
+        return Attributes(ino: ino, kind: .file, size: e?.size ?? 0, mtime: e?.mtime ?? mountTime,
                           mode: options.fileMode, uid: options.uid, gid: options.gid)
     }
 
     /// Finds or makes the inode for a name and adds one kernel lookup reference.
     func referenceNode(_ s: inout State, parent: UInt64, parentPath: [UInt8], name: [UInt8], kind: EntryKind) -> Node {
-        var p = kind == .directory ? Names.dirPath(parentPath: parentPath, name: name) : Names.entryKey(dirPath: parentPath, name: name)
-        if let ino = s.inoByPath[p], var n = s.nodes[ino] {
+        if var n = s.nodes.find(parent: parent, name: name, kind: kind) {
             n.lookups = n.lookups == .max ? .max : n.lookups + 1
-            s.nodes[ino] = n
+            s.nodes.update(n)
             return n
         }
-        let n = Node(ino: s.nextIno, parent: parent, parentPath: parentPath, name: name, lookups: 1, kind: kind)
-        s.nextIno += 1
-        s.nodes[n.ino] = n
-        // A file's path is its attribute key: share that key's storage instead of a second copy.
-        if kind == .file, let i = s.attrs.index(forKey: p) { p = s.attrs[i].key }
-        s.inoByPath[p] = n.ino
-        return n
+        // The name's bytes in its directory's table, shared instead of copied.
+        let stored = s.attrs.storedName(dir: parentPath, name: name) ?? StoredName(copying: name)
+        return s.nodes.add(parent: parent, parentPath: parentPath, name: stored, kind: kind)
     }
 
     // MARK: - lookup / forget / getattr
@@ -148,7 +119,7 @@ public final class Filesystem: @unchecked Sendable {
     /// (`.some(nil)`: a complete listing or a negative entry), or nothing (`nil`: ask S3).
     func cachedAnswer(_ s: State, dirPath: [UInt8], key: [UInt8], at t: Double) -> CachedEntry?? {
         if let e = s.attrs[key], fresh(e.at, t) { return .some(e) }
-        if let d = s.dirs[dirPath], fresh(d.listedAt, t) { return .some(nil) }
+        if let l = s.attrs.listedAt(dirPath), fresh(l, t) { return .some(nil) }
         if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
         return nil
     }
@@ -308,15 +279,28 @@ public final class Filesystem: @unchecked Sendable {
     /// of the same name learned at the same time (key that is both a file and a prefix).
     func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double) {
         state.withLock { s in
+            storeEntries(&s, dirPath: dirPath, entries, at: t, logShadowed: true)
+        }
+    }
+
+    /// Sets listed entries in a directory's table; a file never replaces a directory of the same
+    /// name learned at the same time or later.
+    func storeEntries(_ s: inout State, dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, logShadowed: Bool) {
+        if entries.isEmpty { return }
+        s.attrs.update(dir: dirPath) { table in
             for (name, e) in entries {
-                let key = Names.entryKey(dirPath: dirPath, name: name)
-                if e.kind == .file, let old = s.attrs[key], old.kind == .directory, old.at >= t {
-                    Log.shared.once(.info, key: "shadow:" + Names.display(key), "\"\(Names.display(key))\" is both a file and a prefix; showing the directory")
+                if e.kind == .file, let old = table[name], old.kind == .directory, old.at >= t {
+                    if logShadowed {
+                        let key = Names.entryKey(dirPath: dirPath, name: name)
+                        Log.shared.once(.info, key: "shadow:" + Names.display(key), "\"\(Names.display(key))\" is both a file and a prefix; showing the directory")
+                    }
                     continue
                 }
-                s.attrs[key] = e
-                s.negatives[key] = nil
+                table.set(name, e)
             }
+        }
+        if !s.negatives.isEmpty {
+            for (name, _) in entries { s.negatives[Names.entryKey(dirPath: dirPath, name: name)] = nil }
         }
     }
 
@@ -326,25 +310,18 @@ public final class Filesystem: @unchecked Sendable {
             guard var n = s.nodes[ino] else { return }
             n.lookups = UInt64(n.lookups) > count ? n.lookups - UInt32(count) : 0
             if n.lookups == 0 {
-                s.nodes[ino] = nil
-                let p = n.path
-                if s.inoByPath[p] == ino { s.inoByPath[p] = nil }
+                s.nodes.remove(ino)
             } else {
-                s.nodes[ino] = n
+                s.nodes.update(n)
             }
         }
     }
 
-    /// The kernel's batch forget; afterwards the tables shrink if they became mostly empty
-    /// (Swift dictionaries keep their capacity otherwise) and the memory goes back to the system.
+    /// The kernel's batch forget; afterwards the inode table shrinks if it became mostly empty
+    /// and the memory goes back to the system.
     public func forget(_ batch: [(ino: UInt64, count: UInt64)]) {
         for f in batch { forget(ino: f.ino, count: f.count) }
-        let shrunk = state.withLock { s -> Bool in
-            guard s.nodes.capacity > 4 * max(s.nodes.count, 4096) else { return false }
-            s.nodes = Dictionary(uniqueKeysWithValues: s.nodes.map { ($0.key, $0.value) })
-            s.inoByPath = Dictionary(uniqueKeysWithValues: s.inoByPath.map { ($0.key, $0.value) })
-            return true
-        }
+        let shrunk = state.withLock { $0.nodes.shrinkIfSparse() }
         if shrunk { s3m_malloc_trim() }
     }
 
@@ -362,7 +339,7 @@ public final class Filesystem: @unchecked Sendable {
         let step: Step? = state.withLock { s in
             guard let n = s.nodes[ino] else { return nil }
             if n.ino == Self.rootIno { return .done(attributes(n, nil)) }
-            let e = s.attrs[n.entryKey]
+            let e = s.attrs.entry(of: n)
             if let e, e.kind == n.kind, fresh(e.at, t) {
                 s.counters.attrHits += 1
                 return .done(attributes(n, e))
@@ -394,7 +371,7 @@ public final class Filesystem: @unchecked Sendable {
             let dirPath = path(of: n)
             var job: ListingJob? = nil
             var start = false
-            if let d = s.dirs[dirPath], fresh(d.listedAt, t), let entries = completeEntries(s, dirPath: dirPath) {
+            if let l = s.attrs.listedAt(dirPath), fresh(l, t), let entries = s.attrs.completeEntries(dirPath) {
                 s.counters.listingHits += 1
                 job = ListingJob(dirPath: dirPath, completed: entries)
             }
@@ -505,42 +482,23 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     func finishListing(_ job: ListingJob, started: Double) {
-        let names = job.cond.locked { () -> [[UInt8]] in
+        let count = job.cond.locked { () -> Int in
             job.indexByName = [:] // only needed while pages arrive
-            return job.entries.map { $0.0 }
+            return job.entries.count
         }
         state.withLock { s in
-            markComplete(&s, dirPath: job.dirPath, names: names, at: started)
+            markComplete(&s, dirPath: job.dirPath, at: started)
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
         }
         job.cond.broadcast { job.done = true }
         // A big listing leaves its pages' parse buffers freed but mapped: give them back.
-        if names.count >= 10_000 { s3m_malloc_trim() }
+        if count >= 10_000 { s3m_malloc_trim() }
     }
 
-    /// The entries of a directory recorded as complete, from the attribute cache; nil when it is
-    /// not recorded or one of its names has left the cache since.
-    func completeEntries(_ s: State, dirPath: [UInt8]) -> [([UInt8], CachedEntry)]? {
-        guard let d = s.dirs[dirPath] else { return nil }
-        var out: [([UInt8], CachedEntry)] = []
-        out.reserveCapacity(d.names.count)
-        for name in d.names {
-            guard let e = s.attrs[Names.entryKey(dirPath: dirPath, name: name)] else { return nil }
-            out.append((name, e))
-        }
-        return out
-    }
-
-    /// Records a complete listing; names gone since the last one leave the attribute cache.
-    func markComplete(_ s: inout State, dirPath: [UInt8], names: [[UInt8]], at started: Double) {
-        if let old = s.dirs[dirPath] {
-            let now = Set(names)
-            for n in old.names where !now.contains(n) {
-                let k = Names.entryKey(dirPath: dirPath, name: n)
-                if let e = s.attrs[k], e.at < started { s.attrs[k] = nil }
-            }
-        }
-        s.dirs[dirPath] = DirState(listedAt: started, names: names)
+    /// Records a complete listing begun at `started`; names learned before it and not seen by it
+    /// are gone from S3 and leave the attribute cache.
+    func markComplete(_ s: inout State, dirPath: [UInt8], at started: Double) {
+        s.attrs.markComplete(dirPath, at: started)
         s.lookupMisses[dirPath] = nil
     }
 
@@ -583,7 +541,7 @@ public final class Filesystem: @unchecked Sendable {
             // Passed: `dir` is complete. Leave the rest of the sweep for the walk's next directory.
             let entries = state.withLock { s -> [([UInt8], CachedEntry)]? in
                 if let t = token, !last.isEmpty { s.sweeps[parent] = Sweep(token: t, carry: carry, lastKey: last, at: at) }
-                return completeEntries(s, dirPath: dir)
+                return s.attrs.completeEntries(dir)
             }
             guard let entries else { return false } // not in the pages (gone meanwhile), or changed: list it
             job.cond.broadcast {
@@ -649,15 +607,10 @@ public final class Filesystem: @unchecked Sendable {
         }
         state.withLock { s in
             for dir in order {
-                for (name, e) in entries[dir]! {
-                    let key = Names.entryKey(dirPath: dir, name: name)
-                    if e.kind == .file, let old = s.attrs[key], old.kind == .directory, old.at >= t { continue }
-                    s.attrs[key] = e
-                    s.negatives[key] = nil
-                }
+                storeEntries(&s, dirPath: dir, entries[dir]!, at: t, logShadowed: false)
                 let passed = dir != root && !lastKey.starts(with: dir)
                 if (complete || passed) && (dir != root || markRoot) {
-                    markComplete(&s, dirPath: dir, names: entries[dir]!.map { $0.0 }, at: t)
+                    markComplete(&s, dirPath: dir, at: t)
                 }
             }
         }
@@ -687,7 +640,7 @@ public final class Filesystem: @unchecked Sendable {
         if idx < 2 {
             while idx < 2 {
                 let dot = DirEntry(name: idx == 0 ? [0x2E] : [0x2E, 0x2E], kind: .directory, nextOffset: Int64(idx + 1),
-                                   attributes: plus ? attributes(Node(ino: idx == 0 ? dh.ino : dh.parent, parent: 0, parentPath: [], name: [], lookups: 0, kind: .directory), nil) : nil,
+                                   attributes: plus ? attributes(ino: idx == 0 ? dh.ino : dh.parent, kind: .directory, nil) : nil,
                                    isDotEntry: true)
                 if !add(dot) { return nil }
                 idx += 1
@@ -736,7 +689,7 @@ public final class Filesystem: @unchecked Sendable {
         let step: Result<Step, FSError> = state.withLock { s in
             guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
-            if let e = s.attrs[n.entryKey], e.kind == .file, fresh(e.at, t) { return .success(.ready(e, n)) }
+            if let e = s.attrs.entry(of: n), e.kind == .file, fresh(e.at, t) { return .success(.ready(e, n)) }
             return .success(.revalidate(n))
         }
         var entry: CachedEntry
@@ -813,7 +766,7 @@ public final class Filesystem: @unchecked Sendable {
     /// The same statistics in the Prometheus text format (for --metrics-address).
     public func prometheusText() -> String {
         let c = counters
-        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.dirs.count) }
+        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.attrs.completeCount) }
         var out = "# HELP s3mount_requests_total S3 requests sent, by operation and outcome.\n# TYPE s3mount_requests_total counter\n"
         let snap = store.requestStats?.snapshot()
         for (op, outcomes) in (snap?.requests ?? [:]).sorted(by: { $0.key < $1.key }) {
@@ -853,7 +806,7 @@ public final class Filesystem: @unchecked Sendable {
     /// The statistics `s3mount stats` prints, as JSON.
     public func statsJSON() -> String {
         let c = counters
-        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.dirs.count) }
+        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.attrs.completeCount) }
         var ops: [String] = []
         var total = 0, notFound = 0, retries = 0
         var down: Int64 = 0, up: Int64 = 0

@@ -15,21 +15,9 @@ extension Filesystem {
         state.withLock { s in
             // A walk's unfinished sweep over this directory would bring back what it saw before the change.
             for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
-            if let e = entry {
-                s.attrs[key] = e
-                s.negatives[key] = nil
-                if var d = s.dirs[dirPath], !d.names.contains(name) {
-                    d.names.append(name)
-                    s.dirs[dirPath] = d
-                }
-            } else {
-                s.attrs[key] = nil
-                s.negatives[key] = now()
-                if var d = s.dirs[dirPath], let i = d.names.firstIndex(of: name) {
-                    d.names.remove(at: i)
-                    s.dirs[dirPath] = d
-                }
-            }
+            // In a directory listed completely, the name is now listed (or no longer).
+            s.attrs[dir: dirPath, name: name] = entry
+            s.negatives[key] = entry == nil ? now() : nil
         }
     }
 
@@ -205,7 +193,7 @@ extension Filesystem {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         do { try store.delete(key) } catch { return FSError(error) }
         record(dirPath: dirPath, name: name, nil)
-        state.withLock { s in s.inoByPath[key] = nil }
+        detachNode(parent: parent, name: name, kind: .file)
         return nil
     }
 
@@ -229,7 +217,7 @@ extension Filesystem {
         let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
         // A new directory is empty: it is complete without a listing.
-        state.withLock { s in s.dirs[marker] = DirState(listedAt: now(), names: []) }
+        state.withLock { s in s.attrs.markEmpty(marker, at: now()) }
         return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .directory), entry) })
     }
 
@@ -258,8 +246,8 @@ extension Filesystem {
             // does not exist is harmless in S3 (204), so no listing is needed (rm -r).
             let t = now()
             let knownEmpty: Bool? = state.withLock { s in
-                guard let d = s.dirs[marker], fresh(d.listedAt, t) else { return nil }
-                return d.names.isEmpty
+                guard let l = s.attrs.listedAt(marker), fresh(l, t) else { return nil }
+                return s.attrs.isEmpty(marker)
             }
             switch knownEmpty {
             case false?: return FSError(ENOTEMPTY)
@@ -273,11 +261,17 @@ extension Filesystem {
             return FSError(error)
         }
         record(dirPath: dirPath, name: name, nil)
-        state.withLock { s in
-            s.dirs[marker] = nil
-            s.inoByPath[marker] = nil
-        }
+        state.withLock { s in s.attrs.removeTable(marker) }
+        detachNode(parent: parent, name: name, kind: .directory)
         return nil
+    }
+
+    /// A removed name no longer finds its inode (which lives on while the kernel holds it): the
+    /// next object of that name gets a new one.
+    func detachNode(parent: UInt64, name: [UInt8], kind: EntryKind) {
+        state.withLock { s in
+            if let n = s.nodes.find(parent: parent, name: name, kind: kind) { s.nodes.detach(n.ino) }
+        }
     }
 
     // MARK: - rename
@@ -319,7 +313,7 @@ extension Filesystem {
                 return FSError(error)
             }
             record(dirPath: srcDir, name: name, nil)
-            moveNodes(fromPath: srcKey, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
+            moveNodes(fromPath: srcKey, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
             return nil
         }
         // A directory: copy every key under the prefix in parallel, then delete the originals.
@@ -343,13 +337,13 @@ extension Filesystem {
         }
         state.withLock { s in
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.
-            for k in s.attrs.keys where k.starts(with: srcPrefix) { s.attrs[k] = nil }
-            for k in s.dirs.keys where k.starts(with: srcPrefix) || k.starts(with: dstPrefix) { s.dirs[k] = nil }
+            s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
+            s.attrs.forgetListings(where: { $0.starts(with: dstPrefix) })
             for k in s.negatives.keys where k.starts(with: dstPrefix) { s.negatives[k] = nil }
         }
         record(dirPath: srcDir, name: name, nil)
         record(dirPath: dstDir, name: newName, CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now()))
-        moveNodes(fromPath: srcPrefix, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: true)
+        moveNodes(fromPath: srcPrefix, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: true)
         return nil
     }
 
@@ -387,23 +381,19 @@ extension Filesystem {
 
     /// Keeps inode numbers across a rename: the moved node (and, for a directory, every known
     /// node below it) now lives under the new path.
-    func moveNodes(fromPath: [UInt8], toParentPath: [UInt8], toName: [UInt8], newParent: UInt64, isDirectory: Bool) {
+    func moveNodes(fromPath: [UInt8], parent: UInt64, name: [UInt8], toParentPath: [UInt8], toName: [UInt8], newParent: UInt64, isDirectory: Bool) {
+        let kind: EntryKind = isDirectory ? .directory : .file
         state.withLock { s in
-            guard let ino = s.inoByPath[fromPath], var n = s.nodes[ino] else { return }
-            s.inoByPath[fromPath] = nil
-            n.parent = newParent
-            n.parentPath = toParentPath
-            n.name = toName
-            s.nodes[ino] = n
-            s.inoByPath[n.path] = ino
+            guard let n = s.nodes.find(parent: parent, name: name, kind: kind) else { return }
+            // What the kernel knew under the new name was replaced.
+            if let replaced = s.nodes.find(parent: newParent, name: toName, kind: kind) { s.nodes.detach(replaced.ino) }
+            let stored = s.attrs.storedName(dir: toParentPath, name: toName) ?? StoredName(copying: toName)
+            s.nodes.move(n.ino, parent: newParent, parentPath: toParentPath, name: stored)
             guard isDirectory else { return }
-            let newPrefix = n.path
-            for (i, var c) in s.nodes where c.parentPath.starts(with: fromPath) {
-                let oldPath = c.path
-                c.parentPath = newPrefix + Array(c.parentPath[fromPath.count...])
-                s.nodes[i] = c
-                if s.inoByPath[oldPath] == i { s.inoByPath[oldPath] = nil }
-                s.inoByPath[c.path] = i
+            // Nodes below keep their parents and names; their parent paths change.
+            let newPrefix = Names.dirPath(parentPath: toParentPath, name: toName)
+            s.nodes.updateAll { c in
+                if c.parentPath.starts(with: fromPath) { c.parentPath = newPrefix + Array(c.parentPath[fromPath.count...]) }
             }
         }
         for w in state.withLock({ Array($0.writers.values) }) where w.key.starts(with: fromPath) || w.key == fromPath {
