@@ -489,7 +489,11 @@ public final class FuseSession: @unchecked Sendable {
     /// Serves requests until unmount or SIGINT/SIGTERM; then unmounts.
     public func run(maxThreads: UInt32 = 64) -> Int32 {
         guard let se = session else { return 1 }
-        let rc = s3m_session_loop_mt(se, maxThreads, 10)
+        // Idle workers stay (as libfuse's own default since 3.12): the kernel's parallel
+        // read-ahead keeps ~20 reads of one file waiting at once, and with a cap of 10 idle
+        // workers libfuse started and ended about 130 threads per GiB read, each with a new 1 MiB
+        // buffer to fault in.
+        let rc = s3m_session_loop_mt(se, maxThreads, maxThreads)
         bridge.fs.invalidator = nil
         fuse_session_unmount(se)
         fuse_remove_signal_handlers(se)
