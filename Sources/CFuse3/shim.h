@@ -7,6 +7,12 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <errno.h>
+#include <sys/ioctl.h>
+
+/* `s3mount stats`: an ioctl on the mount root returns the statistics as NUL-terminated JSON. */
+#define S3M_STATS_MAX 16000
+static const unsigned int S3M_STATS_IOCTL = _IOR('S', 0x53, char[S3M_STATS_MAX]);
+static inline int s3m_stats_ioctl(int fd, char *buf) { return ioctl(fd, S3M_STATS_IOCTL, buf); }
 
 /* fuse_session_loop_mt is a macro over versioned symbols; Swift cannot call macros. */
 static inline int s3m_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int max_idle) {
@@ -47,5 +53,6 @@ enum {
     S3M_CAP_AUTO_INVAL_DATA = FUSE_CAP_AUTO_INVAL_DATA,
     S3M_CAP_SPLICE_WRITE = FUSE_CAP_SPLICE_WRITE,
     S3M_CAP_SPLICE_READ = FUSE_CAP_SPLICE_READ,
+    S3M_CAP_IOCTL_DIR = FUSE_CAP_IOCTL_DIR,
 };
 #endif

@@ -9,7 +9,6 @@ import Synchronization
 public final class FuseBridge: @unchecked Sendable {
     public let fs: Filesystem
     let ttl: Double
-    public static let statsXattr = "user.s3mount.stats"
 
     /// --debug: one log line per FUSE operation.
     let tracing: Bool
@@ -118,6 +117,7 @@ public final class FuseBridge: @unchecked Sendable {
         s3m_conn_want(conn, UInt32(S3M_CAP_ASYNC_READ))
         s3m_conn_want(conn, UInt32(S3M_CAP_PARALLEL_DIROPS))
         s3m_conn_want(conn, UInt32(S3M_CAP_AUTO_INVAL_DATA))
+        s3m_conn_want(conn, UInt32(S3M_CAP_IOCTL_DIR))
         conn.pointee.max_readahead = 8 << 20
         conn.pointee.max_background = 64
         conn.pointee.congestion_threshold = 48
@@ -268,25 +268,31 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_statfs(req, &st)
     }
 
-    static let getxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int) -> Void = { req, ino, name, size in
-        let b = bridge(req)
-        // The statistics are served on the mount root, so `s3mount stats` needs no extra socket.
-        guard ino == Filesystem.rootIno, let name, String(cString: name) == FuseBridge.statsXattr else {
-            fuse_reply_err(req, ENODATA)
+    /// `s3mount stats`: the statistics as JSON, from an ioctl on the mount root. Not an xattr:
+    /// with no xattr operations libfuse answers ENOSYS once and the kernel stops asking, so
+    /// `ls -l` (two xattr reads per file) and `cp -a` cost no round trip to the daemon per file.
+    static let ioctlCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UInt32, UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_file_info>?, UInt32, UnsafeRawPointer?, Int, Int) -> Void = { req, ino, cmd, _, _, _, _, _, outSize in
+        guard ino == Filesystem.rootIno, cmd == S3M_STATS_IOCTL else {
+            fuse_reply_err(req, ENOTTY)
             return
         }
-        let json = Array(b.fs.statsJSON().utf8)
-        if size == 0 {
-            fuse_reply_xattr(req, json.count)
-        } else if size < json.count {
-            fuse_reply_err(req, ERANGE)
-        } else {
-            json.withUnsafeBufferPointer { _ = fuse_reply_buf(req, UnsafeRawPointer($0.baseAddress)?.assumingMemoryBound(to: CChar.self), json.count) }
+        let json = Array(bridge(req).fs.statsJSON().utf8) + [0]
+        guard json.count <= outSize else {
+            fuse_reply_err(req, EOVERFLOW)
+            return
         }
+        json.withUnsafeBytes { _ = fuse_reply_ioctl(req, 0, $0.baseAddress, json.count) }
     }
 
-    static let listxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int) -> Void = { req, _, size in
-        if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
+    /// Reads the statistics of the mount at `mountpoint` (see `ioctlCallback`); nil and errno set
+    /// on failure.
+    public static func readStats(mountpoint: String) -> String? {
+        let fd = open(mountpoint, O_RDONLY | O_DIRECTORY)
+        if fd < 0 { return nil }
+        defer { let e = errno; close(fd); errno = e }
+        var buf = [CChar](repeating: 0, count: Int(S3M_STATS_MAX))
+        if s3m_stats_ioctl(fd, &buf) != 0 { return nil }
+        return String(cString: buf)
     }
 
     static let accessCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32) -> Void = { req, _, _ in
@@ -408,11 +414,9 @@ public final class FuseBridge: @unchecked Sendable {
         ops.read = Self.readCallback
         ops.release = Self.releaseCallback
         ops.statfs = Self.statfsCallback
-        ops.getxattr = Self.getxattrCallback
-        ops.listxattr = Self.listxattrCallback
         ops.access = Self.accessCallback
-        ops.setxattr = { req, _, _, _, _, _ in fuse_reply_err(req, ENOTSUP) }
-        ops.removexattr = { req, _, _ in fuse_reply_err(req, ENOTSUP) }
+        ops.ioctl = Self.ioctlCallback
+        // No xattr operations: see ioctlCallback.
         ops.create = Self.createCallback
         ops.write = Self.writeCallback
         ops.flush = Self.flushCallback

@@ -363,30 +363,14 @@ public final class Filesystem: @unchecked Sendable {
 
     // MARK: - directories
 
+    /// Opens a directory. A listing that has to be fetched starts at the first readdir, not here:
+    /// an open that never reads (`s3mount stats`, a `cd`, an fd kept for *at calls) costs nothing.
     public func opendir(ino: UInt64) -> Result<UInt64, FSError> {
         let t = now()
-        let r: Result<(UInt64, ListingJob, Bool), FSError> = state.withLock { s in
+        return state.withLock { s in
             guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
             guard n.kind == .directory else { return .failure(FSError(ENOTDIR)) }
             let dirPath = path(of: n)
-            var job: ListingJob? = nil
-            var start = false
-            if let l = s.attrs.listedAt(dirPath), fresh(l, t), let entries = s.attrs.completeEntries(dirPath) {
-                s.counters.listingHits += 1
-                job = ListingJob(dirPath: dirPath, completed: entries)
-            }
-            if job == nil, let running = s.listings[dirPath] {
-                // Joined by a reader: a lookup-started listing must now run to the end.
-                let joined = running.cond.locked { () -> Bool in
-                    if running.done { return false }
-                    running.maxPages = nil
-                    return true
-                }
-                if joined {
-                    s.counters.listingHits += 1
-                    job = running
-                }
-            }
             // A walk: a sibling of this directory was opened moments ago.
             var walkParent: [UInt8]? = nil
             if ino != Self.rootIno, let parent = s.nodes[n.parent] {
@@ -394,28 +378,49 @@ public final class Filesystem: @unchecked Sendable {
                 if let last = s.lastChildOpened[parentPath], last.child != dirPath, t - last.at < Self.walkWindow { walkParent = parentPath }
                 s.lastChildOpened[parentPath] = (dirPath, t)
             }
-            if job == nil {
-                s.counters.listingMisses += 1
-                let j = ListingJob(dirPath: dirPath)
-                j.walkParent = walkParent
-                s.listings[dirPath] = j
-                job = j
-                start = true
-            }
             let h = s.nextHandle
             s.nextHandle += 1
-            s.dirHandles[h] = DirHandle(ino: ino, parent: n.parent, job: job!)
-            return .success((h, job!, start))
-        }
-        switch r {
-        case .failure(let e): return .failure(e)
-        case .success(let (h, job, start)):
-            if start {
-                let t = Thread { [self] in self.runListing(job) }
-                t.start()
-            }
+            s.dirHandles[h] = DirHandle(ino: ino, parent: n.parent, dirPath: dirPath, job: nil, walkParent: walkParent)
             return .success(h)
         }
+    }
+
+    /// The listing a directory handle reads: the one it was opened with, or (first read of a
+    /// directory that needed one) a listing started now, or joined if another began meanwhile.
+    func listing(for handle: UInt64) -> ListingJob? {
+        let t = now()
+        let (job, start): (ListingJob?, Bool) = state.withLock { s in
+            guard var dh = s.dirHandles[handle] else { return (nil, false) }
+            if let j = dh.job { return (j, false) }
+            var start = false
+            if let l = s.attrs.listedAt(dh.dirPath), fresh(l, t), let entries = s.attrs.completeEntries(dh.dirPath) {
+                s.counters.listingHits += 1
+                dh.job = ListingJob(dirPath: dh.dirPath, completed: entries)
+            } else if let running = s.listings[dh.dirPath],
+                      running.cond.locked({ () -> Bool in
+                          // Joined by a reader: a lookup-started listing must now run to the end.
+                          if running.done { return false }
+                          running.maxPages = nil
+                          return true
+                      }) {
+                s.counters.listingHits += 1
+                dh.job = running
+            } else {
+                s.counters.listingMisses += 1
+                let j = ListingJob(dirPath: dh.dirPath)
+                j.walkParent = dh.walkParent
+                s.listings[dh.dirPath] = j
+                dh.job = j
+                start = true
+            }
+            s.dirHandles[handle] = dh
+            return (dh.job, start)
+        }
+        if start, let job {
+            let t = Thread { [self] in self.runListing(job) }
+            t.start()
+        }
+        return job
     }
 
     /// Lists a directory page by page (delimiter "/"), priming the attribute cache and handing
@@ -646,7 +651,7 @@ public final class Filesystem: @unchecked Sendable {
                 idx += 1
             }
         }
-        let job = dh.job
+        guard let job = listing(for: handle) else { return FSError(EBADF) }
         let dirIno = dh.ino
         var batch: [([UInt8], CachedEntry)] = []
         var err: Int32? = nil
@@ -903,5 +908,9 @@ final class ListingJob: @unchecked Sendable {
 struct DirHandle {
     var ino: UInt64
     var parent: UInt64
-    var job: ListingJob
+    var dirPath: [UInt8]
+    /// nil until the first readdir (see `Filesystem.listing(for:)`).
+    var job: ListingJob?
+    /// Opened during a recursive walk: the parent whose subtree its listing sweeps.
+    var walkParent: [UInt8]?
 }

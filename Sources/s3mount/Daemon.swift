@@ -231,22 +231,16 @@ enum StatsCommand {
             fputs("usage: s3mount stats MOUNTPOINT\n", stderr)
             return 2
         }
-        var size = 1 << 16
-        while true {
-            var buf = [UInt8](repeating: 0, count: size)
-            let n = getxattr(args[0], FuseBridge.statsXattr, &buf, size)
-            if n >= 0 {
-                print(String(decoding: buf[0..<n], as: UTF8.self))
-                return 0
-            }
+        guard let json = FuseBridge.readStats(mountpoint: args[0]) else {
             let e = errno
-            if e == ERANGE && size < 64 << 20 { size *= 4; continue }
-            if e == ENODATA || e == ENOTSUP {
+            if e == ENOTTY || e == EINVAL || e == ENOSYS {
                 fputs("s3mount: \(args[0]) is not an s3mount mount\n", stderr)
             } else {
                 fputs("s3mount: cannot read statistics from \(args[0]): \(String(cString: strerror(e)))\n", stderr)
             }
             return 1
         }
+        print(json)
+        return 0
     }
 }

@@ -94,9 +94,15 @@ final class FilesystemTests: XCTestCase {
         store.listDelay = 100_000
         let before = store.lists
         let h = try! fs.opendir(ino: d.ino).get()
+        XCTAssertEqual(store.lists, before, "opening a directory lists nothing yet")
+        // The first readdir starts the listing (and waits for its first page).
+        let reading = DispatchGroup()
+        DispatchQueue.global().async(group: reading) { _ = fs.readdir(handle: h, offset: 0, plus: false) { _ in true } }
+        while !fs.state.withLock({ $0.listings[Array("d/".utf8)] != nil }) { usleep(1000) }
         DispatchQueue.concurrentPerform(iterations: 4) { i in
             XCTAssertNotNil(self.lookup(fs, d.ino, "f\(i)"))
         }
+        reading.wait()
         fs.releasedir(handle: h)
         XCTAssertEqual(store.lists - before, 2, "only the listing's two pages")
     }

@@ -91,6 +91,13 @@ def test_bad_bucket_name():
     assert out.returncode == 2 and "invalid bucket name" in out.stderr
 
 
+def test_stats_of_something_else_is_a_clear_error(tmp_path):
+    out = run([BIN, "stats", str(tmp_path)])
+    assert out.returncode == 1 and "is not an s3mount mount" in out.stderr, out.stderr
+    out = run([BIN, "stats", str(tmp_path / "missing")])
+    assert out.returncode == 1 and "No such file or directory" in out.stderr, out.stderr
+
+
 def test_signals_and_fusermount_unmount_cleanly(moto, s3, bucket, mount):
     seed(s3, bucket, ["a.txt"])
     for how in ("TERM", "INT", "fusermount"):
