@@ -160,12 +160,14 @@ public final class FuseBridge: @unchecked Sendable {
     static let opendirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
         let r = b.fs.opendir(ino: ino)
-        b.trace("opendir", ino, nil, outcome(r))
+        // The kernel caches the entries it reads (cache_readdir) and keeps them at the next open
+        // only while our listing is fresh: without keep_cache it drops them and reads anew.
+        let keep = b.fs.kernelMayKeepEntries(ino: ino)
+        b.trace("opendir", ino, nil, outcome(r) + (keep ? ", kernel keeps its entries" : ", kernel reads anew"))
         switch r {
         case .success(let h):
             s3m_fi_set_fh(fi, h)
-            // Let the kernel keep the directory's entries in its page cache between opens.
-            s3m_fi_set_cache_flags(fi, 1, b.ttl > 0 ? 1 : 0)
+            s3m_fi_set_cache_flags(fi, keep ? 1 : 0, b.ttl > 0 ? 1 : 0)
             fuse_reply_open(req, fi)
         case .failure(let err):
             fuse_reply_err(req, err.errno)

@@ -84,6 +84,9 @@ struct DirTable {
     private(set) var live = 0
     /// When the directory was listed completely: its live entries are then all its names.
     var listedAt: Double? = nil
+    /// The complete listing (by its `listedAt`) the kernel last read through readdir, and may
+    /// still hold in its own cache of the directory.
+    var kernelHas: Double? = nil
 
     init(listedAt: Double? = nil) { self.listedAt = listedAt }
 
@@ -175,6 +178,7 @@ struct DirTable {
     /// (inodes still pointing at the old blocks keep them alive).
     mutating func compact() {
         var fresh = DirTable(listedAt: listedAt)
+        fresh.kernelHas = kernelHas
         fresh.slots.reserveCapacity(live)
         fresh.rebuildIndex(capacity: max(16, Int(UInt(max(1, live * 2 - 1)).nextPowerOfTwo)))
         var bytes = 0
@@ -246,6 +250,15 @@ struct AttrCache {
     var completeCount: Int { tables.values.reduce(0) { $0 + ($1.listedAt == nil ? 0 : 1) } }
 
     func listedAt(_ dir: [UInt8]) -> Double? { tables[dir]?.listedAt }
+
+    /// Records that the kernel read the listing recorded at `listedAt`.
+    mutating func noteKernelRead(_ dir: [UInt8], listedAt: Double) { tables[dir]?.kernelHas = listedAt }
+
+    /// Whether what the kernel read of the directory is the complete listing held now.
+    func kernelIsCurrent(_ dir: [UInt8]) -> Bool {
+        guard let t = tables[dir], let l = t.listedAt else { return false }
+        return t.kernelHas == l
+    }
 
     func isEmpty(_ dir: [UInt8]) -> Bool { (tables[dir]?.live ?? 0) == 0 }
 

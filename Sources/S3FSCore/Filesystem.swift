@@ -385,6 +385,20 @@ public final class Filesystem: @unchecked Sendable {
         }
     }
 
+    /// Whether the kernel may keep the entries of directory `ino` it cached from an earlier read:
+    /// only while the complete listing it read is the one held and younger than the TTL.
+    /// Otherwise it must drop them, or changes made by other S3 clients would never show in a
+    /// directory it keeps cached.
+    public func kernelMayKeepEntries(ino: UInt64) -> Bool {
+        let t = now()
+        return state.withLock { s in
+            guard let n = s.nodes[ino], n.kind == .directory else { return false }
+            let dir = path(of: n)
+            guard let l = s.attrs.listedAt(dir), fresh(l, t) else { return false }
+            return s.attrs.kernelIsCurrent(dir)
+        }
+    }
+
     /// The listing a directory handle reads: the one it was opened with, or (first read of a
     /// directory that needed one) a listing started now, or joined if another began meanwhile.
     func listing(for handle: UInt64) -> ListingJob? {
@@ -396,6 +410,7 @@ public final class Filesystem: @unchecked Sendable {
             if let l = s.attrs.listedAt(dh.dirPath), fresh(l, t), let entries = s.attrs.completeEntries(dh.dirPath) {
                 s.counters.listingHits += 1
                 dh.job = ListingJob(dirPath: dh.dirPath, completed: entries)
+                s.attrs.noteKernelRead(dh.dirPath, listedAt: l)
             } else if let running = s.listings[dh.dirPath],
                       running.cond.locked({ () -> Bool in
                           // Joined by a reader: a lookup-started listing must now run to the end.
@@ -404,11 +419,13 @@ public final class Filesystem: @unchecked Sendable {
                           return true
                       }) {
                 s.counters.listingHits += 1
+                running.readByKernel = true
                 dh.job = running
             } else {
                 s.counters.listingMisses += 1
                 let j = ListingJob(dirPath: dh.dirPath)
                 j.walkParent = dh.walkParent
+                j.readByKernel = true
                 s.listings[dh.dirPath] = j
                 dh.job = j
                 start = true
@@ -493,6 +510,7 @@ public final class Filesystem: @unchecked Sendable {
         }
         state.withLock { s in
             markComplete(&s, dirPath: job.dirPath, at: started)
+            if job.readByKernel { s.attrs.noteKernelRead(job.dirPath, listedAt: started) }
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
         }
         job.cond.broadcast { job.done = true }
@@ -879,6 +897,9 @@ final class ListingJob: @unchecked Sendable {
     /// Set when the directory is opened during a recursive walk: its parent's key prefix, whose
     /// subtree is then swept with flat pages (see `Filesystem.sweep`).
     var walkParent: [UInt8]? = nil
+    /// Read through readdir (guarded by the filesystem's lock): what it lists ends up in the
+    /// kernel's cache of the directory.
+    var readByKernel = false
 
     init(dirPath: [UInt8], maxPages: Int? = nil) {
         self.dirPath = dirPath

@@ -130,6 +130,22 @@ def test_metadata_ttl_zero_sees_changes(moto, s3, bucket, mount):
     assert sorted(os.listdir(m.path)) == ["live.txt", "new.txt"]
 
 
+def test_changes_by_other_clients_show_once_the_ttl_passes(moto, s3, bucket, mount):
+    seed(s3, bucket, ["d/a.txt", "d/gone.txt"])
+    m = mount(bucket, "--metadata-ttl", "2")
+    d = os.path.join(m.path, "d")
+    assert sorted(os.listdir(d)) == ["a.txt", "gone.txt"]
+    before = m.requests()
+    assert sorted(os.listdir(d)) == ["a.txt", "gone.txt"]
+    assert delta(before, m.requests()) == {}, "within the TTL the kernel's own copy serves"
+    s3.put_object(Bucket=bucket, Key="d/b.txt", Body=b"b")
+    s3.delete_object(Bucket=bucket, Key="d/gone.txt")
+    time.sleep(2.5)
+    # The kernel had cached the directory's entries; it must not keep showing them.
+    assert sorted(os.listdir(d)) == ["a.txt", "b.txt"]
+    assert run(["ls", "-l", d]).stdout.count(".txt") == 2
+
+
 def test_stats_match_what_s3_saw(moto, s3, bucket, mount):
     seed(s3, bucket, [f"s/{i}.txt" for i in range(50)] + ["s/sub/a.txt"])
     m = mount(bucket)
