@@ -270,11 +270,13 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_statfs(req, &st)
     }
 
-    /// `s3mount stats`: the statistics as JSON, from an ioctl on the mount root. Not an xattr:
+    /// `s3mount stats`: the statistics as JSON, from an ioctl on a directory of the mount. Not an xattr:
     /// with no xattr operations libfuse answers ENOSYS once and the kernel stops asking, so
     /// `ls -l` (two xattr reads per file) and `cp -a` cost no round trip to the daemon per file.
     static let ioctlCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UInt32, UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_file_info>?, UInt32, UnsafeRawPointer?, Int, Int) -> Void = { req, ino, cmd, _, _, _, _, _, outSize in
-        guard ino == Filesystem.rootIno, cmd == S3M_STATS_IOCTL else {
+        // Any directory of the mount answers (the figures are the mount's): `s3mount stats .` works
+        // from inside it.
+        guard cmd == S3M_STATS_IOCTL else {
             fuse_reply_err(req, ENOTTY)
             return
         }

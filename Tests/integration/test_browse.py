@@ -4,7 +4,7 @@ import os
 import stat as st
 import time
 
-from conftest import delta, run, seed
+from conftest import BIN, delta, run, seed
 
 PROBES = [".hidden", "desktop.ini", ".directory", "folder.jpg"]
 
@@ -233,3 +233,8 @@ def test_stats_cost_no_request(moto, s3, bucket, mount):
     second = m.stats()
     assert moto.requests_since(pos, bucket) == [], "reading the statistics opens the root but lists nothing"
     assert first["requests_total"] == second["requests_total"]
+    assert sorted(os.listdir(m.path)) == ["a", "g.txt"]
+    pos = moto.log_position()
+    inside = run([BIN, "stats", os.path.join(m.path, "a")])
+    assert inside.returncode == 0 and '"requests_total"' in inside.stdout, "any directory of the mount answers"
+    assert moto.requests_since(pos, bucket) == []
