@@ -203,6 +203,10 @@ final class ObjectStream: @unchecked Sendable {
     private var failure: S3Error? = nil
     private var cancelled = false
     private let limit: Int
+    /// Bytes the reader waiting in `take` needs before it can go on (Int.max: nobody waits). The
+    /// stream wakes it only then, not at every piece curl delivers (16–64 KiB): that was a wake-up
+    /// and a context switch per piece.
+    private var readerNeeds = Int.max
 
     init(store: ObjectStore, key: [UInt8], from offset: Int64, etag: String, limit: Int) {
         self.limit = limit
@@ -211,9 +215,14 @@ final class ObjectStream: @unchecked Sendable {
                 try store.get(key, range: nil, from: offset, ifMatch: etag.isEmpty ? nil : etag) { buf in
                     self.cond.wait(until: { self.pendingBytes < self.limit || self.cancelled })
                     var go = true
-                    self.cond.broadcast {
-                        if self.cancelled { go = false } else { self.append(buf) }
+                    var wake = false
+                    self.cond.locked {
+                        if self.cancelled { go = false } else {
+                            self.append(buf)
+                            wake = self.pendingBytes >= self.readerNeeds
+                        }
                     }
+                    if wake { self.cond.broadcast() }
                     return go
                 }
                 cond.broadcast { self.finished = true }
@@ -256,7 +265,11 @@ final class ObjectStream: @unchecked Sendable {
     /// stays with the stream and fills up (a partly filled segment handed over is never topped up).
     func take(needed: Int) -> Chunk {
         let want = max(1, min(needed, limit))
-        cond.wait(until: { self.pendingBytes >= want || self.finished })
+        cond.wait(until: {
+            let ready = self.pendingBytes >= want || self.finished
+            self.readerNeeds = ready ? Int.max : want
+            return ready
+        })
         var out: Chunk = .end
         cond.broadcast {
             guard pendingBytes > 0 else {
