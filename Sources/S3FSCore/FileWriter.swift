@@ -15,7 +15,10 @@ final class FileWriter: @unchecked Sendable {
     let basePartSize: Int64
     let maxParallelParts: Int
 
-    enum PartStatus { case pending, inFlight(stale: Bool), done(etag: String) }
+    enum PartStatus {
+        case pending, inFlight(stale: Bool), done(etag: String)
+        var isPending: Bool { if case .pending = self { return true } else { return false } }
+    }
 
     struct State {
         var size: Int64 = 0
@@ -29,6 +32,9 @@ final class FileWriter: @unchecked Sendable {
         var uploadId: String? = nil
         var creatingUpload = false
         var parts: [Int: PartStatus] = [:]
+        /// Every part below this one is in flight or done: `schedule` starts looking here, so a
+        /// 100 GiB file (12,800 parts) costs no scan of all its parts at every 1 MiB write.
+        var scanFrom = 1
         var inFlight = 0
         var partError: S3Error? = nil
         var lastError: FSError? = nil
@@ -164,21 +170,33 @@ final class FileWriter: @unchecked Sendable {
         return (start, start + size)
     }
 
-    func partCount(for size: Int64) -> Int {
-        if size == 0 { return 1 }
-        var n = 1
-        while partBounds(n).1 < size { n += 1 }
-        return n
+    /// The part holding byte `offset`.
+    func partIndex(containing offset: Int64) -> Int {
+        var start: Int64 = 0, size = basePartSize, first = 1
+        while offset >= start + size * 1000 {
+            start += size * 1000
+            size *= 2
+            first += 1000
+        }
+        return first + Int((offset - start) / size)
     }
 
+    /// Parts an object of `size` bytes has (an empty one has one, empty).
+    func partCount(for size: Int64) -> Int { size == 0 ? 1 : partIndex(containing: size - 1) }
+
+    /// Parts sent or being sent that [from, to) overlaps must be sent again.
     private func markStale(_ s: inout State, from: Int64, to: Int64) {
-        for (n, st) in s.parts {
-            let (a, b) = partBounds(n)
-            guard a < to && from < b else { continue }
-            switch st {
-            case .inFlight: s.parts[n] = .inFlight(stale: true)
-            case .done: s.parts[n] = .pending
-            case .pending: break
+        guard !s.parts.isEmpty, from < to else { return }
+        let lo = partIndex(containing: from)
+        // A write touches a part or two; a truncation may touch every part after `from`.
+        let touched = to == Int64.max ? s.parts.keys.filter { $0 >= lo } : Array(lo...partIndex(containing: to - 1))
+        for n in touched {
+            switch s.parts[n] {
+            case .inFlight?: s.parts[n] = .inFlight(stale: true)
+            case .done?:
+                s.parts[n] = .pending
+                s.scanFrom = min(s.scanFrom, n)
+            case .pending?, nil: break
             }
         }
     }
@@ -202,9 +220,12 @@ final class FileWriter: @unchecked Sendable {
         state.withLock { s in
             guard let id = s.uploadId, s.partError == nil else { return }
             let limit = final ? s.size : s.sequentialEnd
-            let last = final ? partCount(for: s.size) : partCount(for: limit + 1) - 1
-            guard last >= 1 else { return }
-            for n in 1...last {
+            // While writing: the parts [0, sequentialEnd) holds whole.
+            let last = final ? partCount(for: s.size) : partIndex(containing: limit) - 1
+            // Skip the front parts already in flight or done.
+            while s.scanFrom <= last, let st = s.parts[s.scanFrom], !st.isPending { s.scanFrom += 1 }
+            guard last >= s.scanFrom else { return }
+            for n in s.scanFrom...last {
                 if s.inFlight >= maxParallelParts { break }
                 let (a, b) = partBounds(n)
                 if !final && b > limit { break }
@@ -240,9 +261,15 @@ final class FileWriter: @unchecked Sendable {
                 s.inFlight -= 1
                 switch result {
                 case .success(let etag):
-                    if case .inFlight(stale: true)? = s.parts[n] { s.parts[n] = .pending } else { s.parts[n] = .done(etag: etag) }
+                    if case .inFlight(stale: true)? = s.parts[n] {
+                        s.parts[n] = .pending
+                        s.scanFrom = min(s.scanFrom, n)
+                    } else {
+                        s.parts[n] = .done(etag: etag)
+                    }
                 case .failure(let e):
                     s.parts[n] = .pending
+                    s.scanFrom = min(s.scanFrom, n)
                     s.partError = e
                 }
             }
@@ -292,7 +319,7 @@ final class FileWriter: @unchecked Sendable {
                         })
                     }
                     etag = try store.completeMultipart(key, uploadId: uploadId, parts: parts)
-                    state.withLock { s in s.uploadId = nil; s.parts = [:] }
+                    state.withLock { s in s.uploadId = nil; s.parts = [:]; s.scanFrom = 1 }
                 }
                 state.withLock { s in
                     s.dirty = false
@@ -318,6 +345,7 @@ final class FileWriter: @unchecked Sendable {
             let id = s.uploadId
             s.uploadId = nil
             s.parts = [:]
+            s.scanFrom = 1
             s.partError = nil
             s.sequentialEnd = 0
             return id

@@ -93,3 +93,25 @@ final class TablesTests: XCTestCase {
         XCTAssertEqual(c[dir: dir, name: name(3)]?.size, 3)
     }
 }
+
+/// Part arithmetic of multipart uploads, whose sizes double every 1,000 parts: the closed forms
+/// must agree with the part bounds everywhere, the tier boundaries most of all.
+final class PartMathTests: XCTestCase {
+    func testPartIndexAndCountAgreeWithPartBounds() throws {
+        let w = try FileWriter(store: InMemoryStore(), key: Array("k".utf8), ino: 2, spoolDir: "/tmp",
+                               multipartThreshold: 16 << 20, partSize: 8 << 20, parallelParts: 8)
+        defer { w.close() }
+        for n in [1, 2, 3, 999, 1000, 1001, 1002, 1999, 2000, 2001, 2999, 3000, 3001, 9999, 10000] {
+            let (a, b) = w.partBounds(n)
+            XCTAssertEqual(w.partIndex(containing: a), n)
+            XCTAssertEqual(w.partIndex(containing: b - 1), n)
+            XCTAssertEqual(w.partIndex(containing: b), n + 1)
+            XCTAssertEqual(w.partCount(for: b), n, "an object ending exactly at part \(n)'s end")
+            XCTAssertEqual(w.partCount(for: b + 1), n + 1)
+        }
+        XCTAssertEqual(w.partCount(for: 0), 1)
+        XCTAssertEqual(w.partCount(for: 1), 1)
+        // 10,000 parts reach past S3's 5 TiB object limit.
+        XCTAssertGreaterThan(w.partBounds(10000).1, 5 << 40)
+    }
+}
