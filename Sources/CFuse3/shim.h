@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <sys/ioctl.h>
 
-/* `s3mount stats`: an ioctl on the mount root returns the statistics as NUL-terminated JSON. */
+/* `s3mount stats`: an ioctl on a directory of the mount returns its statistics as NUL-terminated JSON. */
 #define S3M_STATS_MAX 16000
 static const unsigned int S3M_STATS_IOCTL = _IOR('S', 0x53, char[S3M_STATS_MAX]);
 static inline int s3m_stats_ioctl(int fd, char *buf) { return ioctl(fd, S3M_STATS_IOCTL, buf); }

@@ -159,15 +159,17 @@ public final class FuseBridge: @unchecked Sendable {
 
     static let opendirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
-        let r = b.fs.opendir(ino: ino)
-        // The kernel caches the entries it reads (cache_readdir) and keeps them at the next open
-        // only while our listing is fresh: without keep_cache it drops them and reads anew.
-        let keep = b.fs.kernelMayKeepEntries(ino: ino)
-        b.trace("opendir", ino, nil, outcome(r) + (keep ? ", kernel keeps its entries" : ", kernel reads anew"))
+        let r = b.fs.openDirectory(ino: ino)
+        b.trace("opendir", ino, nil, {
+            if case .success(let d) = r { return d.kernelMayKeepEntries ? "ok, kernel keeps its entries" : "ok, kernel reads anew" }
+            return outcome(r)
+        }())
         switch r {
-        case .success(let h):
-            s3m_fi_set_fh(fi, h)
-            s3m_fi_set_cache_flags(fi, keep ? 1 : 0, b.ttl > 0 ? 1 : 0)
+        case .success(let d):
+            s3m_fi_set_fh(fi, d.handle)
+            // The kernel caches the entries it reads (cache_readdir) and keeps them at the next
+            // open only with keep_cache; without, it drops them and reads anew.
+            s3m_fi_set_cache_flags(fi, d.kernelMayKeepEntries ? 1 : 0, b.ttl > 0 ? 1 : 0)
             fuse_reply_open(req, fi)
         case .failure(let err):
             fuse_reply_err(req, err.errno)

@@ -110,9 +110,7 @@ struct DirTable {
 
     func entry(_ name: UnsafeRawBufferPointer) -> CachedEntry? { position(of: name).slot.flatMap { slots[$0].entry } }
 
-    subscript(name: [UInt8]) -> CachedEntry? {
-        slotIndex(name).flatMap { slots[$0].entry }
-    }
+    subscript(name: [UInt8]) -> CachedEntry? { name.withUnsafeBytes { entry($0) } }
 
     func storedName(_ name: [UInt8]) -> StoredName? {
         slotIndex(name).map { storedName(of: slots[$0]) }
@@ -127,11 +125,21 @@ struct DirTable {
             }
             guard let entry else { return }
             if (slots.count + 1) * 2 > index.count { rebuildIndex(capacity: max(16, index.count * 2)) }
-            let (block, start) = store(raw)
-            slots.append(Slot(entry: entry, nameCount: UInt16(raw.count), block: block, start: start))
-            live += 1
-            index[position(of: raw).pos] = UInt32(slots.count)
+            append(raw, entry)
         }
+        compactIfSparse()
+    }
+
+    /// Adds a name not in the table (the index has room).
+    private mutating func append(_ name: UnsafeRawBufferPointer, _ entry: CachedEntry) {
+        let (block, start) = store(name)
+        slots.append(Slot(entry: entry, nameCount: UInt16(name.count), block: block, start: start))
+        live += 1
+        index[position(of: name).pos] = UInt32(slots.count)
+    }
+
+    /// Rewrites the table once removed names outnumber live ones.
+    private mutating func compactIfSparse() {
         if slots.count - live > max(64, live) { compact() }
     }
 
@@ -163,14 +171,14 @@ struct DirTable {
         return out
     }
 
-    /// Removes the entries `keep` rejects; returns how many.
+    /// Removes the entries `drop` accepts; returns how many.
     mutating func removeAll(where drop: (CachedEntry) -> Bool) -> Int {
         var removed = 0
         for i in slots.indices {
             if let e = slots[i].entry, drop(e) { slots[i].entry = nil; removed += 1 }
         }
         live -= removed
-        if slots.count - live > max(64, live) { compact() }
+        compactIfSparse()
         return removed
     }
 
@@ -180,17 +188,12 @@ struct DirTable {
         var fresh = DirTable(listedAt: listedAt)
         fresh.kernelHas = kernelHas
         fresh.slots.reserveCapacity(live)
-        fresh.rebuildIndex(capacity: max(16, Int(UInt(max(1, live * 2 - 1)).nextPowerOfTwo)))
+        fresh.rebuildIndex(capacity: max(16, Int(UInt(live * 2).nextPowerOfTwo)))
         var bytes = 0
         for slot in slots where slot.entry != nil { bytes += Int(slot.nameCount) }
         if bytes > 0 { fresh.blocks.append(NameBlock(capacity: min(bytes, NameBlock.maxCapacity))) }
         for slot in slots {
-            guard let e = slot.entry else { continue }
-            let raw = storedName(of: slot).raw
-            let (block, start) = fresh.store(raw)
-            fresh.slots.append(Slot(entry: e, nameCount: slot.nameCount, block: block, start: start))
-            fresh.live += 1
-            fresh.index[fresh.position(of: raw).pos] = UInt32(fresh.slots.count)
+            if let e = slot.entry { fresh.append(storedName(of: slot).raw, e) }
         }
         self = fresh
     }

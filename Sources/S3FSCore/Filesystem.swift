@@ -101,6 +101,16 @@ public final class Filesystem: @unchecked Sendable {
                           mode: options.fileMode, uid: options.uid, gid: options.gid)
     }
 
+    /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
+    func freshListing(_ s: State, _ dir: [UInt8], at t: Double) -> Double? {
+        s.attrs.listedAt(dir).flatMap { fresh($0, t) ? $0 : nil }
+    }
+
+    /// The name's bytes as its directory's table holds them (shared, not copied), or a copy.
+    func storedName(_ s: State, dir: [UInt8], name: [UInt8]) -> StoredName {
+        s.attrs.storedName(dir: dir, name: name) ?? StoredName(copying: name)
+    }
+
     /// Finds or makes the inode for a name and adds one kernel lookup reference.
     func referenceNode(_ s: inout State, parent: UInt64, parentPath: [UInt8], name: [UInt8], kind: EntryKind) -> Node {
         if var n = s.nodes.find(parent: parent, name: name, kind: kind) {
@@ -108,9 +118,7 @@ public final class Filesystem: @unchecked Sendable {
             s.nodes.update(n)
             return n
         }
-        // The name's bytes in its directory's table, shared instead of copied.
-        let stored = s.attrs.storedName(dir: parentPath, name: name) ?? StoredName(copying: name)
-        return s.nodes.add(parent: parent, parentPath: parentPath, name: stored, kind: kind)
+        return s.nodes.add(parent: parent, parentPath: parentPath, name: storedName(s, dir: parentPath, name: name), kind: kind)
     }
 
     // MARK: - lookup / forget / getattr
@@ -119,7 +127,7 @@ public final class Filesystem: @unchecked Sendable {
     /// (`.some(nil)`: a complete listing or a negative entry), or nothing (`nil`: ask S3).
     func cachedAnswer(_ s: State, dirPath: [UInt8], key: [UInt8], at t: Double) -> CachedEntry?? {
         if let e = s.attrs[key], fresh(e.at, t) { return .some(e) }
-        if let l = s.attrs.listedAt(dirPath), fresh(l, t) { return .some(nil) }
+        if freshListing(s, dirPath, at: t) != nil { return .some(nil) }
         if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
         return nil
     }
@@ -363,9 +371,20 @@ public final class Filesystem: @unchecked Sendable {
 
     // MARK: - directories
 
+    /// An open directory: its handle, and whether the kernel may keep the entries it cached from
+    /// an earlier read. It may only while the complete listing it read is the one held and younger
+    /// than the TTL; otherwise it must drop them, or changes made by other S3 clients would never
+    /// show in a directory it keeps cached.
+    public struct OpenDirectory {
+        public var handle: UInt64
+        public var kernelMayKeepEntries: Bool
+    }
+
+    public func opendir(ino: UInt64) -> Result<UInt64, FSError> { openDirectory(ino: ino).map { $0.handle } }
+
     /// Opens a directory. A listing that has to be fetched starts at the first readdir, not here:
     /// an open that never reads (`s3mount stats`, a `cd`, an fd kept for *at calls) costs nothing.
-    public func opendir(ino: UInt64) -> Result<UInt64, FSError> {
+    public func openDirectory(ino: UInt64) -> Result<OpenDirectory, FSError> {
         let t = now()
         return state.withLock { s in
             guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
@@ -381,33 +400,20 @@ public final class Filesystem: @unchecked Sendable {
             let h = s.nextHandle
             s.nextHandle += 1
             s.dirHandles[h] = DirHandle(ino: ino, parent: n.parent, dirPath: dirPath, job: nil, walkParent: walkParent)
-            return .success(h)
+            let keep = freshListing(s, dirPath, at: t) != nil && s.attrs.kernelIsCurrent(dirPath)
+            return .success(OpenDirectory(handle: h, kernelMayKeepEntries: keep))
         }
     }
 
-    /// Whether the kernel may keep the entries of directory `ino` it cached from an earlier read:
-    /// only while the complete listing it read is the one held and younger than the TTL.
-    /// Otherwise it must drop them, or changes made by other S3 clients would never show in a
-    /// directory it keeps cached.
-    public func kernelMayKeepEntries(ino: UInt64) -> Bool {
+    /// A directory handle and the listing it reads: the one it got at its first read, or (at the
+    /// first read) the cached listing, one already running, or a listing started now.
+    func listing(for handle: UInt64) -> (DirHandle, ListingJob)? {
         let t = now()
-        return state.withLock { s in
-            guard let n = s.nodes[ino], n.kind == .directory else { return false }
-            let dir = path(of: n)
-            guard let l = s.attrs.listedAt(dir), fresh(l, t) else { return false }
-            return s.attrs.kernelIsCurrent(dir)
-        }
-    }
-
-    /// The listing a directory handle reads: the one it was opened with, or (first read of a
-    /// directory that needed one) a listing started now, or joined if another began meanwhile.
-    func listing(for handle: UInt64) -> ListingJob? {
-        let t = now()
-        let (job, start): (ListingJob?, Bool) = state.withLock { s in
+        let (found, start): ((DirHandle, ListingJob)?, Bool) = state.withLock { s in
             guard var dh = s.dirHandles[handle] else { return (nil, false) }
-            if let j = dh.job { return (j, false) }
+            if let j = dh.job { return ((dh, j), false) }
             var start = false
-            if let l = s.attrs.listedAt(dh.dirPath), fresh(l, t), let entries = s.attrs.completeEntries(dh.dirPath) {
+            if let l = freshListing(s, dh.dirPath, at: t), let entries = s.attrs.completeEntries(dh.dirPath) {
                 s.counters.listingHits += 1
                 dh.job = ListingJob(dirPath: dh.dirPath, completed: entries)
                 s.attrs.noteKernelRead(dh.dirPath, listedAt: l)
@@ -431,13 +437,13 @@ public final class Filesystem: @unchecked Sendable {
                 start = true
             }
             s.dirHandles[handle] = dh
-            return (dh.job, start)
+            return ((dh, dh.job!), start)
         }
-        if start, let job {
+        if start, let job = found?.1 {
             let t = Thread { [self] in self.runListing(job) }
             t.start()
         }
-        return job
+        return found
     }
 
     /// Lists a directory page by page (delimiter "/"), priming the attribute cache and handing
@@ -658,7 +664,7 @@ public final class Filesystem: @unchecked Sendable {
     /// With `plus`, every entry handed to `add` carries a lookup reference; `add` returning false
     /// means it did not fit, and that reference is dropped again.
     public func readdir(handle: UInt64, offset: Int64, plus: Bool, add: (DirEntry) -> Bool) -> FSError? {
-        guard let dh = state.withLock({ $0.dirHandles[handle] }) else { return FSError(EBADF) }
+        guard let (dh, job) = listing(for: handle) else { return FSError(EBADF) }
         var idx = Int(offset)
         if idx < 2 {
             while idx < 2 {
@@ -669,7 +675,6 @@ public final class Filesystem: @unchecked Sendable {
                 idx += 1
             }
         }
-        guard let job = listing(for: handle) else { return FSError(EBADF) }
         let dirIno = dh.ino
         var batch: [([UInt8], CachedEntry)] = []
         var err: Int32? = nil
@@ -786,10 +791,15 @@ public final class Filesystem: @unchecked Sendable {
 
     public var inodeCount: Int { state.withLock { $0.nodes.count } }
 
+    /// Inodes, cached attributes, negative entries, complete directories: for the statistics.
+    func entryCounts(_ s: State) -> (Int, Int, Int, Int) {
+        (s.nodes.count, s.attrs.count, s.negatives.count, s.attrs.completeCount)
+    }
+
     /// The same statistics in the Prometheus text format (for --metrics-address).
     public func prometheusText() -> String {
         let c = counters
-        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.attrs.completeCount) }
+        let (nodes, attrs, negs, dirs) = state.withLock { entryCounts($0) }
         var out = "# HELP s3mount_requests_total S3 requests sent, by operation and outcome.\n# TYPE s3mount_requests_total counter\n"
         let snap = store.requestStats?.snapshot()
         for (op, outcomes) in (snap?.requests ?? [:]).sorted(by: { $0.key < $1.key }) {
@@ -829,7 +839,7 @@ public final class Filesystem: @unchecked Sendable {
     /// The statistics `s3mount stats` prints, as JSON.
     public func statsJSON() -> String {
         let c = counters
-        let (nodes, attrs, negs, dirs) = state.withLock { ($0.nodes.count, $0.attrs.count, $0.negatives.count, $0.attrs.completeCount) }
+        let (nodes, attrs, negs, dirs) = state.withLock { entryCounts($0) }
         var ops: [String] = []
         var total = 0, notFound = 0, retries = 0
         var down: Int64 = 0, up: Int64 = 0

@@ -246,7 +246,7 @@ extension Filesystem {
             // does not exist is harmless in S3 (204), so no listing is needed (rm -r).
             let t = now()
             let knownEmpty: Bool? = state.withLock { s in
-                guard let l = s.attrs.listedAt(marker), fresh(l, t) else { return nil }
+                guard freshListing(s, marker, at: t) != nil else { return nil }
                 return s.attrs.isEmpty(marker)
             }
             switch knownEmpty {
@@ -270,7 +270,7 @@ extension Filesystem {
     /// next object of that name gets a new one.
     func detachNode(parent: UInt64, name: [UInt8], kind: EntryKind) {
         state.withLock { s in
-            if let n = s.nodes.find(parent: parent, name: name, kind: kind) { s.nodes.detach(n.ino) }
+            s.nodes.detach(parent: parent, name: name, kind: kind)
         }
     }
 
@@ -386,9 +386,8 @@ extension Filesystem {
         state.withLock { s in
             guard let n = s.nodes.find(parent: parent, name: name, kind: kind) else { return }
             // What the kernel knew under the new name was replaced.
-            if let replaced = s.nodes.find(parent: newParent, name: toName, kind: kind) { s.nodes.detach(replaced.ino) }
-            let stored = s.attrs.storedName(dir: toParentPath, name: toName) ?? StoredName(copying: toName)
-            s.nodes.move(n.ino, parent: newParent, parentPath: toParentPath, name: stored)
+            s.nodes.detach(parent: newParent, name: toName, kind: kind)
+            s.nodes.move(n.ino, parent: newParent, parentPath: toParentPath, name: storedName(s, dir: toParentPath, name: toName))
             guard isDirectory else { return }
             // Nodes below keep their parents and names; their parent paths change.
             let newPrefix = Names.dirPath(parentPath: toParentPath, name: toName)

@@ -102,6 +102,11 @@ struct NodeTable {
         if self[ino] != nil { unindex(Self.slot(ino)) }
     }
 
+    /// Detaches the node of that name, if there is one.
+    mutating func detach(parent: UInt64, name: [UInt8], kind: EntryKind) {
+        if let n = find(parent: parent, name: name, kind: kind) { unindex(Self.slot(n.ino)) }
+    }
+
     /// Gives a node a new parent and name (rename).
     mutating func move(_ ino: UInt64, parent: UInt64, parentPath: [UInt8], name: StoredName) {
         guard var n = self[ino] else { return }
@@ -169,8 +174,7 @@ struct NodeTable {
         for n in slots[end...] { appendGeneration = max(appendGeneration, (n.ino >> 32) + 1) }
         slots = slots[..<end].withUnsafeBufferPointer { Array($0) }
         free = free.filter { Int($0) < end }
-        var capacity = 16
-        while capacity < count * 2 { capacity *= 2 }
+        let capacity = max(16, Int(UInt(count * 2).nextPowerOfTwo))
         if capacity < index.count { rebuildIndex(capacity: capacity) }
         return true
     }
