@@ -14,7 +14,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("curl"), .linkedLibrary("z")]),
         .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "S3FSCore", dependencies: ["S3", "CCurlShim"]),
         .target(name: "FuseBridge", dependencies: ["S3FSCore", "CFuse3"]),

@@ -9,12 +9,14 @@ ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>in
 
 
 class ForwardingProxy:
-    def __init__(self, upstream_port, before=None):
+    def __init__(self, upstream_port, before=None, inspect=None):
         """`before(method, path)` returns None to forward the request, or (status, code) to
-        answer it with that S3 error instead."""
+        answer it with that S3 error instead. `inspect(method, path, headers, body)` does the same
+        once the body is read (checks on headers and bytes)."""
         proxy = self
         self.upstream_port = upstream_port
         self.before = before
+        self.inspect = inspect
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -26,6 +28,8 @@ class ForwardingProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
                 fault = proxy.before(self.command, self.path) if proxy.before else None
+                if not fault and proxy.inspect:
+                    fault = proxy.inspect(self.command, self.path, self.headers, body)
                 if fault:
                     data = ERROR.format(fault[1]).encode()
                     self.send_response(fault[0])

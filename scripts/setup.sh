@@ -2,7 +2,7 @@
 # Installs what a fresh Debian machine needs to build and test s3mount. Idempotent.
 set -euo pipefail
 
-APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev pkg-config)
+APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

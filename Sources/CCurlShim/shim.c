@@ -1,10 +1,13 @@
 #include "CCurlShim.h"
 #include <syslog.h>
 #include <malloc.h>
+#include <zlib.h>
 
 void s3m_malloc_trim(void) { malloc_trim(0); }
 void s3m_malloc_arenas(int count) { mallopt(M_ARENA_MAX, count); }
 size_t s3m_heap_in_use(void) { struct mallinfo2 m = mallinfo2(); return m.uordblks + m.hblkhd; }
+
+uint32_t s3m_crc32(uint32_t crc, const void *buf, size_t len) { return (uint32_t)crc32_z(crc, buf, len); }
 
 void s3m_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
 void s3m_openlog(const char *ident) { openlog(ident, LOG_PID, LOG_DAEMON); }

@@ -22,6 +22,9 @@ public struct S3Config: Sendable {
     public var region: String?
     public var forcePathStyle: Bool
     public var maxAttempts: Int
+    /// Uploads carry a CRC-32 of their bytes that S3 verifies (objects, and each part of a
+    /// multipart upload), as the AWS CLI sends. A store that refuses the headers is then sent none.
+    public var uploadChecksums = true
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 5) {
         self.bucket = bucket
@@ -32,12 +35,26 @@ public struct S3Config: Sendable {
     }
 }
 
-public struct CompletedPart: Sendable {
+public struct CompletedPart: Sendable, Equatable {
     public var partNumber: Int
     public var etag: String
-    public init(partNumber: Int, etag: String) {
+    /// The part's CRC-32 (base64) when its upload is checksummed; the completion lists it.
+    public var checksumCRC32: String?
+    public init(partNumber: Int, etag: String, checksumCRC32: String? = nil) {
         self.partNumber = partNumber
         self.etag = etag
+        self.checksumCRC32 = checksumCRC32
+    }
+}
+
+/// A multipart upload in progress. A checksummed one was created with the CRC-32 algorithm:
+/// each of its parts must carry its CRC-32, and the completion must list them.
+public struct MultipartUpload: Sendable, Equatable {
+    public var id: String
+    public var checksummed: Bool
+    public init(id: String, checksummed: Bool) {
+        self.id = id
+        self.checksummed = checksummed
     }
 }
 
@@ -49,6 +66,8 @@ public final class S3Client: Sendable {
     public let transport: HTTPTransport
     public let stats = RequestStats()
     private let regionState: Locked<String>
+    /// Set once the store refused checksum headers (and took the same request without them).
+    private let checksumsRefused = Locked(false)
     private let endpointParts: (scheme: String, host: String, basePath: String)?
 
     /// Logs one line per request at debug level when set (operation, key, status, ms).
@@ -284,26 +303,69 @@ public final class S3Client: Sendable {
         return (info, out)
     }
 
+    /// Whether new uploads carry checksums: asked for, and not refused by this store.
+    public var sendsChecksums: Bool { config.uploadChecksums && !checksumsRefused.withLock { $0 } }
+
+    /// Runs `attempt` with checksums if this client sends them. A store that answers a checksummed
+    /// request with 400/501 InvalidArgument, InvalidRequest or NotImplemented, and then takes the
+    /// same request without the checksum, is sent no more checksums (logged once). Any other
+    /// outcome (the plain request fails too) throws as it would have.
+    private func withChecksumFallback<T>(_ op: String, _ attempt: (Bool) throws -> T) throws -> T {
+        guard sendsChecksums else { return try attempt(false) }
+        do {
+            return try attempt(true)
+        } catch let e as S3Error where [400, 501].contains(e.status) && ["InvalidArgument", "InvalidRequest", "NotImplemented"].contains(e.code) {
+            let result = try attempt(false)
+            let first = checksumsRefused.withLock { refused -> Bool in defer { refused = true }; return !refused }
+            if first { Log.warning("the store refused upload checksums (\(op): \(e.code)); uploads are sent without them") }
+            return result
+        }
+    }
+
     @discardableResult
     public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = []) throws -> String {
         var h: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
         for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
-        let r = try send("PutObject", method: "PUT", key: key, headers: h, body: body)
-        return r.headers["etag"] ?? ""
-    }
-
-    public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil) throws -> String {
-        let r = try send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")],
-                         headers: [("Content-Type", contentType ?? "application/octet-stream")])
-        guard let id = S3XML.firstValue(r.body, "UploadId"), !id.isEmpty else {
-            throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "no UploadId", operation: "CreateMultipartUpload")
+        return try withChecksumFallback("PutObject") { checksummed in
+            var headers = h
+            if checksummed { headers.append(("x-amz-checksum-crc32", try Self.crc32Header(body, "PutObject"))) }
+            let r = try send("PutObject", method: "PUT", key: key, headers: headers, body: body)
+            return r.headers["etag"] ?? ""
         }
-        return id
     }
 
-    public func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String {
-        let r = try send("UploadPart", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", uploadId)], body: body)
-        return r.headers["etag"] ?? ""
+    /// Starts a multipart upload, checksummed (CRC-32, composite) when `checksummed` is asked and
+    /// this client sends checksums.
+    public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil, checksummed: Bool = true) throws -> MultipartUpload {
+        let create = { (withChecksum: Bool) throws -> MultipartUpload in
+            var h = [("Content-Type", contentType ?? "application/octet-stream")]
+            if withChecksum { h.append(("x-amz-checksum-algorithm", "CRC32")) }
+            let r = try self.send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")], headers: h)
+            guard let id = S3XML.firstValue(r.body, "UploadId"), !id.isEmpty else {
+                throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "no UploadId", operation: "CreateMultipartUpload")
+            }
+            return MultipartUpload(id: id, checksummed: withChecksum)
+        }
+        return checksummed ? try withChecksumFallback("CreateMultipartUpload", create) : try create(false)
+    }
+
+    /// Uploads one part; a checksummed upload's part carries its CRC-32, returned for the completion.
+    public func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart {
+        var h: [(String, String)] = []
+        var crc: String? = nil
+        if upload.checksummed {
+            crc = try Self.crc32Header(body, "UploadPart")
+            h.append(("x-amz-checksum-crc32", crc!))
+        }
+        let r = try send("UploadPart", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", upload.id)], headers: h, body: body)
+        return CompletedPart(partNumber: partNumber, etag: r.headers["etag"] ?? "", checksumCRC32: crc)
+    }
+
+    private static func crc32Header(_ body: HTTPBody, _ op: String) throws -> String {
+        guard let crc = CRC32.of(body) else {
+            throw S3Error(kind: .transport, status: 0, code: "ReadFailed", message: "cannot read the data to upload: \(String(cString: strerror(errno)))", operation: op)
+        }
+        return CRC32.base64(crc)
     }
 
     public func uploadPartCopy(_ key: [UInt8], uploadId: String, partNumber: Int, source: [UInt8], range: Range<Int64>) throws -> String {
@@ -318,7 +380,8 @@ public final class S3Client: Sendable {
     public func completeMultipartUpload(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
         var xml = "<CompleteMultipartUpload>"
         for p in parts.sorted(by: { $0.partNumber < $1.partNumber }) {
-            xml += "<Part><PartNumber>\(p.partNumber)</PartNumber><ETag>\(S3XML.escape(Array(p.etag.utf8)))</ETag></Part>"
+            let crc = p.checksumCRC32.map { "<ChecksumCRC32>\($0)</ChecksumCRC32>" } ?? ""
+            xml += "<Part><PartNumber>\(p.partNumber)</PartNumber><ETag>\(S3XML.escape(Array(p.etag.utf8)))</ETag>\(crc)</Part>"
         }
         xml += "</CompleteMultipartUpload>"
         let r = try send("CompleteMultipartUpload", method: "POST", key: key, query: [("uploadId", uploadId)],
@@ -341,7 +404,7 @@ public final class S3Client: Sendable {
     public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, partSize: Int64 = 512 << 20,
                            multipartAbove: Int64 = S3Client.maxSinglePutSize) throws -> String {
         if let size, size > multipartAbove {
-            let id = try createMultipartUpload(dest)
+            let id = try createMultipartUpload(dest, checksummed: false).id
             do {
                 var parts: [CompletedPart] = []
                 var off: Int64 = 0

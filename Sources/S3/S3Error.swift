@@ -63,7 +63,8 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
     public var isRetryable: Bool {
         switch kind {
         case .slowDown, .serverError, .transport: return true
-        default: return false
+        // The bytes S3 received did not match their checksum: damaged on the way, worth sending again.
+        default: return code == "BadDigest"
         }
     }
 

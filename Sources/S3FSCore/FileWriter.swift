@@ -16,7 +16,7 @@ final class FileWriter: @unchecked Sendable {
     let maxParallelParts: Int
 
     enum PartStatus {
-        case pending, inFlight(stale: Bool), done(etag: String)
+        case pending, inFlight(stale: Bool), done(CompletedPart)
         var isPending: Bool { if case .pending = self { return true } else { return false } }
     }
 
@@ -29,7 +29,7 @@ final class FileWriter: @unchecked Sendable {
         var pendingEmpty = false
         /// Bytes [0, sequentialEnd) were written in order: complete parts there may leave early.
         var sequentialEnd: Int64 = 0
-        var uploadId: String? = nil
+        var upload: MultipartUpload? = nil
         var creatingUpload = false
         var parts: [Int: PartStatus] = [:]
         /// Every part below this one is in flight or done: `schedule` starts looking here, so a
@@ -121,16 +121,18 @@ final class FileWriter: @unchecked Sendable {
     func write(offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
         ioLock.withLock { _ in
             if let e = ensureLoaded() { return .failure(e) }
+            let end = offset + Int64(data.count)
+            // Parts being sent over these bytes go again. Marked before the bytes change: a part
+            // upload that reads them half-changed fails its checksum, and is then known to be stale.
+            state.withLock { s in markStale(&s, from: offset, to: end) }
             let n = pwrite(fd, data.baseAddress, data.count, off_t(offset))
             if n < 0 { return .failure(FSError(errno)) }
             if n < data.count { return .failure(FSError(ENOSPC)) }
-            let end = offset + Int64(n)
             let startMultipart = state.withLock { s -> Bool in
                 s.size = max(s.size, end)
                 s.dirty = true
                 if offset == s.sequentialEnd { s.sequentialEnd = end } else { s.sequentialEnd = min(s.sequentialEnd, offset) }
-                markStale(&s, from: offset, to: end)
-                return s.uploadId == nil && !s.creatingUpload && s.size > multipartThreshold
+                return s.upload == nil && !s.creatingUpload && s.size > multipartThreshold
             }
             if startMultipart { beginMultipart() }
             schedule(final: false)
@@ -141,13 +143,13 @@ final class FileWriter: @unchecked Sendable {
     func truncate(to newSize: Int64) -> FSError? {
         ioLock.withLock { _ in
             if let e = ensureLoaded() { return e }
+            // Stale first, as in `write`.
+            state.withLock { s in markStale(&s, from: min(s.size, newSize), to: Int64.max) }
             if ftruncate(fd, off_t(newSize)) != 0 { return FSError(errno) }
             state.withLock { s in
-                let old = s.size
                 s.size = newSize
                 s.dirty = true
                 s.sequentialEnd = min(s.sequentialEnd, newSize)
-                markStale(&s, from: min(old, newSize), to: Int64.max)
             }
             return nil
         }
@@ -204,8 +206,8 @@ final class FileWriter: @unchecked Sendable {
     private func beginMultipart() {
         state.withLock { $0.creatingUpload = true }
         do {
-            let id = try store.createMultipart(key)
-            state.withLock { $0.uploadId = id; $0.creatingUpload = false }
+            let upload = try store.createMultipart(key)
+            state.withLock { $0.upload = upload; $0.creatingUpload = false }
         } catch let e as S3Error {
             state.withLock { $0.creatingUpload = false; $0.partError = e }
         } catch {
@@ -216,9 +218,9 @@ final class FileWriter: @unchecked Sendable {
     /// Starts uploads of parts that are ready: complete parts inside the sequential region while
     /// writing, every part when `final`.
     private func schedule(final: Bool) {
-        var toStart: [(Int, String)] = []
+        var toStart: [(Int, MultipartUpload)] = []
         state.withLock { s in
-            guard let id = s.uploadId, s.partError == nil else { return }
+            guard let upload = s.upload, s.partError == nil else { return }
             let limit = final ? s.size : s.sequentialEnd
             // While writing: the parts [0, sequentialEnd) holds whole.
             let last = final ? partCount(for: s.size) : partIndex(containing: limit) - 1
@@ -234,23 +236,23 @@ final class FileWriter: @unchecked Sendable {
                 case nil, .pending?:
                     s.parts[n] = .inFlight(stale: false)
                     s.inFlight += 1
-                    toStart.append((n, id))
+                    toStart.append((n, upload))
                 default: break
                 }
             }
         }
-        for (n, id) in toStart {
-            let t = Thread { [self] in self.uploadPart(n, uploadId: id) }
+        for (n, upload) in toStart {
+            let t = Thread { [self] in self.uploadPart(n, upload: upload) }
             t.start()
         }
     }
 
-    private func uploadPart(_ n: Int, uploadId: String) {
+    private func uploadPart(_ n: Int, upload: MultipartUpload) {
         let (a, b) = partBounds(n)
         let len = max(0, min(b, size) - a)
-        var result: Result<String, S3Error>
+        var result: Result<CompletedPart, S3Error>
         do {
-            result = .success(try store.uploadPart(key, uploadId: uploadId, partNumber: n, body: .file(fd: fd, offset: a, length: len)))
+            result = .success(try store.uploadPart(key, upload: upload, partNumber: n, body: .file(fd: fd, offset: a, length: len)))
         } catch let e as S3Error {
             result = .failure(e)
         } catch {
@@ -260,17 +262,19 @@ final class FileWriter: @unchecked Sendable {
             state.withLock { s in
                 s.inFlight -= 1
                 switch result {
-                case .success(let etag):
+                case .success(let part):
                     if case .inFlight(stale: true)? = s.parts[n] {
                         s.parts[n] = .pending
                         s.scanFrom = min(s.scanFrom, n)
                     } else {
-                        s.parts[n] = .done(etag: etag)
+                        s.parts[n] = .done(part)
                     }
                 case .failure(let e):
+                    // A stale part's outcome does not count (its bytes changed while it was sent,
+                    // which can fail its checksum): it is sent again.
+                    if case .inFlight(stale: false)? = s.parts[n] { s.partError = e }
                     s.parts[n] = .pending
                     s.scanFrom = min(s.scanFrom, n)
-                    s.partError = e
                 }
             }
         }
@@ -281,7 +285,7 @@ final class FileWriter: @unchecked Sendable {
     /// now in S3, or the error the writer should see. A failed multipart upload is aborted.
     func upload(final: Bool) -> Result<(Int64, String)?, FSError> {
         ioLock.withLock { _ -> Result<(Int64, String)?, FSError> in
-            let (dirty, size, id) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.uploadId) }
+            let (dirty, size, id) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id) }
             guard dirty else { return .success(nil) }
             do {
                 let etag: String
@@ -298,7 +302,7 @@ final class FileWriter: @unchecked Sendable {
                         partsDone.wait(until: {
                             state.withLock { s in
                                 if let e = s.partError { failed = e; return s.inFlight == 0 }
-                                if s.uploadId == nil { failed = S3Error(kind: .badResponse, status: 0, code: "NoUpload", message: "could not start the multipart upload", operation: "CreateMultipartUpload"); return true }
+                                if s.upload == nil { failed = S3Error(kind: .badResponse, status: 0, code: "NoUpload", message: "could not start the multipart upload", operation: "CreateMultipartUpload"); return true }
                                 complete = (1...count).allSatisfy { if case .done? = s.parts[$0] { return true } else { return false } }
                                 if complete { return true }
                                 // Wake to schedule more when a slot is free.
@@ -313,13 +317,13 @@ final class FileWriter: @unchecked Sendable {
                         if complete { break }
                     }
                     let (uploadId, parts) = state.withLock { s -> (String, [CompletedPart]) in
-                        (s.uploadId!, (1...count).map { n in
-                            if case .done(let e)? = s.parts[n] { return CompletedPart(partNumber: n, etag: e) }
+                        (s.upload!.id, (1...count).map { n in
+                            if case .done(let part)? = s.parts[n] { return part }
                             return CompletedPart(partNumber: n, etag: "")
                         })
                     }
                     etag = try store.completeMultipart(key, uploadId: uploadId, parts: parts)
-                    state.withLock { s in s.uploadId = nil; s.parts = [:]; s.scanFrom = 1 }
+                    state.withLock { s in s.upload = nil; s.parts = [:]; s.scanFrom = 1 }
                 }
                 state.withLock { s in
                     s.dirty = false
@@ -342,8 +346,8 @@ final class FileWriter: @unchecked Sendable {
         // Wait for parts in flight, then abort so no orphaned parts stay billed.
         partsDone.wait(until: { state.withLock { $0.inFlight == 0 } })
         let id = state.withLock { s -> String? in
-            let id = s.uploadId
-            s.uploadId = nil
+            let id = s.upload?.id
+            s.upload = nil
             s.parts = [:]
             s.scanFrom = 1
             s.partError = nil

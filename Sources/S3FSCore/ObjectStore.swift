@@ -11,8 +11,9 @@ public protocol ObjectStore: Sendable {
 
     /// Returns the new object's ETag.
     func put(_ key: [UInt8], body: HTTPBody) throws -> String
-    func createMultipart(_ key: [UInt8]) throws -> String
-    func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String
+    func createMultipart(_ key: [UInt8]) throws -> MultipartUpload
+    /// The part's ETag, and its checksum when the upload is checksummed.
+    func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart
     func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String
     func abortMultipart(_ key: [UInt8], uploadId: String) throws
     /// Server-side copy; `size` lets the store pick a multipart copy for objects over 5 GiB.
@@ -42,7 +43,7 @@ extension S3Client: ObjectStore {
     public var requestStats: RequestStats? { stats }
 
     public func put(_ key: [UInt8], body: HTTPBody) throws -> String { try putObject(key, body: body) }
-    public func createMultipart(_ key: [UInt8]) throws -> String { try createMultipartUpload(key) }
+    public func createMultipart(_ key: [UInt8]) throws -> MultipartUpload { try createMultipartUpload(key) }
     public func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
         try completeMultipartUpload(key, uploadId: uploadId, parts: parts)
     }

@@ -148,8 +148,9 @@ enum Daemon {
             report(false, "\(error)")
             return 1
         }
-        let client = S3Client(config: S3Config(bucket: config.bucket, endpoint: endpoint, region: region,
-                                               forcePathStyle: config.forcePathStyle),
+        var s3Config = S3Config(bucket: config.bucket, endpoint: endpoint, region: region, forcePathStyle: config.forcePathStyle)
+        s3Config.uploadChecksums = config.uploadChecksums
+        let client = S3Client(config: s3Config,
                               credentials: creds, transport: transport, traceRequests: config.debug)
         if region == nil && endpoint == nil, let r = client.discoverRegion() {
             client.setRegion(r)

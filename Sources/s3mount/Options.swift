@@ -12,6 +12,8 @@ struct MountConfig {
     var forcePathStyle = false
     var profile: String?
     var noSignRequest = false
+    /// Uploads carry a CRC-32 that S3 verifies (`--no-upload-checksums` turns it off).
+    var uploadChecksums = true
     var readOnly = false
     var uid: UInt32 = getuid()
     var gid: UInt32 = getgid()
@@ -68,6 +70,7 @@ enum CommandLine2 {
       --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
+      --no-upload-checksums    send uploads without the CRC-32 that S3 verifies (for stores that mishandle it)
       --read-ahead KIB         kernel read-ahead for the mount (default 4096; needs root, else FUSE's 128 stays)
       --metrics-address H:P    serve Prometheus metrics at http://H:P/metrics (e.g. 127.0.0.1:9877)
       --debug                  one log line per S3 request
@@ -100,6 +103,7 @@ enum CommandLine2 {
             case "--force-path-style": c.forcePathStyle = true
             case "--profile": c.profile = try value(name, inline)
             case "--no-sign-request": c.noSignRequest = true
+            case "--no-upload-checksums": c.uploadChecksums = false
             case "--prefix": c.prefix = try value(name, inline)
             case "--read-only": c.readOnly = true
             case "--uid": c.uid = try number(name, try value(name, inline))
@@ -222,6 +226,7 @@ enum CommandLine2 {
             case "prefix": c.prefix = try need()
             case "force-path-style", "use-path-request-style", "path-style": c.forcePathStyle = true
             case "no-sign-request", "public-bucket": c.noSignRequest = true
+            case "no-upload-checksums": c.uploadChecksums = false
             case "metadata-ttl": c.metadataTTL = try ttl(try need())
             case "debug": c.debug = true
             case "foreground": c.foreground = true

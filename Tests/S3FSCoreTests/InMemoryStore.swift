@@ -111,22 +111,26 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         lock.lock(); putCalls += 1; defer { lock.unlock() }
         return objects[key]!.etag
     }
-    func createMultipart(_ key: [UInt8]) throws -> String {
+    func createMultipart(_ key: [UInt8]) throws -> MultipartUpload {
         lock.lock(); defer { lock.unlock() }
         let id = UUID().uuidString
         uploads[id] = [:]
-        return id
+        return MultipartUpload(id: id, checksummed: true)
     }
-    func uploadPart(_ key: [UInt8], uploadId: String, partNumber: Int, body: HTTPBody) throws -> String {
+    func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart {
         let d = Self.read(body)
         lock.lock(); defer { lock.unlock() }
-        uploads[uploadId]![partNumber] = d
-        return "\"p\(partNumber)\""
+        uploads[upload.id]![partNumber] = d
+        return CompletedPart(partNumber: partNumber, etag: "\"p\(partNumber)\"", checksumCRC32: upload.checksummed ? CRC32.base64(CRC32.of(.bytes(d))!) : nil)
     }
     func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
         lock.lock()
         let u = uploads.removeValue(forKey: uploadId)!
         lock.unlock()
+        // Like S3: each part's checksum must be that of the part's bytes as last uploaded.
+        for p in parts where p.checksumCRC32 != CRC32.base64(CRC32.of(.bytes(u[p.partNumber] ?? []))!) {
+            throw S3Error(kind: .clientError, status: 400, code: "InvalidPart", message: "checksum of part \(p.partNumber)", operation: "CompleteMultipartUpload")
+        }
         put(key, parts.sorted { $0.partNumber < $1.partNumber }.flatMap { u[$0.partNumber]! })
         return "\"mpu\""
     }

@@ -95,15 +95,25 @@ final class ClientIntegrationTests: XCTestCase {
         var n = 1
         while off < data.count {
             let len = min(part, data.count - off)
-            parts.append(CompletedPart(partNumber: n, etag: try client.uploadPart(k("mpu/big"), uploadId: id, partNumber: n, body: .file(fd: fd, offset: Int64(off), length: Int64(len)))))
+            parts.append(try client.uploadPart(k("mpu/big"), upload: id, partNumber: n, body: .file(fd: fd, offset: Int64(off), length: Int64(len))))
             off += len
             n += 1
         }
-        try client.completeMultipartUpload(k("mpu/big"), uploadId: id, parts: parts)
+        try client.completeMultipartUpload(k("mpu/big"), uploadId: id.id, parts: parts)
         XCTAssertEqual(try client.getObjectBytes(k("mpu/big")).1, data)
+        // The upload was checksummed: the store's composite CRC-32 (the CRC of the parts' CRCs,
+        // which moto computes from the bytes it received) is the one the parts we sent add up to.
+        XCTAssertTrue(id.checksummed)
+        let partCRCs = parts.flatMap { p -> [UInt8] in
+            XCTAssertEqual(p.checksumCRC32, CRC32.base64(CRC32.of(.bytes(Array(data[(p.partNumber - 1) * part..<min(data.count, p.partNumber * part)])))!))
+            return Array(Data(base64Encoded: p.checksumCRC32 ?? "") ?? Data())
+        }
+        let head = try client.send("HeadObject", method: "HEAD", key: k("mpu/big"), headers: [("x-amz-checksum-mode", "ENABLED")])
+        // (S3 appends "-3", the part count; some moto versions do not.)
+        XCTAssertEqual(head.headers["x-amz-checksum-crc32"]?.split(separator: "-").first.map(String.init), CRC32.base64(CRC32.of(.bytes(partCRCs))!))
         let id2 = try client.createMultipartUpload(k("mpu/aborted"))
-        _ = try client.uploadPart(k("mpu/aborted"), uploadId: id2, partNumber: 1, body: .bytes([1, 2, 3]))
-        try client.abortMultipartUpload(k("mpu/aborted"), uploadId: id2)
+        _ = try client.uploadPart(k("mpu/aborted"), upload: id2, partNumber: 1, body: .bytes([1, 2, 3]))
+        try client.abortMultipartUpload(k("mpu/aborted"), uploadId: id2.id)
         XCTAssertThrowsError(try client.headObject(k("mpu/aborted")))
         // A single PUT straight from a file region, without reading it into memory first.
         try client.putObject(k("fromfile"), body: .file(fd: fd, offset: 100, length: 1000))

@@ -1,4 +1,5 @@
 """Writing through a real mount; contents verified in S3 with boto3, not only through the mount."""
+import binascii
 import errno
 import glob
 import hashlib
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from conftest import delta, mounted, run, seed
+from checksumproxy import ChecksumProxy, crc32_b64
 from faultproxy import FaultProxy
 
 
@@ -221,6 +223,74 @@ def test_upload_failures_reach_the_writer(moto, s3, bucket, mount, tmp_path):
         kept = glob.glob(str(spool / "s3mount-unsaved-*"))
         assert sorted(open(k, "rb").read() for k in kept) == [b"more data", b"precious data\n"]
         assert "kept in" in m.log()
+    finally:
+        proxy.stop()
+
+
+def composite_crc32(data, part=8 << 20):
+    """S3's checksum of a multipart object: the CRC-32 of its parts' CRC-32s (S3 appends "-N",
+    the part count; some moto versions do not, so that is left out of the comparison)."""
+    crcs = b"".join(binascii.crc32(data[i:i + part]).to_bytes(4, "big") for i in range(0, len(data), part))
+    return crc32_b64(crcs)
+
+
+def test_uploads_carry_checksums_that_s3_verifies(moto, s3, bucket, mount, tmp_path):
+    proxy = ChecksumProxy(moto.port)
+    try:
+        m = mount(bucket, "--endpoint-url", proxy.endpoint)
+        # A small file: one PutObject with its CRC-32.
+        assert run(f"echo checked > {m.path}/small.txt").returncode == 0
+        assert body(s3, bucket, "small.txt") == b"checked\n"
+        assert any("/small.txt" in p for p in proxy.verified_puts)
+        # 40 MiB: five parts, each with its CRC-32, and a completion that lists them.
+        src = tmp_path / "big.bin"
+        data = bytearray(os.urandom(40 << 20))
+        src.write_bytes(data)
+        assert run(["cp", str(src), f"{m.path}/big.bin"], timeout=300).returncode == 0
+        assert body(s3, bucket, "big.bin") == data
+        assert proxy.verified_completions == 1
+        # The store's own checksum of what it received (moto computes it from the bytes).
+        head = s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")
+        assert head["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
+        # Rewriting parts in place (download, modify, upload again) sends fresh checksums.
+        with open(f"{m.path}/big.bin", "r+b") as f:
+            for off in (100, 20 << 20, (40 << 20) - 5):
+                f.seek(off)
+                f.write(b"PATCH")
+                data[off:off + 5] = b"PATCH"
+        assert body(s3, bucket, "big.bin") == data
+        assert proxy.verified_completions == 2
+        assert s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
+        assert not proxy.rejected and not [p for p in proxy.plain_puts if "big.bin" in p or "small.txt" in p]
+        # Bytes damaged on the way (S3 answers BadDigest) are sent again.
+        retries = m.stats()["retries"]
+        assert run(f"echo safe > {m.path}/damaged-once.txt").returncode == 0
+        assert body(s3, bucket, "damaged-once.txt") == b"safe\n"
+        assert [code for _, code in proxy.rejected] == ["BadDigest"] and m.stats()["retries"] == retries + 1
+    finally:
+        proxy.stop()
+
+
+def test_store_that_refuses_checksums_still_gets_every_upload(moto, s3, bucket, mount, tmp_path):
+    proxy = ChecksumProxy(moto.port, refuse=True)
+    src = tmp_path / "big.bin"
+    data = os.urandom(20 << 20)
+    src.write_bytes(data)
+    try:
+        # Told not to send checksums: nothing is refused.
+        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--no-upload-checksums")
+        assert run(f"echo one > {m.path}/one.txt").returncode == 0
+        assert run(["cp", str(src), f"{m.path}/one.bin"], timeout=300).returncode == 0
+        assert body(s3, bucket, "one.txt") == b"one\n" and body(s3, bucket, "one.bin") == data
+        assert proxy.rejected == []
+        m.unmount()
+        # By default: the first refusal turns checksums off for the mount, and nothing is lost.
+        m = mount(bucket, "--endpoint-url", proxy.endpoint)
+        assert run(f"echo two > {m.path}/two.txt").returncode == 0
+        assert run(["cp", str(src), f"{m.path}/two.bin"], timeout=300).returncode == 0
+        assert body(s3, bucket, "two.txt") == b"two\n" and body(s3, bucket, "two.bin") == data
+        assert [code for _, code in proxy.rejected] == ["InvalidArgument"]
+        assert "refused upload checksums" in m.log()
     finally:
         proxy.stop()
 

@@ -3,6 +3,7 @@
 /* Typed wrappers over libcurl's variadic calls, which Swift cannot call directly. */
 #include <curl/curl.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef size_t (*s3m_data_callback)(char *ptr, size_t size, size_t nmemb, void *userdata);
 
@@ -14,6 +15,9 @@ CURLcode s3m_easy_setopt_pointer(CURL *h, CURLoption opt, void *value);
 CURLcode s3m_easy_setopt_callback(CURL *h, CURLoption opt, s3m_data_callback cb);
 long s3m_easy_response_code(CURL *h);
 CURLSHcode s3m_share_setopt_long(CURLSH *h, CURLSHoption opt, long value);
+
+/* zlib's CRC-32 (the one S3 checks as x-amz-checksum-crc32): continues `crc` over `len` bytes. */
+uint32_t s3m_crc32(uint32_t crc, const void *buf, size_t len);
 
 /* syslog(3) is variadic too: one message, already formatted. */
 void s3m_syslog(int priority, const char *message);
