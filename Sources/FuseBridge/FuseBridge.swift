@@ -15,6 +15,8 @@ public final class FuseBridge: @unchecked Sendable {
     /// Read-ahead (KiB) still to be set for the mount: the kernel only accepts it once INIT is done,
     /// so the first open applies it.
     let pendingReadAhead = Atomic<Int>(0)
+    /// `/sys/class/bdi/MAJ:MIN/read_ahead_kb` of this mount, once found.
+    private let readAheadFile = Locked<String?>(nil)
     var mountpoint = ""
 
     public init(fs: Filesystem, trace: Bool = false) {
@@ -96,6 +98,7 @@ public final class FuseBridge: @unchecked Sendable {
             return
         }
         let path = "/sys/class/bdi/\(dev)/read_ahead_kb"
+        readAheadFile.withLock { $0 = path }
         let fd = Glibc.open(path, O_WRONLY)
         let text = "\(kib)\n"
         let ok = fd >= 0 && Glibc.write(fd, text, text.utf8.count) == text.utf8.count
@@ -106,6 +109,20 @@ public final class FuseBridge: @unchecked Sendable {
         } else {
             Log.info("read-ahead left at the kernel's default (128 KiB): cannot write \(path): \(String(cString: strerror(err))) (needs root)")
         }
+    }
+
+    /// The mount's read-ahead as the kernel has it now (root may change it at any time, as
+    /// TROUBLESHOOTING suggests), for the reader opened next: its window must span the reads the
+    /// kernel sends ahead, or those fall outside the stream and cost a GET each.
+    func refreshReadAhead() {
+        guard let path = readAheadFile.withLock({ $0 }) else { return }
+        let fd = Glibc.open(path, O_RDONLY)
+        guard fd >= 0 else { return }
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 31) }
+        Glibc.close(fd)
+        guard n > 0, let kib = Int(String(decoding: buf[..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)) else { return }
+        fs.noteKernelReadAhead(bytes: kib << 10)
     }
 
     // MARK: - callbacks
@@ -228,6 +245,7 @@ public final class FuseBridge: @unchecked Sendable {
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
         if b.pendingReadAhead.load(ordering: .relaxed) != 0 { b.applyReadAhead() }
+        b.refreshReadAhead()
         let r = b.fs.open(ino: ino, flags: s3m_fi_flags(fi))
         b.trace("open", ino, nil, outcome(r))
         switch r {

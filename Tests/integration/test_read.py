@@ -38,6 +38,25 @@ def test_mount_raises_kernel_read_ahead(s3, bucket, mount):
         assert f.read().strip() == "2048"
 
 
+def test_read_ahead_raised_by_hand_keeps_one_stream(moto, s3, bucket, mount):
+    """TROUBLESHOOTING tells root to raise the read-ahead by hand; a larger window than the
+    daemon set (its reads arrive further ahead of the stream) still costs one GET."""
+    data = os.urandom(96 << 20)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    m = mount(bucket)
+    with open(os.path.join(m.path, "big.bin"), "rb") as f:
+        f.read(1)  # the first open sets the mount's read-ahead to the default 4 MiB
+    dev = os.stat(m.path).st_dev
+    with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
+        f.write("32768")
+    run("echo 3 > /proc/sys/vm/drop_caches")
+    before = m.requests()
+    out = run(f"cat {m.path}/big.bin | sha256sum", timeout=120)
+    assert out.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    d = delta(before, m.requests())
+    assert d == {"GetObject": 1}, d
+
+
 def test_reads_arriving_out_of_order_share_one_stream(moto, s3, bucket, mount):
     """The kernel's parallel read-ahead hands the daemon reads in any order: blocks read by
     several threads, shuffled within a few MiB, still cost one GET."""
