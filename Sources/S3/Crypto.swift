@@ -53,26 +53,6 @@ public enum Crypto {
         }
         return out
     }
-
-    /// Streams a file region through SHA-256 without holding it in memory.
-    public static func sha256(fd: Int32, offset: Int64, length: Int64) -> [UInt8]? {
-        guard let ctx = EVP_MD_CTX_new() else { return nil }
-        defer { EVP_MD_CTX_free(ctx) }
-        guard EVP_DigestInit_ex(ctx, EVP_sha256(), nil) == 1 else { return nil }
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
-        var done: Int64 = 0
-        while done < length {
-            let want = Int(min(Int64(buf.count), length - done))
-            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset + done)) }
-            if n <= 0 { return nil }
-            _ = buf.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, n) }
-            done += Int64(n)
-        }
-        var out = [UInt8](repeating: 0, count: 32)
-        var len: UInt32 = 32
-        _ = out.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(ctx, $0.baseAddress, &len) }
-        return out
-    }
 }
 
 #if canImport(Glibc)
