@@ -117,7 +117,11 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         uploads[id] = [:]
         return MultipartUpload(id: id, checksummed: true)
     }
+    /// Runs first in every UploadPart (on the part's thread): a test may block it or throw an S3 error.
+    var beforeUploadPart: ((Int) throws -> Void)? = nil
+
     func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart {
+        try beforeUploadPart?(partNumber)
         let d = Self.read(body)
         lock.lock(); defer { lock.unlock() }
         uploads[upload.id]![partNumber] = d
