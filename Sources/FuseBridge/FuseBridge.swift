@@ -24,6 +24,7 @@ public final class FuseBridge: @unchecked Sendable {
         self.tracing = trace
         // The kernel's own caches (entries, attributes, negative entries) follow --metadata-ttl.
         self.ttl = fs.options.metadataTTL.isFinite ? fs.options.metadataTTL : 60 * 60 * 24 * 365
+        fs.currentKernelReadAhead = { [weak self] in self?.currentReadAhead() }
     }
 
     static func bridge(_ req: fuse_req_t?) -> FuseBridge {
@@ -111,18 +112,18 @@ public final class FuseBridge: @unchecked Sendable {
         }
     }
 
-    /// The mount's read-ahead as the kernel has it now (root may change it at any time, as
-    /// TROUBLESHOOTING suggests), for the reader opened next: its window must span the reads the
+    /// The mount's read-ahead in bytes as the kernel has it now (root may change it at any time, as
+    /// TROUBLESHOOTING suggests), for a reader about to stream: its window must span the reads the
     /// kernel sends ahead, or those fall outside the stream and cost a GET each.
-    func refreshReadAhead() {
-        guard let path = readAheadFile.withLock({ $0 }) else { return }
+    func currentReadAhead() -> Int? {
+        guard let path = readAheadFile.withLock({ $0 }) else { return nil }
         let fd = Glibc.open(path, O_RDONLY)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else { return nil }
         var buf = [UInt8](repeating: 0, count: 32)
         let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 31) }
         Glibc.close(fd)
-        guard n > 0, let kib = Int(String(decoding: buf[..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)) else { return }
-        fs.noteKernelReadAhead(bytes: kib << 10)
+        guard n > 0, let kib = Int(String(decoding: buf[..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)) else { return nil }
+        return kib << 10
     }
 
     // MARK: - callbacks
@@ -245,7 +246,6 @@ public final class FuseBridge: @unchecked Sendable {
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
         if b.pendingReadAhead.load(ordering: .relaxed) != 0 { b.applyReadAhead() }
-        b.refreshReadAhead()
         let r = b.fs.open(ino: ino, flags: s3m_fi_flags(fi))
         b.trace("open", ino, nil, outcome(r))
         switch r {

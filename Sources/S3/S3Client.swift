@@ -35,7 +35,7 @@ public struct S3Config: Sendable {
     }
 }
 
-public struct CompletedPart: Sendable, Equatable {
+public struct CompletedPart: Sendable {
     public var partNumber: Int
     public var etag: String
     /// The part's CRC-32 (base64) when its upload is checksummed; the completion lists it.
@@ -49,7 +49,7 @@ public struct CompletedPart: Sendable, Equatable {
 
 /// A multipart upload in progress. A checksummed one was created with the CRC-32 algorithm:
 /// each of its parts must carry its CRC-32, and the completion must list them.
-public struct MultipartUpload: Sendable, Equatable {
+public struct MultipartUpload: Sendable {
     public var id: String
     public var checksummed: Bool
     public init(id: String, checksummed: Bool) {
@@ -351,12 +351,8 @@ public final class S3Client: Sendable {
 
     /// Uploads one part; a checksummed upload's part carries its CRC-32, returned for the completion.
     public func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart {
-        var h: [(String, String)] = []
-        var crc: String? = nil
-        if upload.checksummed {
-            crc = try Self.crc32Header(body, "UploadPart")
-            h.append(("x-amz-checksum-crc32", crc!))
-        }
+        let crc = upload.checksummed ? try Self.crc32Header(body, "UploadPart") : nil
+        let h = crc.map { [("x-amz-checksum-crc32", $0)] } ?? []
         let r = try send("UploadPart", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", upload.id)], headers: h, body: body)
         return CompletedPart(partNumber: partNumber, etag: r.headers["etag"] ?? "", checksumCRC32: crc)
     }

@@ -39,7 +39,7 @@ final class FileReader: @unchecked Sendable {
     /// and how far behind the furthest read unread bytes are kept: the kernel's whole window.
     private let maxSkip: Int64
     /// Objects up to this size are fetched whole by the first read.
-    private let smallFileLimit: Int64 = 1 << 20
+    static let smallFileLimit: Int64 = 1 << 20
 
     init(store: ObjectStore, key: [UInt8], size: Int64, etag: String, readAhead: Int, kernelReadAhead: Int) {
         maxSkip = Int64(max(4 << 20, 4 * kernelReadAhead + (1 << 20)))
@@ -63,7 +63,7 @@ final class FileReader: @unchecked Sendable {
             }
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
-            if s.stream == nil && s.chunks.isEmpty && offset == 0 && size <= smallFileLimit {
+            if s.stream == nil && s.chunks.isEmpty && offset == 0 && size <= Self.smallFileLimit {
                 let whole: [UInt8]
                 do { whole = try fetch(0..<size) } catch { return failure(error) }
                 s.chunks = [Chunk(start: 0, bytes: whole)]

@@ -12,11 +12,12 @@ public final class Filesystem: @unchecked Sendable {
 
     public let store: ObjectStore
     public let options: FSOptions
-    /// The kernel's read-ahead for this mount as last seen (`options.kernelReadAhead` until then).
-    private let kernelReadAhead: Locked<Int>
     let mountTime: Double
     /// Set by the bridge: tells the kernel to drop what its caches hold for an inode or a name.
     public var invalidator: ((Invalidation) -> Void)?
+    /// Set by the bridge: the read-ahead (bytes) the kernel uses for this mount now; root may change
+    /// it at any time. nil: `options.kernelReadAhead`.
+    public var currentKernelReadAhead: (() -> Int?)?
 
     struct State {
         var nodes = NodeTable(root: Filesystem.rootIno)
@@ -49,7 +50,6 @@ public final class Filesystem: @unchecked Sendable {
     public init(store: ObjectStore, options: FSOptions) {
         self.store = store
         self.options = options
-        self.kernelReadAhead = Locked(options.kernelReadAhead)
         self.mountTime = Double(time(nil))
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
@@ -737,7 +737,10 @@ public final class Filesystem: @unchecked Sendable {
             case .success: return .failure(FSError(ENOENT))
             }
         }
-        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead, kernelReadAhead: kernelReadAhead.withLock { $0 })
+        // Only a streamed file has a window to size from the kernel's read-ahead (asked then, not at
+        // every open): a small one is fetched whole.
+        let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead
+        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead, kernelReadAhead: kernelReadAhead)
         return .success(state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
@@ -772,9 +775,6 @@ public final class Filesystem: @unchecked Sendable {
         }) { return .failure(e) }
         return .success(out)
     }
-
-    /// The read-ahead the kernel now uses for this mount (the bridge reads it before each open).
-    public func noteKernelReadAhead(bytes: Int) { kernelReadAhead.withLock { $0 = bytes } }
 
     public func release(handle: UInt64) {
         if let w = state.withLock({ $0.writers[handle] }) {
