@@ -3,6 +3,9 @@
 set -euo pipefail
 
 APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config)
+# The everyday tools the integration tests run through the mount, and s3fs to check that what each
+# writes reads right through the other.
+APT_PACKAGES+=(rsync git make s3fs)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

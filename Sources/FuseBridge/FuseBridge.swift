@@ -34,15 +34,14 @@ public final class FuseBridge: @unchecked Sendable {
     func stat(_ a: Attributes) -> stat {
         var st = Glibc.stat()
         st.st_ino = UInt(a.ino)
-        st.st_mode = (a.kind == .directory ? S_IFDIR : S_IFREG) | a.mode
+        st.st_mode = a.typeBits | a.mode
         st.st_nlink = UInt(a.nlink)
         st.st_uid = a.uid
         st.st_gid = a.gid
         st.st_size = Int(a.size)
         st.st_blksize = 1 << 20
         st.st_blocks = Int((a.size + 511) / 512)
-        let sec = Int(a.mtime)
-        let ts = timespec(tv_sec: sec, tv_nsec: Int((a.mtime - Double(sec)) * 1e9))
+        let ts = timespec(tv_sec: Int(a.mtime.sec), tv_nsec: Int(a.mtime.nsec))
         st.st_mtim = ts
         st.st_atim = ts
         st.st_ctim = ts
@@ -56,7 +55,8 @@ public final class FuseBridge: @unchecked Sendable {
             e.ino = a.ino
             e.generation = 1
             e.attr = stat(a)
-            e.attr_timeout = ttl
+            // Attributes shown before the object's headers were read must be asked for again.
+            e.attr_timeout = a.provisional ? 0 : ttl
         }
         return e
     }
@@ -77,10 +77,16 @@ public final class FuseBridge: @unchecked Sendable {
         switch r {
         case .success(let a):
             var st = stat(a)
-            fuse_reply_attr(req, &st, ttl)
+            fuse_reply_attr(req, &st, a.provisional ? 0 : ttl)
         case .failure(let err):
             fuse_reply_err(req, err.errno)
         }
+    }
+
+    /// The calling process's uid and gid: the owner of what it creates.
+    static func caller(_ req: fuse_req_t?) -> Filesystem.Caller {
+        guard let ctx = fuse_req_ctx(req) else { return Filesystem.Caller(uid: getuid(), gid: getgid()) }
+        return Filesystem.Caller(uid: ctx.pointee.uid, gid: ctx.pointee.gid)
     }
 
     static func name(_ p: UnsafePointer<CChar>?) -> [UInt8] {
@@ -136,6 +142,8 @@ public final class FuseBridge: @unchecked Sendable {
         s3m_conn_want(conn, UInt32(S3M_CAP_PARALLEL_DIROPS))
         s3m_conn_want(conn, UInt32(S3M_CAP_AUTO_INVAL_DATA))
         s3m_conn_want(conn, UInt32(S3M_CAP_IOCTL_DIR))
+        // readlink answers are kept in the kernel's page cache (invalidated when the link changes).
+        s3m_conn_want(conn, UInt32(S3M_CAP_CACHE_SYMLINKS))
         conn.pointee.max_readahead = 8 << 20
         conn.pointee.max_background = 64
         conn.pointee.congestion_threshold = 48
@@ -214,7 +222,7 @@ public final class FuseBridge: @unchecked Sendable {
                         return fuse_add_direntry_plus(req, bp.baseAddress! + used, remaining, np.baseAddress, &e, off_t(ent.nextOffset))
                     }
                     var st = Glibc.stat()
-                    st.st_mode = ent.kind == .directory ? S_IFDIR : S_IFREG
+                    st.st_mode = ent.kind == .directory ? S_IFDIR : ent.isSymlink ? S_IFLNK : S_IFREG
                     st.st_ino = UInt(ent.attributes?.ino ?? 0)
                     return fuse_add_direntry(req, bp.baseAddress! + used, remaining, np.baseAddress, &st, off_t(ent.nextOffset))
                 }
@@ -324,10 +332,10 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_err(req, 0)
     }
 
-    static let createCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, parent, name, _, fi in
+    static let createCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, parent, name, mode, fi in
         let b = bridge(req)
         let n = FuseBridge.name(name)
-        let r = b.fs.create(parent: parent, name: n, flags: s3m_fi_flags(fi))
+        let r = b.fs.create(parent: parent, name: n, flags: s3m_fi_flags(fi), mode: mode, caller: caller(req))
         b.trace("create", parent, n, outcome(r))
         switch r {
         case .success(let (a, h)):
@@ -359,19 +367,28 @@ public final class FuseBridge: @unchecked Sendable {
     }
 
     static let fsyncCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, _, fi in
-        fuse_reply_err(req, bridge(req).fs.flush(handle: s3m_fi_fh(fi), final: true)?.errno ?? 0)
+        fuse_reply_err(req, bridge(req).fs.fsync(handle: s3m_fi_fh(fi))?.errno ?? 0)
     }
 
     static let setattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<stat>?, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, attr, toSet, fi in
         let b = bridge(req)
         guard let attr else { fuse_reply_err(req, EINVAL); return }
         let set = UInt32(bitPattern: toSet)
+        // atime is not kept (S3 has no access times; stat shows the mtime).
+        var mtime: Timestamp? = nil
+        if set & UInt32(FUSE_SET_ATTR_MTIME_NOW) != 0 {
+            mtime = Timestamp.now()
+        } else if set & UInt32(FUSE_SET_ATTR_MTIME) != 0 {
+            mtime = Timestamp(sec: Int64(attr.pointee.st_mtim.tv_sec), nsec: UInt32(attr.pointee.st_mtim.tv_nsec))
+        }
         let r = b.fs.setattr(ino: ino,
                              size: set & UInt32(FUSE_SET_ATTR_SIZE) != 0 ? Int64(attr.pointee.st_size) : nil,
                              mode: set & UInt32(FUSE_SET_ATTR_MODE) != 0 ? attr.pointee.st_mode & 0o7777 : nil,
                              uid: set & UInt32(FUSE_SET_ATTR_UID) != 0 ? attr.pointee.st_uid : nil,
                              gid: set & UInt32(FUSE_SET_ATTR_GID) != 0 ? attr.pointee.st_gid : nil,
+                             mtime: mtime,
                              handle: fi.map { s3m_fi_fh($0) })
+        b.trace("setattr", ino, nil, outcome(r))
         b.replyAttr(req, r)
     }
 
@@ -387,12 +404,39 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_err(req, bridge(req).fs.rmdir(parent: parent, name: FuseBridge.name(name))?.errno ?? 0)
     }
 
-    static let mkdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t) -> Void = { req, parent, name, _ in
+    static let mkdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t) -> Void = { req, parent, name, mode in
         let b = bridge(req)
-        switch b.fs.mkdir(parent: parent, name: FuseBridge.name(name)) {
+        b.replyEntry(req, b.fs.mkdir(parent: parent, name: FuseBridge.name(name), mode: mode, caller: caller(req)))
+    }
+
+    static let symlinkCallback: @convention(c) (fuse_req_t?, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, link, parent, name in
+        let b = bridge(req)
+        let n = FuseBridge.name(name)
+        let r = b.fs.symlink(parent: parent, name: n, target: FuseBridge.name(link), caller: caller(req))
+        b.trace("symlink", parent, n, outcome(r))
+        b.replyEntry(req, r)
+    }
+
+    static let mknodCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, dev_t) -> Void = { req, parent, name, mode, _ in
+        let b = bridge(req)
+        b.replyEntry(req, b.fs.mknod(parent: parent, name: FuseBridge.name(name), mode: mode, caller: caller(req)))
+    }
+
+    static let readlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t) -> Void = { req, ino in
+        switch bridge(req).fs.readlink(ino: ino) {
+        case .success(let target):
+            let c = target.map { CChar(bitPattern: $0) } + [0]
+            c.withUnsafeBufferPointer { _ = fuse_reply_readlink(req, $0.baseAddress) }
+        case .failure(let err):
+            fuse_reply_err(req, err.errno)
+        }
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ r: Result<Attributes, FSError>) {
+        switch r {
         case .success(let a):
-            var e = b.entry(a)
-            fuse_reply_entry(req, &e)
+            var e = entry(a)
+            if fuse_reply_entry(req, &e) != 0 { fs.forget(ino: a.ino, count: 1) }
         case .failure(let err):
             fuse_reply_err(req, err.errno)
         }
@@ -450,9 +494,11 @@ public final class FuseBridge: @unchecked Sendable {
         ops.mkdir = Self.mkdirCallback
         ops.rmdir = Self.rmdirCallback
         ops.rename = Self.renameCallback
-        // Neither links nor device nodes exist in S3 (see docs/SEMANTICS.md).
-        ops.mknod = { req, _, _, _, _ in fuse_reply_err(req, EPERM) }
-        ops.symlink = { req, _, _, _ in fuse_reply_err(req, EPERM) }
+        ops.symlink = Self.symlinkCallback
+        ops.readlink = Self.readlinkCallback
+        // Regular files only: device nodes and FIFOs do not exist in S3.
+        ops.mknod = Self.mknodCallback
+        // Hard links do not exist in S3 (see docs/SEMANTICS.md).
         ops.link = { req, _, _, _ in fuse_reply_err(req, EPERM) }
         return ops
     }

@@ -5,13 +5,24 @@ public struct ObjectInfo: Sendable {
     public var etag: String
     public var lastModified: Double
     public var contentType: String?
+    /// User metadata (`x-amz-meta-NAME` headers), by NAME in lower case.
+    public var metadata: [String: String]
 
-    public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil) {
+    public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil, metadata: [String: String] = [:]) {
         self.size = size
         self.etag = etag
         self.lastModified = lastModified
         self.contentType = contentType
+        self.metadata = metadata
     }
+}
+
+/// The precondition of a conditional PutObject.
+public enum WriteCondition: Sendable {
+    /// Only if no object has the key (`If-None-Match: *`).
+    case absent
+    /// Only if the object still has this ETag (`If-Match`).
+    case etag(String)
 }
 
 public struct S3Config: Sendable {
@@ -268,8 +279,10 @@ public final class S3Client: Sendable {
     static func objectInfo(_ h: [String: String]) -> ObjectInfo {
         var size = Int64(h["content-length"] ?? "") ?? 0
         if let cr = h["content-range"], let slash = cr.lastIndex(of: "/"), let total = Int64(cr[cr.index(after: slash)...]) { size = total }
+        var meta: [String: String] = [:]
+        for (k, v) in h where k.hasPrefix("x-amz-meta-") { meta[String(k.dropFirst(11))] = v }
         return ObjectInfo(size: size, etag: h["etag"] ?? "", lastModified: h["last-modified"].flatMap(AmzDate.parseHTTPDate) ?? 0,
-                          contentType: h["content-type"])
+                          contentType: h["content-type"], metadata: meta)
     }
 
     public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
@@ -322,10 +335,17 @@ public final class S3Client: Sendable {
         }
     }
 
+    /// PutObject; `condition` makes it conditional (412 PreconditionFailed when it does not hold).
     @discardableResult
-    public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = []) throws -> String {
+    public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = [],
+                          condition: WriteCondition? = nil) throws -> String {
         var h: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
         for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
+        switch condition {
+        case .absent?: h.append(("If-None-Match", "*"))
+        case .etag(let e)?: h.append(("If-Match", e))
+        case nil: break
+        }
         return try withChecksumFallback("PutObject") { checksummed in
             var headers = h
             if checksummed { headers.append(("x-amz-checksum-crc32", try Self.crc32Header(body, "PutObject"))) }
@@ -336,9 +356,11 @@ public final class S3Client: Sendable {
 
     /// Starts a multipart upload, checksummed (CRC-32, composite) when `checksummed` is asked and
     /// this client sends checksums.
-    public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil, checksummed: Bool = true) throws -> MultipartUpload {
+    public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil, metadata: [(String, String)] = [],
+                                      checksummed: Bool = true) throws -> MultipartUpload {
         let create = { (withChecksum: Bool) throws -> MultipartUpload in
             var h = [("Content-Type", contentType ?? "application/octet-stream")]
+            for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
             if withChecksum { h.append(("x-amz-checksum-algorithm", "CRC32")) }
             let r = try self.send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")], headers: h)
             guard let id = S3XML.firstValue(r.body, "UploadId"), !id.isEmpty else {
@@ -396,11 +418,16 @@ public final class S3Client: Sendable {
     }
 
     /// Server-side copy; above 5 GiB (CopyObject's limit) as a multipart upload of UploadPartCopy parts.
+    /// `metadata` nil keeps the source's user metadata; otherwise the copy gets exactly these
+    /// headers (`x-amz-metadata-directive: REPLACE`), which is also how an object's metadata is
+    /// changed in place. `sourceETag` makes the copy fail (412) if the source changed meanwhile.
     @discardableResult
-    public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, partSize: Int64 = 512 << 20,
+    public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, metadata: [(String, String)]? = nil,
+                           contentType: String? = nil, sourceETag: String? = nil, partSize: Int64 = 512 << 20,
                            multipartAbove: Int64 = S3Client.maxSinglePutSize) throws -> String {
         if let size, size > multipartAbove {
-            let id = try createMultipartUpload(dest, checksummed: false).id
+            // A multipart copy carries no metadata of its own: the new upload gets the source's (as read by the caller) or the new.
+            let id = try createMultipartUpload(dest, contentType: contentType, metadata: metadata ?? [], checksummed: false).id
             do {
                 var parts: [CompletedPart] = []
                 var off: Int64 = 0
@@ -417,7 +444,14 @@ public final class S3Client: Sendable {
                 throw error
             }
         }
-        let r = try send("CopyObject", method: "PUT", key: dest, headers: [("x-amz-copy-source", copySource(source))])
+        var h = [("x-amz-copy-source", copySource(source))]
+        if let e = sourceETag, !e.isEmpty { h.append(("x-amz-copy-source-if-match", e)) }
+        if let metadata {
+            h.append(("x-amz-metadata-directive", "REPLACE"))
+            h.append(("Content-Type", contentType ?? "application/octet-stream"))
+            for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
+        }
+        let r = try send("CopyObject", method: "PUT", key: dest, headers: h)
         if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CopyObject", headers: r.headers) }
         return S3XML.firstValue(r.body, "ETag") ?? ""
     }

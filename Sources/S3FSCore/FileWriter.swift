@@ -38,14 +38,21 @@ final class FileWriter: @unchecked Sendable {
         var inFlight = 0
         var partError: S3Error? = nil
         var lastError: FSError? = nil
+        /// Mode, owner and times the object is uploaded with (its `mtime` set only by an explicit
+        /// utimens since the last write: otherwise the upload's time).
+        var meta: PosixMeta
+        /// The metadata a multipart upload was created with: completed with other metadata
+        /// (a chmod or utimens while it ran), the object is copied onto itself with the new.
+        var multipartMeta: PosixMeta? = nil
     }
-    let state = Locked(State())
+    let state: Locked<State>
     let partsDone = Condition()
     /// Serialises writes, truncates and uploads of this handle.
     private let ioLock = Locked(())
 
-    init(store: ObjectStore, key: [UInt8], ino: UInt64, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int) throws {
+    init(store: ObjectStore, key: [UInt8], ino: UInt64, meta: PosixMeta, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int) throws {
         self.store = store
+        self.state = Locked(State(meta: meta))
         self.key = key
         self.ino = ino
         self.multipartThreshold = multipartThreshold
@@ -67,6 +74,14 @@ final class FileWriter: @unchecked Sendable {
     var isDirty: Bool { state.withLock { $0.dirty || $0.pendingEmpty } }
 
     func markPendingEmpty() { state.withLock { $0.pendingEmpty = true } }
+
+    var meta: PosixMeta { state.withLock { $0.meta } }
+
+    /// A chmod, chown or utimens of the open file: sent with its next upload.
+    func setMeta(_ m: PosixMeta) { state.withLock { $0.meta = m } }
+
+    /// The headers of an upload starting now.
+    static func headers(_ m: PosixMeta) -> [(String, String)] { m.headers(mtimeIfUnset: Timestamp.now()) }
 
     /// The object to download before the first read, write or truncate (set by an open without
     /// O_TRUNC): opening and closing without touching the data (`touch`) downloads nothing.
@@ -131,6 +146,7 @@ final class FileWriter: @unchecked Sendable {
             let startMultipart = state.withLock { s -> Bool in
                 s.size = max(s.size, end)
                 s.dirty = true
+                s.meta.mtime = nil // a write sets the mtime to the time of the upload
                 if offset == s.sequentialEnd { s.sequentialEnd = end } else { s.sequentialEnd = min(s.sequentialEnd, offset) }
                 return s.upload == nil && !s.creatingUpload && s.size > multipartThreshold
             }
@@ -149,6 +165,7 @@ final class FileWriter: @unchecked Sendable {
             state.withLock { s in
                 s.size = newSize
                 s.dirty = true
+                s.meta.mtime = nil
                 s.sequentialEnd = min(s.sequentialEnd, newSize)
             }
             return nil
@@ -206,8 +223,9 @@ final class FileWriter: @unchecked Sendable {
     private func beginMultipart() {
         state.withLock { $0.creatingUpload = true }
         do {
-            let upload = try store.createMultipart(key)
-            state.withLock { $0.upload = upload; $0.creatingUpload = false }
+            let m = meta
+            let upload = try store.createMultipart(key, metadata: Self.headers(m))
+            state.withLock { $0.upload = upload; $0.creatingUpload = false; $0.multipartMeta = m }
         } catch let e as S3Error {
             state.withLock { $0.creatingUpload = false; $0.partError = e }
         } catch {
@@ -281,16 +299,23 @@ final class FileWriter: @unchecked Sendable {
         schedule(final: false)
     }
 
-    /// Uploads the spool if it changed since the last upload. Returns (size, etag) of the object
-    /// now in S3, or the error the writer should see. A failed multipart upload is aborted.
-    func upload(final: Bool) -> Result<(Int64, String)?, FSError> {
-        ioLock.withLock { _ -> Result<(Int64, String)?, FSError> in
-            let (dirty, size, id) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id) }
+    /// What an upload left in S3.
+    struct Uploaded {
+        var size: Int64
+        var etag: String
+        var meta: PosixMeta
+    }
+
+    /// Uploads the spool if it changed since the last upload. Returns what is now in S3, or the
+    /// error the writer should see. A failed multipart upload is aborted.
+    func upload(final: Bool) -> Result<Uploaded?, FSError> {
+        ioLock.withLock { _ -> Result<Uploaded?, FSError> in
+            let (dirty, size, id, meta) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id, $0.meta) }
             guard dirty else { return .success(nil) }
             do {
-                let etag: String
+                var etag: String
                 if id == nil && size <= multipartThreshold {
-                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size))
+                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size), metadata: Self.headers(meta))
                 } else {
                     if id == nil { beginMultipart() }
                     let count = partCount(for: size)
@@ -323,14 +348,23 @@ final class FileWriter: @unchecked Sendable {
                         })
                     }
                     etag = try store.completeMultipart(key, uploadId: uploadId, parts: parts)
-                    state.withLock { s in s.upload = nil; s.parts = [:]; s.scanFrom = 1 }
+                    let createdWith = state.withLock { s -> PosixMeta? in
+                        s.upload = nil; s.parts = [:]; s.scanFrom = 1
+                        defer { s.multipartMeta = nil }
+                        return s.multipartMeta
+                    }
+                    if createdWith != meta {
+                        // Mode or times changed while the parts were going up: one copy onto itself.
+                        let copied = try store.copy(from: key, to: key, size: size, metadata: Self.headers(meta), sourceETag: etag)
+                        if !copied.isEmpty { etag = copied }
+                    }
                 }
                 state.withLock { s in
                     s.dirty = false
                     s.pendingEmpty = false
                     s.lastError = nil
                 }
-                return .success((size, etag))
+                return .success(Uploaded(size: size, etag: etag, meta: meta))
             } catch {
                 let s3e = error as? S3Error
                 Log.error("upload of \(Names.display(key)) (\(size) bytes) failed: \(error)")

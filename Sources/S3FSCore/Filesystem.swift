@@ -12,6 +12,10 @@ public final class Filesystem: @unchecked Sendable {
 
     public let store: ObjectStore
     public let options: FSOptions
+    /// Modes, owners, mtimes and symlinks: per-directory indexes (see MetadataIndex).
+    let meta: MetadataIndex
+    /// The name under which the mount root's own metadata is kept in its index.
+    static let rootRecordName: [UInt8] = [0x2E]
     let mountTime: Double
     /// Set by the bridge: tells the kernel to drop what its caches hold for an inode or a name.
     public var invalidator: ((Invalidation) -> Void)?
@@ -51,6 +55,7 @@ public final class Filesystem: @unchecked Sendable {
         self.store = store
         self.options = options
         self.mountTime = Double(time(nil))
+        self.meta = MetadataIndex(store: store, ttl: options.metadataTTL, debounce: options.metadataDebounce, enabled: options.metadata != .none)
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
         }
@@ -69,6 +74,15 @@ public final class Filesystem: @unchecked Sendable {
             }
         }
         t.start()
+    }
+
+    /// The key of a directory's metadata index.
+    public static func metadataIndexKey(dir: [UInt8]) -> [UInt8] { MetadataIndex.key(dir: dir) }
+
+    /// What the mount-time check (a listing of exactly the root's index key) showed.
+    public func noteRootIndexListing(_ page: ListPage, at t: Double) {
+        let key = MetadataIndex.key(dir: rootPath)
+        meta.noteListed(dir: rootPath, etag: page.objects.first(where: { $0.key == key })?.etag, at: t)
     }
 
     /// Removes expired cache entries; returns how many.
@@ -93,15 +107,83 @@ public final class Filesystem: @unchecked Sendable {
 
     func path(of n: Node) -> [UInt8] { n.ino == Self.rootIno ? rootPath : n.path }
 
-    func attributes(_ n: Node, _ e: CachedEntry?) -> Attributes { attributes(ino: n.ino, kind: n.kind, e) }
+    /// An inode's attributes: what the listing said, with what its directory's metadata index
+    /// (or, in `head` mode, its own headers) says of mode, owner, mtime and type.
+    func attributes(_ n: Node, _ e: CachedEntry?) -> Attributes {
+        attributes(ino: n.ino, kind: n.kind, e, metadata(of: n, e))
+    }
 
-    func attributes(ino: UInt64, kind: EntryKind, _ e: CachedEntry?) -> Attributes {
-        if kind == .directory {
-            return Attributes(ino: ino, kind: .directory, size: 0, mtime: e.map { $0.mtime > 0 ? $0.mtime : mountTime } ?? mountTime,
-                              mode: options.dirMode, uid: options.uid, gid: options.gid)
+    func metadata(of n: Node, _ e: CachedEntry?) -> PosixMeta? {
+        if options.metadata == .none { return nil }
+        if n.ino == Self.rootIno {
+            return Self.rootRecordName.withUnsafeBytes { meta.record(dir: rootPath, name: $0, etag: "", isDirectory: true) }
         }
-        return Attributes(ino: ino, kind: .file, size: e?.size ?? 0, mtime: e?.mtime ?? mountTime,
-                          mode: options.fileMode, uid: options.uid, gid: options.gid)
+        return meta.record(dir: n.parentPath, name: n.storedName.raw, etag: e?.etag ?? "", isDirectory: n.kind == .directory)
+    }
+
+    func attributes(ino: UInt64, kind: EntryKind, _ e: CachedEntry?, _ m: PosixMeta? = nil) -> Attributes {
+        var a: Attributes
+        if kind == .directory {
+            a = Attributes(ino: ino, kind: .directory, size: 0, mtime: Timestamp(seconds: e.map { $0.mtime > 0 ? $0.mtime : mountTime } ?? mountTime),
+                           mode: options.dirMode, uid: options.uid, gid: options.gid)
+        } else {
+            a = Attributes(ino: ino, kind: .file, size: e?.size ?? 0, mtime: Timestamp(seconds: e?.mtime ?? mountTime),
+                           mode: options.fileMode, uid: options.uid, gid: options.gid)
+        }
+        if let m {
+            a.mode = m.permissions
+            a.uid = m.uid
+            a.gid = m.gid
+            if let t = m.mtime { a.mtime = t }
+            a.isSymlink = kind == .file && m.isSymlink
+        } else if options.metadata == .head && kind == .file && ino != Self.rootIno {
+            a.provisional = true
+        }
+        return a
+    }
+
+    /// The metadata a name has when nothing is stored for it: the mount's defaults.
+    func defaultMeta(_ kind: EntryKind) -> PosixMeta {
+        kind == .directory ? PosixMeta(mode: UInt32(S_IFDIR) | options.dirMode, uid: options.uid, gid: options.gid)
+                           : PosixMeta(mode: UInt32(S_IFREG) | options.fileMode, uid: options.uid, gid: options.gid)
+    }
+
+    /// The attributes of `ino` once its directory's metadata is known: reads the index first when
+    /// a listing showed a version not read yet, or no listing within the TTL said whether there
+    /// is one (with `probe`); in `head` mode asks the object itself when the index does not cover it.
+    func withMetadata(_ a: Attributes, dirPath: [UInt8], probe: Bool = true) -> Attributes {
+        guard options.metadata != .none else { return a }
+        let dir = a.ino == Self.rootIno ? rootPath : dirPath
+        var stale = false
+        if meta.need(dir, at: now(), probe: probe) != .nothing {
+            meta.ensureLoaded(dir, probe: probe)
+            stale = true
+        }
+        if options.metadata == .head, let n = state.withLock({ $0.nodes[a.ino] }), n.kind == .file,
+           metadata(of: n, state.withLock { $0.attrs.entry(of: n) }) == nil {
+            learnHeaders(n)
+            stale = true
+        }
+        guard stale else { return a }
+        return state.withLock { s -> Attributes? in
+            guard let n = s.nodes[a.ino] else { return nil }
+            var b = attributes(n, s.attrs.entry(of: n))
+            if b.kind == .file && b.size != a.size { b.size = a.size } // an open writer's size
+            return b
+        } ?? a
+    }
+
+    /// `head` mode: one HeadObject for a file no index entry covers; its headers (or the mount's
+    /// defaults when it has none) are kept for as long as its ETag stays the same.
+    func learnHeaders(_ n: Node) {
+        do {
+            let info = try store.head(n.entryKey)
+            meta.counters.withLock { $0.heads += 1 }
+            let m = PosixMeta.from(headers: info.metadata, defaults: defaultMeta(.file), type: UInt32(S_IFREG)) ?? defaultMeta(.file)
+            meta.learn(dir: n.parentPath, name: n.name, MetaRecord(etag: info.etag, meta: m))
+        } catch {
+            Log.warning("reading the headers of \"\(Names.display(n.entryKey))\": \(error)")
+        }
     }
 
     /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
@@ -141,8 +223,15 @@ public final class Filesystem: @unchecked Sendable {
         if name.count > 255 { return .failure(FSError(ENAMETOOLONG)) }
         guard let parentNode = state.withLock({ $0.nodes[parent] }) else { return .failure(FSError(ENOENT)) }
         guard parentNode.kind == .directory else { return .failure(FSError(ENOTDIR)) }
-        if Names.invalidReason(name) != nil { return .success(nil) }
+        if Names.invalidReason(name) != nil || MetadataIndex.isIndex(name: name) { return .success(nil) }
         let dirPath = path(of: parentNode)
+        switch lookupEntry(parent: parent, dirPath: dirPath, name: name) {
+        case .success(let a?): return .success(withMetadata(a, dirPath: dirPath))
+        case let other: return other
+        }
+    }
+
+    func lookupEntry(parent: UInt64, dirPath: [UInt8], name: [UInt8]) -> Result<Attributes?, FSError> {
         let key = Names.entryKey(dirPath: dirPath, name: name)
 
         enum Step { case found(Attributes), missing, wait(Condition, () -> Bool), fetch(Flight), listing(ListingJob, start: Bool) }
@@ -234,11 +323,13 @@ public final class Filesystem: @unchecked Sendable {
         let dirKey = key + [Names.slash]
         var token: String? = nil
         var found: CachedEntry? = nil
+        var previous: [UInt8]? = nil
         let started = now()
         do {
             repeat {
                 let page = try store.list(prefix: key, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
-                let entries = entriesOf(page, dirPath: dirPath, at: started)
+                let entries = entriesOf(page, dirPath: dirPath, at: started, listPrefix: key, after: previous)
+                previous = page.lastListed
                 prime(dirPath: dirPath, entries, at: started)
                 for (n, e) in entries where n == name {
                     if found == nil || e.kind == .directory { found = e }
@@ -257,15 +348,23 @@ public final class Filesystem: @unchecked Sendable {
         return .success(found)
     }
 
-    /// Names and entries of one listing page, relative to `dirPath`; invalid names skipped (logged once).
-    func entriesOf(_ page: ListPage, dirPath: [UInt8], at t: Double) -> [([UInt8], CachedEntry)] {
+    /// Names and entries of one listing page, relative to `dirPath`; invalid names skipped (logged
+    /// once). The directory's metadata index is not an entry: the page tells whether it exists
+    /// (the page listed `listPrefix` after the key `after`).
+    func entriesOf(_ page: ListPage, dirPath: [UInt8], at t: Double, listPrefix: [UInt8], after: [UInt8]?) -> [([UInt8], CachedEntry)] {
         var out: [([UInt8], CachedEntry)] = []
         out.reserveCapacity(page.objects.count + page.commonPrefixes.count)
         let n = dirPath.count
+        var indexSeen = false
         for o in page.objects {
             guard o.key.count > n, o.key.starts(with: dirPath) else { continue } // the directory's own marker
             let name = Array(o.key[n...])
             if name.contains(Names.slash) { continue }
+            if MetadataIndex.isIndex(name: name) {
+                meta.noteListed(dir: dirPath, etag: o.etag, at: t)
+                indexSeen = true
+                continue
+            }
             if let why = Names.invalidReason(name) { skip(o.key, why); continue }
             out.append((name, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t)))
         }
@@ -275,6 +374,12 @@ public final class Filesystem: @unchecked Sendable {
             if name.contains(Names.slash) { continue }
             if let why = Names.invalidReason(name) { skip(p, why); continue }
             out.append((name, CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)))
+        }
+        // The page went past where the index would sort without showing it: there is none.
+        let indexKey = MetadataIndex.key(dir: dirPath)
+        if !indexSeen && indexKey.starts(with: listPrefix) && (after.map { $0.lexicographicallyPrecedes(indexKey) } ?? true)
+            && (!page.isTruncated || !page.lastListed.lexicographicallyPrecedes(indexKey)) {
+            meta.noteListed(dir: dirPath, etag: nil, at: t)
         }
         return out
     }
@@ -337,11 +442,14 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
+        var r = getattrCached(ino: ino)
         // A file open for writing is as large as its spool, whatever S3 holds yet.
-        if let size = openWriterSize(ino: ino) {
-            return getattrCached(ino: ino).map { a in var a = a; a.size = size; return a }
-        }
-        return getattrCached(ino: ino)
+        if let size = openWriterSize(ino: ino) { r = r.map { a in var a = a; a.size = size; return a } }
+        guard case .success(let a) = r, options.metadata != .none,
+              let dirPath = state.withLock({ s in s.nodes[ino].map { $0.parentPath } }) else { return r }
+        // A directory's attributes cost no request (its lookup or listing read its index); a
+        // file whose directory was not listed within the TTL may ask whether there is an index.
+        return .success(withMetadata(a, dirPath: dirPath, probe: a.kind == .file))
     }
 
     func getattrCached(ino: UInt64) -> Result<Attributes, FSError> {
@@ -456,6 +564,7 @@ public final class Filesystem: @unchecked Sendable {
         job.cond.broadcast { job.startedAt = started }
         var token: String? = nil
         var startAfter: [UInt8]? = nil
+        var previous: [UInt8]? = nil
         var pages = 0
         do {
             if options.flatListing, let parent = job.walkParent, try sweep(job, parent: parent, started: started) {
@@ -469,7 +578,7 @@ public final class Filesystem: @unchecked Sendable {
                 pages += 1
                 let complete = !flat.isTruncated
                 let last = flat.objects.last?.key ?? []
-                let direct = primeSubtree(root: job.dirPath, flat.objects, lastKey: last, complete: complete, at: started).direct
+                let direct = primeSubtree(root: job.dirPath, flat.objects, pageStart: nil, lastKey: last, complete: complete, at: started).direct
                 job.cond.broadcast {
                     job.append(direct)
                     job.lastKey = complete ? ListingJob.pastEverything : last
@@ -484,9 +593,10 @@ public final class Filesystem: @unchecked Sendable {
                 let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token,
                                           startAfter: token == nil ? startAfter : nil, maxKeys: options.listPageSize)
                 pages += 1
-                let entries = entriesOf(page, dirPath: job.dirPath, at: started)
+                let entries = entriesOf(page, dirPath: job.dirPath, at: started, listPrefix: job.dirPath, after: token == nil ? startAfter : previous)
                 prime(dirPath: job.dirPath, entries, at: started)
                 let last = page.lastListed
+                previous = last
                 token = page.isTruncated ? page.nextContinuationToken : nil
                 // Past the last page, nothing sorts after: every name has been passed.
                 var stop = false
@@ -559,12 +669,15 @@ public final class Filesystem: @unchecked Sendable {
         let at = resumed?.at ?? started
         // "P/D." sorts just before "P/D/": the first page starts with D's keys (and any "P/D.x" files).
         let justBefore = Array(dir.dropLast()) + [0x2E]
+        var pageStart = resumed?.lastKey
         for _ in 0..<options.walkPageLimit {
             let page = try store.list(prefix: parent, delimiter: nil, continuationToken: token,
                                       startAfter: token == nil ? justBefore : nil, maxKeys: options.listPageSize)
             let last = page.objects.last?.key ?? []
             let complete = !page.isTruncated
-            carry = primeSubtree(root: parent, page.objects, lastKey: last, complete: complete, at: at, carry: carry, markRoot: false).carry
+            carry = primeSubtree(root: parent, page.objects, pageStart: token == nil ? justBefore : pageStart, lastKey: last, complete: complete,
+                                 at: at, carry: carry, markRoot: false).carry
+            pageStart = last
             token = page.isTruncated ? page.nextContinuationToken : nil
             if carry[dir] != nil {
                 if token == nil || last.isEmpty { return false }
@@ -593,7 +706,7 @@ public final class Filesystem: @unchecked Sendable {
     /// inside: passed back in as `carry` with the next page of the same listing, they join that
     /// page's, so a directory spread over pages is marked complete with all its names.
     /// `markRoot: false` leaves marking `root` to the caller (which holds all of its pages).
-    func primeSubtree(root: [UInt8], _ objects: [ListedObject], lastKey: [UInt8], complete: Bool, at t: Double,
+    func primeSubtree(root: [UInt8], _ objects: [ListedObject], pageStart: [UInt8]?, lastKey: [UInt8], complete: Bool, at t: Double,
                       carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:], markRoot: Bool = true)
         -> (direct: [([UInt8], CachedEntry)], carry: [[UInt8]: [([UInt8], CachedEntry)]]) {
         var entries: [[UInt8]: [([UInt8], CachedEntry)]] = [root: []]
@@ -615,6 +728,8 @@ public final class Filesystem: @unchecked Sendable {
             entries[dir, default: []].append((name, e))
         }
         let dirEntry = CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)
+        // Metadata indexes the page listed, by directory.
+        var indexes: [[UInt8]: String] = [:]
         for o in objects {
             guard o.key.count > root.count, o.key.starts(with: root) else { continue } // root's own marker
             var parent = root
@@ -631,10 +746,22 @@ public final class Filesystem: @unchecked Sendable {
                     if rest.isEmpty { break } // a directory marker
                 } else {
                     let comp = Array(rest)
+                    if MetadataIndex.isIndex(name: comp) { indexes[parent] = o.etag; break }
                     if let why = Names.invalidReason(comp) { skip(o.key, why); break }
                     add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t))
                     break
                 }
+            }
+        }
+        // A directory's index, or its absence where the page covered the key it would have: the
+        // page lists keys after `pageStart` (nil: from the first under `root`) up to `lastKey`.
+        for dir in order {
+            let indexKey = MetadataIndex.key(dir: dir)
+            if let etag = indexes[dir] {
+                meta.noteListed(dir: dir, etag: etag, at: t)
+            } else if pageStart.map({ $0.lexicographicallyPrecedes(indexKey) }) ?? true,
+                      complete || !lastKey.lexicographicallyPrecedes(indexKey) {
+                meta.noteListed(dir: dir, etag: nil, at: t)
             }
         }
         state.withLock { s in
@@ -661,6 +788,8 @@ public final class Filesystem: @unchecked Sendable {
         /// For readdirplus: attributes and one lookup reference (nil for "." and "..").
         public var attributes: Attributes?
         public var isDotEntry: Bool
+        /// A symlink (its directory's index says so): readdir's d_type.
+        public var isSymlink = false
     }
 
     /// Entries from `offset` on, as many as `add` accepts; waits only when nothing is ready yet.
@@ -690,12 +819,19 @@ public final class Filesystem: @unchecked Sendable {
         }
         if let err { return FSError(err) }
         let dirPath = job.dirPath
+        // Modes, owners and symlinks come with the entries: the directory's index first (one GET,
+        // only when the listing showed one not read yet).
+        if plus && !batch.isEmpty { meta.ensureLoaded(dirPath, probe: false) }
         for (name, e) in batch {
             var attr: Attributes? = nil
+            var symlink = false
             if plus {
                 attr = state.withLock { s in attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e) }
+                symlink = attr?.isSymlink ?? false
+            } else if e.kind == .file && options.metadata != .none {
+                symlink = name.withUnsafeBytes { meta.record(dir: dirPath, name: $0, etag: e.etag, isDirectory: false)?.isSymlink ?? false }
             }
-            let entry = DirEntry(name: name, kind: e.kind, nextOffset: Int64(idx + 1), attributes: attr, isDotEntry: false)
+            let entry = DirEntry(name: name, kind: e.kind, nextOffset: Int64(idx + 1), attributes: attr, isDotEntry: false, isSymlink: symlink)
             if !add(entry) {
                 if let a = attr { forget(ino: a.ino, count: 1) }
                 return nil
@@ -827,6 +963,12 @@ public final class Filesystem: @unchecked Sendable {
         out += "s3mount_cache_misses_total{cache=\"attributes\"} \(c.attrMisses)\ns3mount_cache_misses_total{cache=\"listings\"} \(c.listingMisses)\n"
         out += "# HELP s3mount_cached_entries Entries held in memory.\n# TYPE s3mount_cached_entries gauge\n"
         out += "s3mount_cached_entries{kind=\"inodes\"} \(nodes)\ns3mount_cached_entries{kind=\"attributes\"} \(attrs)\ns3mount_cached_entries{kind=\"negative\"} \(negs)\ns3mount_cached_entries{kind=\"complete_directories\"} \(dirs)\n"
+        let m = meta.snapshot
+        out += "# HELP s3mount_metadata_requests_total S3 requests made for modes, owners, mtimes and symlinks, by kind.\n# TYPE s3mount_metadata_requests_total counter\n"
+        for (k, v) in [("index_get", m.indexGets), ("index_put", m.indexPuts), ("index_delete", m.indexDeletes), ("index_probe", m.probes),
+                       ("metadata_copy", m.metadataCopies), ("head", m.heads)] {
+            out += "s3mount_metadata_requests_total{kind=\"\(k)\"} \(v)\n"
+        }
         out += "# HELP s3mount_heap_bytes Heap memory in use by the daemon (malloc).\n# TYPE s3mount_heap_bytes gauge\ns3mount_heap_bytes \(s3m_heap_in_use())\n"
         return out
     }
@@ -840,6 +982,16 @@ public final class Filesystem: @unchecked Sendable {
         let lookups = c.attrHits + c.attrMisses + c.negativeHits
         let rate = lookups == 0 ? "n/a" : "\(Int(Double(c.attrHits + c.negativeHits) / Double(lookups) * 100))%"
         return "stats: requests \(snap?.total ?? 0) (\(ops)), 404s \(snap?.notFound ?? 0), retries \(snap?.retries ?? 0), requests avoided \(avoided), lookup cache hit rate \(rate), listings cached \(c.listingHits)/\(c.listingHits + c.listingMisses), down \(snap?.bytesDown ?? 0) B, up \(snap?.bytesUp ?? 0) B"
+    }
+
+    /// Requests made for modes, owners, mtimes and symlinks (counted apart from the browsing ones;
+    /// they are also in "requests" under their S3 operation).
+    func metadataJSON() -> String {
+        let m = meta.snapshot
+        return "{\"mode\": \"\(options.metadata.rawValue)\", \"index_gets\": \(m.indexGets), \"index_puts\": \(m.indexPuts), \"index_deletes\": \(m.indexDeletes), "
+            + "\"index_probes\": \(m.probes), \"index_conflicts\": \(m.conflicts), \"index_write_failures\": \(m.writeFailures), "
+            + "\"metadata_copies\": \(m.metadataCopies), \"head_requests\": \(m.heads), "
+            + "\"requests_total\": \(m.indexGets + m.indexPuts + m.indexDeletes + m.probes + m.metadataCopies + m.heads)}"
     }
 
     /// The statistics `s3mount stats` prints, as JSON.
@@ -879,6 +1031,7 @@ public final class Filesystem: @unchecked Sendable {
             "requests_avoided": \(c.attrHits + c.negativeHits + c.listingHits)
           },
           "entries": {"inodes": \(nodes), "attributes": \(attrs), "negative": \(negs), "complete_directories": \(dirs)},
+          "metadata": \(metadataJSON()),
           "heap_bytes": \(s3m_heap_in_use()),
           "skipped_keys": \(c.skippedNames)
         }

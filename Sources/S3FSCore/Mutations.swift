@@ -43,12 +43,50 @@ extension Filesystem {
         if options.readOnly { return FSError(EROFS) }
         if name.count > 255 { return FSError(ENAMETOOLONG) }
         if Names.invalidReason(name) != nil { return FSError(EINVAL) }
+        // The directory's metadata index lives under this name.
+        if MetadataIndex.isIndex(name: name) { return FSError(EPERM) }
         return nil
     }
 
-    func makeWriter(key: [UInt8], ino: UInt64) throws -> FileWriter {
-        try FileWriter(store: store, key: key, ino: ino, spoolDir: options.spoolDir, multipartThreshold: options.multipartThreshold,
+    func makeWriter(key: [UInt8], ino: UInt64, meta m: PosixMeta) throws -> FileWriter {
+        try FileWriter(store: store, key: key, ino: ino, meta: m, spoolDir: options.spoolDir, multipartThreshold: options.multipartThreshold,
                        partSize: options.partSize, parallelParts: options.parallelParts)
+    }
+
+    // MARK: - POSIX metadata
+
+    /// The headers an object is stored with (none with `--metadata none`).
+    func headers(_ m: PosixMeta, mtimeIfUnset: Timestamp = Timestamp.now()) -> [(String, String)] {
+        options.metadata == .none ? [] : m.headers(mtimeIfUnset: mtimeIfUnset)
+    }
+
+    /// What a new file, directory or symlink made by `caller` gets.
+    func newMeta(_ type: mode_t, _ mode: UInt32, _ caller: Caller, linkTarget: [UInt8]? = nil) -> PosixMeta {
+        if options.metadata == .none { return defaultMeta(type == S_IFDIR ? .directory : .file) }
+        return PosixMeta(mode: type | (mode & 0o7777), uid: caller.uid, gid: caller.gid, linkTarget: linkTarget)
+    }
+
+    /// Records what `name` in `dirPath` has now: an entry in its directory's index, or none when
+    /// that is the mount's default. Written back debounced unless `persist` is false.
+    func recordMeta(dirPath: [UInt8], name: [UInt8], kind: EntryKind, etag: String, _ m: PosixMeta, persist: Bool = true) {
+        guard options.metadata != .none else { return }
+        if m == defaultMeta(kind) {
+            if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil, persist: persist) }
+        } else {
+            meta.update(dir: dirPath, name: name, MetaRecord(etag: kind == .directory ? "" : etag, meta: m), persist: persist)
+        }
+    }
+
+    /// Where an inode's metadata record lives: its directory's index and its name there.
+    func recordLocation(_ n: Node) -> (dir: [UInt8], name: [UInt8]) {
+        n.ino == Self.rootIno ? (rootPath, Self.rootRecordName) : (n.parentPath, n.name)
+    }
+
+    /// The metadata an inode has now: an open writer's, its record's, or the defaults.
+    func currentMeta(_ n: Node) -> PosixMeta {
+        if n.kind == .file, let w = state.withLock({ s in s.writers.values.first { $0.ino == n.ino } }) { return w.meta }
+        let e = state.withLock { $0.attrs.entry(of: n) }
+        return metadata(of: n, e) ?? defaultMeta(n.kind)
     }
 
     func register(_ w: FileWriter) -> UInt64 {
@@ -62,8 +100,15 @@ extension Filesystem {
 
     // MARK: - files
 
+    /// Who asks: the uid and gid of the calling process (FUSE's request context), owner of what it creates.
+    public struct Caller: Sendable {
+        public var uid: UInt32
+        public var gid: UInt32
+        public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+    }
+
     /// Creates a file: the object appears in S3 when the file is first flushed (closed or fsync'ed).
-    public func create(parent: UInt64, name: [UInt8], flags: Int32) -> Result<(Attributes, UInt64), FSError> {
+    public func create(parent: UInt64, name: [UInt8], flags: Int32, mode: UInt32 = 0o644, caller: Caller? = nil) -> Result<(Attributes, UInt64), FSError> {
         if let e = checkWritable(name) { return .failure(e) }
         let dirPath: [UInt8]
         switch directory(parent) {
@@ -74,11 +119,14 @@ extension Filesystem {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         let entry = CachedEntry(kind: .file, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
+        let m = newMeta(S_IFREG, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
+        // Shown at once; stored with the upload (its headers, then its index entry).
+        recordMeta(dirPath: dirPath, name: name, kind: .file, etag: "", m, persist: false)
         let node = state.withLock { s in referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .file) }
         do {
-            let w = try makeWriter(key: key, ino: node.ino)
+            let w = try makeWriter(key: key, ino: node.ino, meta: m)
             w.markPendingEmpty() // even an empty file is created in S3
-            return .success((attributes(node, entry), register(w)))
+            return .success((state.withLock { _ in attributes(node, entry) }, register(w)))
         } catch {
             forget(ino: node.ino, count: 1)
             return .failure(FSError(error))
@@ -90,7 +138,10 @@ extension Filesystem {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
         guard n.kind == .file else { return .failure(FSError(EISDIR)) }
         let w: FileWriter
-        do { w = try makeWriter(key: n.entryKey, ino: ino) } catch { return .failure(FSError(error)) }
+        // An overwrite keeps mode and owner; its mtime becomes the upload's.
+        var m = currentMeta(n)
+        m.mtime = nil
+        do { w = try makeWriter(key: n.entryKey, ino: ino, meta: m) } catch { return .failure(FSError(error)) }
         if flags & O_TRUNC != 0 {
             w.markPendingEmpty()
         } else {
@@ -117,13 +168,22 @@ extension Filesystem {
         switch w.upload(final: final) {
         case .failure(let e): return e
         case .success(nil): return nil
-        case .success(let (size, etag)?):
+        case .success(let up?):
             let node = state.withLock { $0.nodes[w.ino] }
             let (dirPath, name) = node.map { ($0.parentPath, $0.name) } ?? splitKey(w.key)
-            record(dirPath: dirPath, name: name, CachedEntry(kind: .file, size: size, mtime: Double(time(nil)), etag: etag, at: now()))
+            record(dirPath: dirPath, name: name, CachedEntry(kind: .file, size: up.size, mtime: Double(time(nil)), etag: up.etag, at: now()))
+            recordMeta(dirPath: dirPath, name: name, kind: .file, etag: up.etag, up.meta)
             invalidator?(.inode(w.ino))
             return nil
         }
+    }
+
+    /// fsync: the file's data, and its directory's metadata index, are in S3 when it returns.
+    public func fsync(handle: UInt64) -> FSError? {
+        if let e = flush(handle: handle, final: true) { return e }
+        guard let w = state.withLock({ $0.writers[handle] }) else { return nil }
+        let dir = state.withLock { $0.nodes[w.ino]?.parentPath } ?? splitKey(w.key).0
+        return meta.write(dir) ? nil : FSError(EIO)
     }
 
     func splitKey(_ key: [UInt8]) -> ([UInt8], [UInt8]) {
@@ -136,14 +196,20 @@ extension Filesystem {
         state.withLock { s in s.writers.values.first { $0.ino == ino }?.size }
     }
 
-    /// Attribute changes. Size is honoured (truncate); modes, owners and times are mount-wide:
-    /// setting them to what they already are succeeds, anything else is EPERM; times are accepted
-    /// and not kept (S3 sets LastModified itself).
-    public func setattr(ino: UInt64, size: Int64?, mode: UInt32?, uid: UInt32?, gid: UInt32?, handle: UInt64?) -> Result<Attributes, FSError> {
+    /// Attribute changes: size (truncate), and mode, owner, group and mtime, stored in the object's
+    /// headers and its directory's index (docs/SEMANTICS.md). With `--metadata none` they are
+    /// mount-wide: setting what they already are succeeds, anything else is EPERM, times are
+    /// accepted and not kept. The kernel has checked who may change what (default_permissions).
+    public func setattr(ino: UInt64, size: Int64?, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp? = nil, handle: UInt64?) -> Result<Attributes, FSError> {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
-        if let m = mode, m & 0o7777 != (n.kind == .directory ? options.dirMode : options.fileMode) { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
-        if let u = uid, u != options.uid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
-        if let g = gid, g != options.gid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+        let metaChange = mode != nil || uid != nil || gid != nil || mtime != nil
+        if options.metadata == .none {
+            if let m = mode, m & 0o7777 != (n.kind == .directory ? options.dirMode : options.fileMode) { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+            if let u = uid, u != options.uid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+            if let g = gid, g != options.gid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+        } else if metaChange && options.readOnly {
+            return .failure(FSError(EROFS))
+        }
         if let newSize = size {
             if options.readOnly { return .failure(FSError(EROFS)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
@@ -165,7 +231,120 @@ extension Filesystem {
                 if let err { return .failure(err) }
             }
         }
+        if metaChange && options.metadata != .none, let e = changeMeta(n, mode: mode, uid: uid, gid: gid, mtime: mtime, handle: handle) {
+            return .failure(e)
+        }
         return getattr(ino: ino)
+    }
+
+    /// chmod, chown, utimens: an open file with unsent data takes the change with its upload; a
+    /// stored object is copied onto itself with the new headers (one CopyObject, as s3fs does); a
+    /// directory's marker is written again with them. The index is updated either way.
+    func changeMeta(_ n: Node, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp?, handle: UInt64?) -> FSError? {
+        var m = currentMeta(n)
+        if let mode { m.mode = (m.mode & UInt32(S_IFMT)) | (mode & 0o7777) }
+        if let uid { m.uid = uid }
+        if let gid { m.gid = gid }
+        if let mtime { m.mtime = mtime }
+        let (dir, name) = recordLocation(n)
+        if n.kind == .directory {
+            if n.ino != Self.rootIno {
+                do { _ = try store.put(n.path, body: .none, metadata: headers(m)) } catch { return FSError(error) }
+                meta.counters.withLock { $0.metadataCopies += 1 }
+            }
+            recordMeta(dirPath: dir, name: name, kind: .directory, etag: "", m)
+            return nil
+        }
+        let writer = state.withLock { s -> FileWriter? in
+            if let h = handle, let w = s.writers[h] { return w }
+            return s.writers.values.first { $0.ino == n.ino }
+        }
+        writer?.setMeta(m)
+        let entry: CachedEntry
+        switch resolve(dirPath: n.parentPath, name: n.name) {
+        case .failure(let e): return e
+        case .success(let e?) where e.kind == .file: entry = e
+        case .success: return FSError(ENOENT)
+        }
+        if let w = writer, w.isDirty {
+            // Goes up with the data; shown until then.
+            recordMeta(dirPath: dir, name: name, kind: .file, etag: entry.etag, m, persist: false)
+            return nil
+        }
+        // A copy onto itself sets LastModified: the mtime shown stays the one it was.
+        if m.mtime == nil { m.mtime = Timestamp(seconds: entry.mtime) }
+        writer?.setMeta(m)
+        do {
+            let etag = try store.copy(from: n.entryKey, to: n.entryKey, size: entry.size, metadata: headers(m), sourceETag: entry.etag.isEmpty ? nil : entry.etag)
+            meta.counters.withLock { $0.metadataCopies += 1 }
+            var e = entry
+            if !etag.isEmpty { e.etag = etag }
+            e.at = now()
+            record(dirPath: n.parentPath, name: n.name, e)
+            recordMeta(dirPath: dir, name: name, kind: .file, etag: e.etag, m)
+        } catch {
+            return FSError(error)
+        }
+        return nil
+    }
+
+    /// A symlink: an object whose body is the target, with mode S_IFLNK|0777 (as s3fs stores it).
+    public func symlink(parent: UInt64, name: [UInt8], target: [UInt8], caller: Caller) -> Result<Attributes, FSError> {
+        if let e = checkWritable(name) { return .failure(e) }
+        if options.metadata == .none { return .failure(FSError(EPERM)) }
+        if target.isEmpty || target.count >= Int(PATH_MAX) { return .failure(FSError(target.isEmpty ? ENOENT : ENAMETOOLONG)) }
+        return makeObject(parent: parent, name: name, body: target, meta: newMeta(S_IFLNK, 0o777, caller, linkTarget: target))
+    }
+
+    /// mknod of a regular file makes an empty one (other types do not exist in S3: EPERM).
+    public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) -> Result<Attributes, FSError> {
+        guard mode & UInt32(S_IFMT) == UInt32(S_IFREG) || mode & UInt32(S_IFMT) == 0 else { return .failure(FSError(EPERM)) }
+        if let e = checkWritable(name) { return .failure(e) }
+        return makeObject(parent: parent, name: name, body: [], meta: newMeta(S_IFREG, mode, caller))
+    }
+
+    /// Puts a small object made whole at once (symlink, mknod) and records it.
+    func makeObject(parent: UInt64, name: [UInt8], body: [UInt8], meta m: PosixMeta) -> Result<Attributes, FSError> {
+        let dirPath: [UInt8]
+        switch directory(parent) {
+        case .failure(let e): return .failure(e)
+        case .success(let p): dirPath = p
+        }
+        switch resolve(dirPath: dirPath, name: name) {
+        case .failure(let e): return .failure(e)
+        case .success(_?): return .failure(FSError(EEXIST))
+        case .success(nil): break
+        }
+        let key = Names.entryKey(dirPath: dirPath, name: name)
+        let etag: String
+        do { etag = try store.put(key, body: body.isEmpty ? .none : .bytes(body), metadata: headers(m)) } catch { return .failure(FSError(error)) }
+        let entry = CachedEntry(kind: .file, size: Int64(body.count), mtime: Double(time(nil)), etag: etag, at: now())
+        record(dirPath: dirPath, name: name, entry)
+        recordMeta(dirPath: dirPath, name: name, kind: .file, etag: etag, m)
+        return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .file), entry) })
+    }
+
+    /// A symlink's target: from its directory's index, else the object's body (s3fs's symlinks).
+    public func readlink(ino: UInt64) -> Result<[UInt8], FSError> {
+        guard let n = state.withLock({ $0.nodes[ino] }), n.kind == .file else { return .failure(FSError(EINVAL)) }
+        let e = state.withLock { $0.attrs.entry(of: n) }
+        let m = metadata(of: n, e)
+        if let t = m?.linkTarget { return .success(t) }
+        guard m?.isSymlink == true else { return .failure(FSError(EINVAL)) }
+        var body: [UInt8] = []
+        do {
+            try store.get(n.entryKey, range: 0..<Int64(PATH_MAX), from: nil, ifMatch: nil) { buf in body.append(contentsOf: buf); return body.count <= Int(PATH_MAX) }
+        } catch {
+            return .failure(FSError(error))
+        }
+        // s3fs trims white space around the target it stores.
+        while let l = body.last, l == 0x0A || l == 0x20 || l == 0x0D || l == 0x09 { body.removeLast() }
+        while let f = body.first, f == 0x20 { body.removeFirst() }
+        if var r = m.map({ MetaRecord(etag: e?.etag ?? "", meta: $0) }) {
+            r.meta.linkTarget = body
+            meta.learn(dir: n.parentPath, name: n.name, r)
+        }
+        return .success(body)
     }
 
     /// The parent's key prefix for removing `name`, which must exist and be of `kind`.
@@ -193,6 +372,7 @@ extension Filesystem {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         do { try store.delete(key) } catch { return FSError(error) }
         record(dirPath: dirPath, name: name, nil)
+        if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }
         detachNode(parent: parent, name: name, kind: .file)
         return nil
     }
@@ -200,7 +380,7 @@ extension Filesystem {
     // MARK: - directories
 
     /// mkdir writes a "name/" marker object so the directory survives a remount and other tools see it.
-    public func mkdir(parent: UInt64, name: [UInt8]) -> Result<Attributes, FSError> {
+    public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32 = 0o755, caller: Caller? = nil) -> Result<Attributes, FSError> {
         if let e = checkWritable(name) { return .failure(e) }
         let dirPath: [UInt8]
         switch directory(parent) {
@@ -213,9 +393,13 @@ extension Filesystem {
         case .success(nil): break
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
-        do { _ = try store.put(marker, body: .none) } catch { return .failure(FSError(error)) }
+        let m = newMeta(S_IFDIR, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
+        do { _ = try store.put(marker, body: .none, metadata: headers(m)) } catch { return .failure(FSError(error)) }
         let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
+        recordMeta(dirPath: dirPath, name: name, kind: .directory, etag: "", m)
+        // Nothing is known of the new directory's index but that there is none.
+        meta.noteListed(dir: marker, etag: nil, at: now())
         // A new directory is empty: it is complete without a listing.
         state.withLock { s in s.attrs.markEmpty(marker, at: now()) }
         return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .directory), entry) })
@@ -241,26 +425,37 @@ extension Filesystem {
         case .success(let p): dirPath = p
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
+        let index = MetadataIndex.key(dir: marker)
         do {
             // Listed completely within the TTL: its emptiness is known. Deleting a marker that
-            // does not exist is harmless in S3 (204), so no listing is needed (rm -r).
+            // does not exist is harmless in S3 (204), so no listing is needed (rm -r). Its
+            // metadata index is not an entry: it goes with the marker.
             let t = now()
             let knownEmpty: Bool? = state.withLock { s in
                 guard freshListing(s, marker, at: t) != nil else { return nil }
                 return s.attrs.isEmpty(marker)
             }
-            switch knownEmpty {
-            case false?: return FSError(ENOTEMPTY)
-            case true?: try store.delete(marker)
-            case nil:
-                let keys = try allKeys(under: marker, limit: 2)
-                if keys.contains(where: { $0.key != marker }) { return FSError(ENOTEMPTY) }
-                if !keys.isEmpty { try store.delete(marker) }
+            if knownEmpty == false { return FSError(ENOTEMPTY) }
+            var remove = [marker]
+            if knownEmpty == true {
+                if meta.mayExist(marker) { remove.append(index) }
+            } else {
+                let keys = try allKeys(under: marker, limit: 3)
+                if keys.contains(where: { $0.key != marker && $0.key != index }) { return FSError(ENOTEMPTY) }
+                remove = keys.map { $0.key }
+            }
+            // No write of its index may bring the directory back after this.
+            meta.discard(where: { $0 == marker })
+            if remove.count == 1 {
+                try store.delete(remove[0])
+            } else if remove.count > 1, !(try store.deleteMany(remove)).isEmpty {
+                return FSError(EIO)
             }
         } catch {
             return FSError(error)
         }
         record(dirPath: dirPath, name: name, nil)
+        if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }
         state.withLock { s in s.attrs.removeTable(marker) }
         detachNode(parent: parent, name: name, kind: .directory)
         return nil
@@ -302,13 +497,23 @@ extension Filesystem {
         let dstKey = Names.entryKey(dirPath: dstDir, name: newName)
         if src.kind == .file {
             if dst?.kind == .directory { return FSError(EISDIR) }
+            // Its metadata moves with it: in the copy's headers (kept, or written whole when known,
+            // since a multipart copy above 5 GiB starts with none) and in the new directory's index.
+            let rec = meta.anyRecord(dir: srcDir, name: name).flatMap { MetadataIndex.sameETag($0.etag, src.etag) ? $0 : nil }
             do {
-                let etag = try store.copy(from: srcKey, to: dstKey, size: src.size)
+                let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
+                                          metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
                 try store.delete(srcKey)
                 var moved = src
                 moved.at = now()
                 if !etag.isEmpty { moved.etag = etag }
                 record(dirPath: dstDir, name: newName, moved)
+                if let rec {
+                    meta.update(dir: dstDir, name: newName, MetaRecord(etag: moved.etag, meta: rec.meta))
+                } else if meta.anyRecord(dir: dstDir, name: newName) != nil {
+                    meta.update(dir: dstDir, name: newName, nil)
+                }
+                if meta.anyRecord(dir: srcDir, name: name) != nil { meta.update(dir: srcDir, name: name, nil) }
             } catch {
                 return FSError(error)
             }
@@ -320,8 +525,13 @@ extension Filesystem {
         if dst?.kind == .file { return FSError(ENOTDIR) }
         let srcPrefix = srcKey + [Names.slash], dstPrefix = dstKey + [Names.slash]
         if dstPrefix.starts(with: srcPrefix) { return FSError(EINVAL) }
+        let dirRecord = meta.anyRecord(dir: srcDir, name: name)
         do {
-            if dst != nil, try allKeys(under: dstPrefix, limit: 2).contains(where: { $0.key != dstPrefix }) { return FSError(ENOTEMPTY) }
+            if dst != nil, try allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
+                return FSError(ENOTEMPTY)
+            }
+            // The indexes below move with the keys: what they hold must be in S3 first.
+            meta.flush(where: { $0.starts(with: srcPrefix) })
             let keys = try allKeys(under: srcPrefix)
             if let failure = parallelCopy(keys, from: srcPrefix, to: dstPrefix) {
                 Log.error("rename of directory \(Names.display(srcPrefix)) stopped: \(failure); keys copied so far exist under both names, run the mv again to finish")
@@ -335,6 +545,9 @@ extension Filesystem {
         } catch {
             return FSError(error)
         }
+        meta.discard(where: { $0.starts(with: srcPrefix) || $0.starts(with: dstPrefix) })
+        if let r = dirRecord { meta.update(dir: dstDir, name: newName, r) }
+        if dirRecord != nil { meta.update(dir: srcDir, name: name, nil) }
         state.withLock { s in
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.
             s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
@@ -365,7 +578,7 @@ extension Filesystem {
                     if i < 0 { break }
                     let k = keys[i]
                     do {
-                        _ = try store.copy(from: k.key, to: to + Array(k.key[from.count...]), size: k.size)
+                        _ = try store.copy(from: k.key, to: to + Array(k.key[from.count...]), size: k.size, metadata: nil, sourceETag: nil)
                     } catch {
                         let e = error as? S3Error ?? S3Error(kind: .transport, status: 0, code: "Copy", message: "\(error)", operation: "CopyObject")
                         cond.broadcast { if failure == nil { failure = e } }
@@ -406,6 +619,10 @@ extension Filesystem {
     /// Uploads what open files still hold (the kernel will never send their release after an
     /// unmount). Bounded by `timeout` seconds; logs what it does.
     public func shutdown(timeout: Double) {
+        defer {
+            // Metadata changes still waiting for their directory's index to be written.
+            if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
+        }
         let dirty = state.withLock { s in s.writers.filter { $0.value.isDirty } }
         guard !dirty.isEmpty else { return }
         Log.info("unmount: uploading \(dirty.count) file(s) still open for writing (up to \(Int(timeout)) s)")

@@ -9,15 +9,21 @@ public protocol ObjectStore: Sendable {
     func get(_ key: [UInt8], range: Range<Int64>?, from: Int64?, ifMatch: String?, sink: @escaping BodySink) throws -> ObjectInfo
     var requestStats: RequestStats? { get }
 
-    /// Returns the new object's ETag.
-    func put(_ key: [UInt8], body: HTTPBody) throws -> String
-    func createMultipart(_ key: [UInt8]) throws -> MultipartUpload
+    /// Returns the new object's ETag. `metadata`: user metadata headers (name without `x-amz-meta-`).
+    func put(_ key: [UInt8], body: HTTPBody, metadata: [(String, String)]) throws -> String
+    /// A PutObject that only succeeds while `condition` holds (S3Error .preconditionFailed otherwise).
+    func put(_ key: [UInt8], body: HTTPBody, condition: WriteCondition) throws -> String
+    func createMultipart(_ key: [UInt8], metadata: [(String, String)]) throws -> MultipartUpload
     /// The part's ETag, and its checksum when the upload is checksummed.
     func uploadPart(_ key: [UInt8], upload: MultipartUpload, partNumber: Int, body: HTTPBody) throws -> CompletedPart
     func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String
     func abortMultipart(_ key: [UInt8], uploadId: String) throws
     /// Server-side copy; `size` lets the store pick a multipart copy for objects over 5 GiB.
-    func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String
+    /// `metadata` nil keeps the source's user metadata, else replaces it; `sourceETag` fails the
+    /// copy if the source changed.
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String
+    /// Size, ETag and user metadata of one object (HeadObject).
+    func head(_ key: [UInt8]) throws -> ObjectInfo
     func delete(_ key: [UInt8]) throws
     /// Returns the keys that could not be deleted.
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]]
@@ -42,13 +48,23 @@ extension S3Client: ObjectStore {
 
     public var requestStats: RequestStats? { stats }
 
-    public func put(_ key: [UInt8], body: HTTPBody) throws -> String { try putObject(key, body: body) }
-    public func createMultipart(_ key: [UInt8]) throws -> MultipartUpload { try createMultipartUpload(key) }
+    public func put(_ key: [UInt8], body: HTTPBody, metadata: [(String, String)]) throws -> String {
+        try putObject(key, body: body, metadata: metadata)
+    }
+    public func put(_ key: [UInt8], body: HTTPBody, condition: WriteCondition) throws -> String {
+        try putObject(key, body: body, contentType: "text/plain; charset=utf-8", condition: condition)
+    }
+    public func createMultipart(_ key: [UInt8], metadata: [(String, String)]) throws -> MultipartUpload {
+        try createMultipartUpload(key, metadata: metadata)
+    }
     public func completeMultipart(_ key: [UInt8], uploadId: String, parts: [CompletedPart]) throws -> String {
         try completeMultipartUpload(key, uploadId: uploadId, parts: parts)
     }
     public func abortMultipart(_ key: [UInt8], uploadId: String) throws { try abortMultipartUpload(key, uploadId: uploadId) }
-    public func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String { try copyObject(from: from, to: to, size: size) }
+    public func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
+        try copyObject(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag)
+    }
+    public func head(_ key: [UInt8]) throws -> ObjectInfo { try headObject(key) }
     public func delete(_ key: [UInt8]) throws { try deleteObject(key) }
     public func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteObjects(keys).map { $0.key } }
 }

@@ -32,21 +32,46 @@ public struct FSOptions: Sendable {
     public var multipartThreshold: Int64 = 16 << 20
     public var partSize: Int64 = 8 << 20
     public var parallelParts = 8
+    /// Where modes, owners, mtimes and symlinks live (docs/SEMANTICS.md, "POSIX metadata").
+    public var metadata: MetadataMode = .index
+    /// Seconds a metadata change may wait before its directory's index is written back.
+    public var metadataDebounce: Double = 1.0
     public init() {}
+}
+
+/// `--metadata`: how modes, owners, mtimes and symlinks are kept.
+public enum MetadataMode: String, Sendable, CaseIterable {
+    /// Objects carry s3fs's headers; a per-directory index object lets a listing show them
+    /// without a HeadObject per entry (the default).
+    case index
+    /// As `index`, and entries the index does not cover (a bucket written by s3fs or rclone) are
+    /// asked for their headers with HeadObject when a program stats them.
+    case head
+    /// Mount-wide modes and owners (--file-mode, --dir-mode, --uid, --gid), nothing stored; chmod
+    /// and chown to other values are EPERM, symlinks too.
+    case none
 }
 
 public enum EntryKind: Sendable, Equatable { case file, directory }
 
 public struct Attributes: Sendable, Equatable {
     public var ino: UInt64
+    /// The object's shape in S3: a key (file or symlink) or a prefix (directory).
     public var kind: EntryKind
     public var size: Int64
-    public var mtime: Double
-    /// Permission bits only; the bridge adds the file type.
+    public var mtime: Timestamp
+    /// Permission bits (with setuid, setgid, sticky); the bridge adds the file type.
     public var mode: UInt32
     public var uid: UInt32
     public var gid: UInt32
+    /// A file whose metadata says S_IFLNK: its body is the target.
+    public var isSymlink = false
+    /// Shown before the object's own headers were read (`--metadata head`): the kernel must not
+    /// keep them, so that a stat asks again.
+    public var provisional = false
     public var nlink: UInt32 { kind == .directory ? 2 : 1 }
+    /// st_mode's file type bits.
+    public var typeBits: UInt32 { kind == .directory ? UInt32(S_IFDIR) : isSymlink ? UInt32(S_IFLNK) : UInt32(S_IFREG) }
 }
 
 public struct FSError: Error, Equatable, CustomStringConvertible {

@@ -164,11 +164,15 @@ enum Daemon {
         fsOptions.metadataTTL = config.metadataTTL
         fsOptions.kernelReadAhead = config.readAheadKiB << 10
         fsOptions.readOnly = config.readOnly
+        fsOptions.metadata = config.metadata
         fsOptions.spoolDir = config.spoolDir ?? "/var/tmp"
 
-        // One small listing proves the bucket exists, is reachable and that we may list it.
+        // One small listing proves the bucket exists, is reachable and that we may list it. It asks
+        // for the root's metadata index, so it also tells whether there is one.
+        let checked: ListPage
+        let checkedAt = monotonicSeconds()
         do {
-            _ = try client.listObjectsV2(prefix: fsOptions.prefix, delimiter: nil, maxKeys: 1)
+            checked = try client.listObjectsV2(prefix: Filesystem.metadataIndexKey(dir: fsOptions.prefix), delimiter: nil, maxKeys: 1)
         } catch let e as S3Error {
             report(false, describe(e, config: config, endpoint: endpoint ?? "AWS (\(client.region))"))
             return 1
@@ -178,6 +182,7 @@ enum Daemon {
         }
 
         let fs = Filesystem(store: client, options: fsOptions)
+        fs.noteRootIndexListing(checked, at: checkedAt)
         var metrics: MetricsServer? = nil
         if let addr = config.metricsAddress {
             do { metrics = try MetricsServer(address: addr, fs: fs) } catch {

@@ -37,6 +37,8 @@ struct MountConfig {
     /// The kernel's read-ahead for the mount in KiB (FUSE's default is 128, which caps a
     /// sequential read at a fraction of the line rate).
     var readAheadKiB = 4096
+    /// Where modes, owners, mtimes and symlinks are kept (`--metadata`).
+    var metadata: MetadataMode = .index
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -60,11 +62,16 @@ enum CommandLine2 {
       --no-sign-request        anonymous access to a public bucket
       --prefix PREFIX          mount only keys under PREFIX
       --read-only              refuse every change (EROFS)
-      --uid N, --gid N         owner shown for every file (default: the mounting user)
-      --file-mode OCTAL        permission bits of files (default 0644)
-      --dir-mode OCTAL         permission bits of directories (default 0755)
+      --uid N, --gid N         owner of objects that carry none (default: the mounting user)
+      --file-mode OCTAL        permission bits of files that carry none (default 0644)
+      --dir-mode OCTAL         permission bits of directories that carry none (default 0755)
       --allow-other            let other users access the mount (needs user_allow_other in /etc/fuse.conf)
       --allow-root             let root access the mount
+      --metadata index|head|none
+                               modes, owners, mtimes, symlinks: kept in object headers and a per-directory
+                               index read beside each listing (index, the default); also HeadObject for
+                               entries the index does not cover, e.g. buckets written by s3fs (head);
+                               or mount-wide --file-mode/--uid for everything (none)
       --metadata-ttl SECONDS|indefinite
                                how long listings, attributes and "no such file" answers are trusted (default 60)
       --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
@@ -113,6 +120,7 @@ enum CommandLine2 {
             case "--allow-other": c.allowOther = true
             case "--allow-root": c.allowRoot = true
             case "--metadata-ttl": c.metadataTTL = try ttl(try value(name, inline))
+            case "--metadata": c.metadata = try metadataMode(try value(name, inline))
             case "--log-file": c.logFile = try value(name, inline)
             case "--spool-dir": c.spoolDir = try value(name, inline)
             case "--metrics-address": c.metricsAddress = try value(name, inline)
@@ -192,6 +200,13 @@ enum CommandLine2 {
         return n
     }
 
+    static func metadataMode(_ v: String) throws -> MetadataMode {
+        guard let m = MetadataMode(rawValue: v) else {
+            throw UsageError("--metadata expects one of \(MetadataMode.allCases.map { $0.rawValue }.joined(separator: ", ")), got \"\(v)\"")
+        }
+        return m
+    }
+
     static func ttl(_ v: String) throws -> Double {
         if v == "indefinite" || v == "inf" { return .infinity }
         guard let n = Double(v), n >= 0, n.isFinite else { throw UsageError("--metadata-ttl expects seconds or \"indefinite\", got \"\(v)\"") }
@@ -228,6 +243,7 @@ enum CommandLine2 {
             case "no-sign-request", "public-bucket": c.noSignRequest = true
             case "no-upload-checksums": c.uploadChecksums = false
             case "metadata-ttl": c.metadataTTL = try ttl(try need())
+            case "metadata": c.metadata = try metadataMode(try need())
             case "debug": c.debug = true
             case "foreground": c.foreground = true
             case "log-file": c.logFile = try need()

@@ -105,16 +105,49 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         }
     }
 
-    func put(_ key: [UInt8], body: HTTPBody) throws -> String {
+    /// User metadata by key, as the last PUT, copy or multipart creation set it.
+    private(set) var userMeta: [[UInt8]: [String: String]] = [:]
+    private var uploadMeta: [String: [String: String]] = [:]
+    private(set) var copyCalls = 0
+    private(set) var headCalls = 0
+    /// Conditional PUTs refused (412).
+    private(set) var preconditionFailures = 0
+
+    func meta(_ key: String) -> [String: String]? { lock.lock(); defer { lock.unlock() }; return userMeta[Array(key.utf8)] }
+    func setMeta(_ key: String, _ m: [String: String]) { lock.lock(); userMeta[Array(key.utf8)] = m; lock.unlock() }
+
+    func put(_ key: [UInt8], body: HTTPBody, metadata: [(String, String)]) throws -> String {
         let d = Self.read(body)
         put(key, d)
-        lock.lock(); putCalls += 1; defer { lock.unlock() }
+        lock.lock(); defer { lock.unlock() }
+        putCalls += 1
+        userMeta[key] = Dictionary(metadata, uniquingKeysWith: { _, b in b })
         return objects[key]!.etag
     }
-    func createMultipart(_ key: [UInt8]) throws -> MultipartUpload {
+    func put(_ key: [UInt8], body: HTTPBody, condition: WriteCondition) throws -> String {
+        lock.lock()
+        let current = objects[key]?.etag
+        let holds: Bool
+        switch condition {
+        case .absent: holds = current == nil
+        case .etag(let e): holds = current == e
+        }
+        if !holds { preconditionFailures += 1 }
+        lock.unlock()
+        if !holds { throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "PutObject") }
+        return try put(key, body: body, metadata: [])
+    }
+    func head(_ key: [UInt8]) throws -> ObjectInfo {
+        lock.lock(); defer { lock.unlock() }
+        headCalls += 1
+        guard let o = objects[key] else { throw S3Error(kind: .notFound, status: 404, code: "NotFound", message: "", operation: "HeadObject") }
+        return ObjectInfo(size: Int64(o.data.count), etag: o.etag, lastModified: o.mtime, metadata: userMeta[key] ?? [:])
+    }
+    func createMultipart(_ key: [UInt8], metadata: [(String, String)]) throws -> MultipartUpload {
         lock.lock(); defer { lock.unlock() }
         let id = UUID().uuidString
         uploads[id] = [:]
+        uploadMeta[id] = Dictionary(metadata, uniquingKeysWith: { _, b in b })
         return MultipartUpload(id: id, checksummed: true)
     }
     /// Runs first in every UploadPart (on the part's thread): a test may block it or throw an S3 error.
@@ -136,16 +169,23 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
             throw S3Error(kind: .clientError, status: 400, code: "InvalidPart", message: "checksum of part \(p.partNumber)", operation: "CompleteMultipartUpload")
         }
         put(key, parts.sorted { $0.partNumber < $1.partNumber }.flatMap { u[$0.partNumber]! })
-        return "\"mpu\""
+        lock.lock(); defer { lock.unlock() }
+        userMeta[key] = uploadMeta.removeValue(forKey: uploadId)
+        return objects[key]!.etag
     }
     func abortMultipart(_ key: [UInt8], uploadId: String) throws { lock.lock(); uploads[uploadId] = nil; lock.unlock() }
-    func copy(from: [UInt8], to: [UInt8], size: Int64) throws -> String {
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
         lock.lock()
         guard let o = objects[from] else { lock.unlock(); throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "CopyObject") }
+        if let e = sourceETag, e != o.etag { lock.unlock(); throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "CopyObject") }
+        copyCalls += 1
+        let m = metadata.map { Dictionary($0, uniquingKeysWith: { _, b in b }) } ?? userMeta[from]
         lock.unlock()
         put(to, o.data)
-        return "\"copy\""
+        lock.lock(); defer { lock.unlock() }
+        userMeta[to] = m
+        return objects[to]!.etag
     }
-    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; lock.unlock() }
+    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; userMeta[key] = nil; lock.unlock() }
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { for k in keys { try delete(k) }; return [] }
 }

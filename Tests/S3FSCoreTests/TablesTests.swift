@@ -98,7 +98,7 @@ final class TablesTests: XCTestCase {
 /// must agree with the part bounds everywhere, the tier boundaries most of all.
 final class PartMathTests: XCTestCase {
     func testPartIndexAndCountAgreeWithPartBounds() throws {
-        let w = try FileWriter(store: InMemoryStore(), key: Array("k".utf8), ino: 2, spoolDir: "/tmp",
+        let w = try FileWriter(store: InMemoryStore(), key: Array("k".utf8), ino: 2, meta: PosixMeta(mode: 0o100644, uid: 0, gid: 0), spoolDir: "/tmp",
                                multipartThreshold: 16 << 20, partSize: 8 << 20, parallelParts: 8)
         defer { w.close() }
         for n in [1, 2, 3, 999, 1000, 1001, 1002, 1999, 2000, 2001, 2999, 3000, 3001, 9999, 10000] {

@@ -16,7 +16,7 @@ final class WriterTests: XCTestCase {
             release.wait()
             throw S3Error(kind: .clientError, status: 400, code: "BadDigest", message: "checksum mismatch", operation: "UploadPart")
         }
-        let w = try FileWriter(store: store, key: Array("big".utf8), ino: 2, spoolDir: NSTemporaryDirectory(),
+        let w = try FileWriter(store: store, key: Array("big".utf8), ino: 2, meta: PosixMeta(mode: 0o100644, uid: 0, gid: 0), spoolDir: NSTemporaryDirectory(),
                                multipartThreshold: 64 << 10, partSize: 32 << 10, parallelParts: 4)
         defer { w.close() }
         var expected = (0..<(100 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 131) }
@@ -31,7 +31,7 @@ final class WriterTests: XCTestCase {
         expected.replaceSubrange(100..<105, with: patch)
         release.signal()
         guard case .success(let done?) = w.upload(final: true) else { return XCTFail("the upload must succeed") }
-        XCTAssertEqual(done.0, Int64(expected.count))
+        XCTAssertEqual(done.size, Int64(expected.count))
         XCTAssertEqual(store.data("big"), expected)
     }
 }

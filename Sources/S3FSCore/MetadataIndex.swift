@@ -1,0 +1,376 @@
+import Glibc
+import S3
+
+/// The metadata part: per directory, the POSIX metadata of the names that differ from the mount's
+/// defaults, kept in S3 as one small object `DIR/.s3mount-meta` beside the entries (hidden from
+/// listings) and in memory here. A listing shows the index's ETag like any key, so one GET beside
+/// the listing gives modes, owners, mtimes and symlinks for the whole directory: no HeadObject
+/// per entry. Each object also carries its own headers, so the index can be rebuilt from them.
+///
+/// Changes are applied here at once and written back debounced (one PUT per directory per burst,
+/// at most `debounce` seconds late, and on fsync and unmount), conditionally (If-Match on the
+/// version read, If-None-Match for a new index) so that two mounts do not lose each other's
+/// updates: on 412 the index is read again and the local changes are applied on top.
+///
+/// Lock order: the filesystem's lock may be held while calling `record`; this part never calls
+/// back into the filesystem while holding its own lock, and never holds it across a request.
+final class MetadataIndex: @unchecked Sendable {
+    static let objectName: [UInt8] = Array(".s3mount-meta".utf8)
+
+    let store: ObjectStore
+    let ttl: Double
+    let debounce: Double
+    /// Reads and writes the index (false: `--metadata none`).
+    let enabled: Bool
+
+    struct Dir {
+        /// The index object S3 has, as last learned (listing, probe, load or write): nil = none.
+        var remoteETag: String?
+        /// When `remoteETag` was learned; nil = never (unknown whether an index exists).
+        var learnedAt: Double?
+        /// The version `records` were read from or last written as; nil = none.
+        var loadedETag: String?
+        var loaded = false
+        var records: [[UInt8]: MetaRecord] = [:]
+        /// Local changes not yet written back (nil: the name's record was removed).
+        var pending: [[UInt8]: MetaRecord?] = [:]
+        var dirtySince: Double? = nil
+        /// A load or write of this directory's index is on the wire.
+        var busy = false
+        /// Writing failed: not before this time again.
+        var retryAt: Double = 0
+        /// `--metadata head`: what objects' own headers said (kept in memory, never written).
+        var heads: [[UInt8]: MetaRecord] = [:]
+    }
+
+    struct Counters {
+        var indexGets = 0, indexPuts = 0, indexDeletes = 0, probes = 0, conflicts = 0, writeFailures = 0
+        var metadataCopies = 0, heads = 0
+    }
+
+    let dirs = Locked<[[UInt8]: Dir]>([:])
+    let counters = Locked(Counters())
+    /// Wakes the writer thread and waiters on `busy`.
+    let cond = Condition()
+    private var writerStarted = false
+    /// A store that refused conditional writes (501 NotImplemented): sent plain PUTs since.
+    private let unconditional = Locked(false)
+
+    init(store: ObjectStore, ttl: Double, debounce: Double = 1.0, enabled: Bool) {
+        self.store = store
+        self.ttl = ttl
+        self.debounce = debounce
+        self.enabled = enabled
+    }
+
+    static func key(dir: [UInt8]) -> [UInt8] { dir + objectName }
+
+    static func isIndex(name: [UInt8]) -> Bool { name == objectName }
+
+    func fresh(_ at: Double?, _ now: Double) -> Bool { at.map { now - $0 < ttl } ?? false }
+
+    // MARK: - reading
+
+    /// The metadata of `name` in `dir`, when the index has a record that still applies: same
+    /// ETag as the object listed (a directory's record always applies).
+    func record(dir: [UInt8], name: UnsafeRawBufferPointer, etag: String, isDirectory: Bool) -> PosixMeta? {
+        dirs.withLock { d -> PosixMeta? in
+            guard let e = d[dir], !e.records.isEmpty || !e.heads.isEmpty else { return nil }
+            let n = Array(name)
+            for r in [e.records[n], e.heads[n]] {
+                guard let r, isDirectory == r.meta.isDirectory else { continue }
+                if !isDirectory && !Self.sameETag(r.etag, etag) { continue }
+                return r.meta
+            }
+            return nil
+        }
+    }
+
+    /// `--metadata head`: what an object's own headers said.
+    func learn(dir: [UInt8], name: [UInt8], _ r: MetaRecord) {
+        dirs.withLock { d in d[dir, default: Dir()].heads[name] = r }
+    }
+
+    /// A record whatever its ETag (for carrying metadata across a rename or an overwrite).
+    func anyRecord(dir: [UInt8], name: [UInt8]) -> MetaRecord? { dirs.withLock { $0[dir]?.records[name] } }
+
+    static func sameETag(_ a: String, _ b: String) -> Bool {
+        func bare(_ s: String) -> Substring {
+            var t = Substring(s)
+            if t.hasPrefix("W/") { t = t.dropFirst(2) }
+            if t.first == "\"" { t = t.dropFirst() }
+            if t.last == "\"" { t = t.dropLast() }
+            return t
+        }
+        return bare(a) == bare(b)
+    }
+
+    /// What a listing page showed of `dir`'s index: its ETag, or that it has none (`etag` nil,
+    /// only when the page passed where the index would sort).
+    func noteListed(dir: [UInt8], etag: String?, at t: Double) {
+        guard enabled else { return }
+        dirs.withLock { d in
+            var e = d[dir] ?? Dir()
+            e.remoteETag = etag
+            e.learnedAt = t
+            if e.loaded && !Self.sameETag(e.loadedETag ?? "", etag ?? "") {
+                // Written by another mount (or removed): read again at the next use.
+                e.loaded = false
+            }
+            if etag == nil && e.pending.isEmpty && e.loadedETag != nil {
+                e.records = [:]
+                e.loadedETag = nil
+            }
+            d[dir] = e
+        }
+    }
+
+    enum Need { case nothing, load, probe }
+
+    func need(_ dir: [UInt8], at t: Double, probe: Bool) -> Need {
+        guard enabled else { return .nothing }
+        return dirs.withLock { d -> Need in
+            guard let e = d[dir], fresh(e.learnedAt, t) else { return probe ? .probe : .nothing }
+            if e.remoteETag == nil { return .nothing }
+            if e.loaded && Self.sameETag(e.loadedETag ?? "", e.remoteETag!) { return .nothing }
+            return .load
+        }
+    }
+
+    /// Makes sure the records of `dir` are those of the index S3 has: reads it when a listing
+    /// showed a version not read yet; with `probe`, first asks S3 whether there is one when no
+    /// listing said so within the TTL (one ListObjectsV2 for exactly that key: never a 404).
+    func ensureLoaded(_ dir: [UInt8], probe: Bool) {
+        let t = monotonicSeconds()
+        var step = need(dir, at: t, probe: probe)
+        if step == .nothing { return }
+        // One load or probe per directory at a time; the others wait for it.
+        var mine = false
+        cond.wait(until: {
+            dirs.withLock { d in
+                if d[dir]?.busy == true { return false }
+                mine = true
+                d[dir, default: Dir()].busy = true
+                return true
+            }
+        })
+        guard mine else { return }
+        defer { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+        step = need(dir, at: t, probe: probe) // someone else may have done it meanwhile
+        if step == .probe {
+            counters.withLock { $0.probes += 1 }
+            let key = Self.key(dir: dir)
+            do {
+                let page = try store.list(prefix: key, delimiter: nil, continuationToken: nil, startAfter: nil, maxKeys: 1)
+                let etag = page.objects.first(where: { $0.key == key })?.etag
+                noteListed(dir: dir, etag: etag, at: t)
+            } catch {
+                Log.warning("metadata index of \"\(Names.display(dir))\": \(error)")
+                return
+            }
+            step = need(dir, at: t, probe: false)
+        }
+        if step == .load { _ = load(dir) }
+    }
+
+    /// Reads the index object; the records become what it says with the local changes on top.
+    @discardableResult
+    func load(_ dir: [UInt8]) -> Bool {
+        counters.withLock { $0.indexGets += 1 }
+        var bytes: [UInt8] = []
+        let info: ObjectInfo
+        do {
+            info = try store.get(Self.key(dir: dir), range: nil, from: nil, ifMatch: nil) { buf in
+                bytes.append(contentsOf: buf)
+                return bytes.count <= 64 << 20
+            }
+        } catch let e as S3Error where e.kind == .noSuchKey || e.kind == .notFound {
+            noteListed(dir: dir, etag: nil, at: monotonicSeconds())
+            return true
+        } catch {
+            Log.warning("reading the metadata index of \"\(Names.display(dir))\": \(error)")
+            return false
+        }
+        let decoded = MetaIndexCodec.decode(bytes)
+        if decoded == nil {
+            Log.shared.once(.warning, key: "badindex:" + Names.display(dir),
+                            "\"\(Names.display(Self.key(dir: dir)))\" is not a metadata index s3mount can read; its entries are ignored")
+        }
+        dirs.withLock { d in
+            var e = d[dir] ?? Dir()
+            var records = decoded ?? [:]
+            for (name, r) in e.pending { records[name] = r }
+            e.records = records
+            e.loadedETag = info.etag
+            e.remoteETag = info.etag
+            e.learnedAt = monotonicSeconds()
+            e.loaded = true
+            d[dir] = e
+        }
+        return true
+    }
+
+    // MARK: - changing
+
+    /// Sets (or with nil removes) the record of `name`; written back within `debounce` seconds.
+    /// `persist: false` only shows it here (a file not uploaded yet: its upload records it).
+    func update(dir: [UInt8], name: [UInt8], _ r: MetaRecord?, persist: Bool = true) {
+        guard enabled else { return }
+        let changed = dirs.withLock { d -> Bool in
+            var e = d[dir] ?? Dir()
+            if e.records[name] == r { return false }
+            e.records[name] = r
+            if !persist { d[dir] = e; return false }
+            e.pending[name] = .some(r)
+            if e.dirtySince == nil { e.dirtySince = monotonicSeconds() }
+            d[dir] = e
+            return true
+        }
+        if changed { startWriter() }
+    }
+
+    /// A directory removed or renamed away: its state goes (after any load or write in flight).
+    func discard(where matches: @escaping ([UInt8]) -> Bool) {
+        cond.wait(until: { dirs.withLock { d in !d.contains { matches($0.key) && $0.value.busy } } })
+        dirs.withLock { d in for k in Array(d.keys) where matches(k) { d[k] = nil } }
+    }
+
+    /// Whether S3 may hold an index for `dir` (unknown counts as may).
+    func mayExist(_ dir: [UInt8]) -> Bool {
+        dirs.withLock { d in
+            guard let e = d[dir], e.learnedAt != nil else { return true }
+            return e.remoteETag != nil || e.loadedETag != nil || e.busy
+        }
+    }
+
+    // MARK: - writing back
+
+    private func startWriter() {
+        let start = cond.locked { () -> Bool in
+            if writerStarted { return false }
+            writerStarted = true
+            return true
+        }
+        if start {
+            let t = Thread { [weak self] in self?.writerLoop() }
+            t.start()
+        } else {
+            cond.broadcast()
+        }
+    }
+
+    private func writerLoop() {
+        while true {
+            let t = monotonicSeconds()
+            let due: [[UInt8]] = dirs.withLock { d in
+                d.filter { !$0.value.busy && $0.value.dirtySince.map { t - $0 >= debounce } == true && $0.value.retryAt <= t }.map { $0.key }
+            }
+            for dir in due { _ = write(dir) }
+            _ = cond.wait(timeout: max(0.05, debounce / 4), until: { false })
+        }
+    }
+
+    /// Writes every directory with changes now (unmount; with `matches`, those directories only).
+    /// Returns false if one failed.
+    @discardableResult
+    func flush(where matches: ([UInt8]) -> Bool = { _ in true }) -> Bool {
+        let dirty: [[UInt8]] = dirs.withLock { d in d.filter { $0.value.dirtySince != nil && matches($0.key) }.map { $0.key } }
+        var ok = true
+        for dir in dirty where !write(dir) { ok = false }
+        return ok
+    }
+
+    /// Writes `dir`'s index if it has changes; true when it is in S3 (or nothing was due).
+    @discardableResult
+    func write(_ dir: [UInt8]) -> Bool {
+        var mine = false
+        cond.wait(until: {
+            dirs.withLock { d in
+                guard let e = d[dir] else { return true }
+                if e.busy { return false }
+                if e.dirtySince == nil { return true }
+                mine = true
+                d[dir]!.busy = true
+                return true
+            }
+        })
+        guard mine else { return true }
+        defer { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+        // Not known whether S3 has an index, or a newer one: read it first, so what it holds survives.
+        if needsReadBeforeWrite(dir) {
+            let t = monotonicSeconds()
+            if let page = try? store.list(prefix: Self.key(dir: dir), delimiter: nil, continuationToken: nil, startAfter: nil, maxKeys: 1) {
+                counters.withLock { $0.probes += 1 }
+                noteListed(dir: dir, etag: page.objects.first(where: { $0.key == Self.key(dir: dir) })?.etag, at: t)
+            }
+            if dirs.withLock({ $0[dir].map { $0.remoteETag != nil && !$0.loaded } ?? false }) { _ = load(dir) }
+        }
+        for _ in 0..<5 {
+            guard let (records, pending, expected) = dirs.withLock({ d -> ([[UInt8]: MetaRecord], [[UInt8]: MetaRecord?], String?)? in
+                guard let e = d[dir] else { return nil }
+                // A file not uploaded yet has no ETag: its upload writes its entry.
+                return (e.records.filter { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }, e.pending, e.loadedETag)
+            }) else { return true }
+            let key = Self.key(dir: dir)
+            do {
+                var newETag: String? = nil
+                if records.isEmpty {
+                    if expected != nil {
+                        counters.withLock { $0.indexDeletes += 1 }
+                        try store.delete(key)
+                    }
+                } else {
+                    counters.withLock { $0.indexPuts += 1 }
+                    newETag = try putIndex(key, MetaIndexCodec.encode(records), expected: expected)
+                }
+                dirs.withLock { d in
+                    guard var e = d[dir] else { return }
+                    for (name, r) in pending where e.pending[name] == r { e.pending[name] = nil }
+                    e.dirtySince = e.pending.isEmpty ? nil : monotonicSeconds()
+                    e.loadedETag = newETag
+                    e.remoteETag = newETag
+                    e.loaded = true
+                    e.learnedAt = monotonicSeconds()
+                    e.retryAt = 0
+                    d[dir] = e
+                }
+                return true
+            } catch let e as S3Error where e.kind == .preconditionFailed {
+                // Another mount wrote it since we read it: read theirs, put ours on top, again.
+                counters.withLock { $0.conflicts += 1 }
+                if !load(dir) { break }
+            } catch {
+                counters.withLock { $0.writeFailures += 1 }
+                Log.warning("writing the metadata index of \"\(Names.display(dir))\": \(error) (retried in 5 s)")
+                dirs.withLock { d in d[dir]?.retryAt = monotonicSeconds() + 5 }
+                return false
+            }
+        }
+        dirs.withLock { d in d[dir]?.retryAt = monotonicSeconds() + 5 }
+        return false
+    }
+
+    private func needsReadBeforeWrite(_ dir: [UInt8]) -> Bool {
+        dirs.withLock { d in
+            guard let e = d[dir] else { return false }
+            if e.learnedAt == nil { return true }
+            return e.remoteETag != nil && !(e.loaded && Self.sameETag(e.loadedETag ?? "", e.remoteETag!))
+        }
+    }
+
+    private func putIndex(_ key: [UInt8], _ body: [UInt8], expected: String?) throws -> String {
+        if unconditional.withLock({ $0 }) { return try store.put(key, body: .bytes(body), metadata: []) }
+        do {
+            return try store.put(key, body: .bytes(body), condition: expected.map { .etag($0) } ?? .absent)
+        } catch let e as S3Error where e.status == 501 || e.code == "NotImplemented" {
+            if !unconditional.withLock({ u -> Bool in defer { u = true }; return u }) {
+                Log.warning("the store does not support conditional writes; metadata indexes are written unconditionally (two mounts changing one directory at once may lose an update)")
+            }
+            return try store.put(key, body: .bytes(body), metadata: [])
+        }
+    }
+
+    // MARK: - statistics
+
+    var snapshot: Counters { counters.withLock { $0 } }
+}
