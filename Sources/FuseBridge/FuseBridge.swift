@@ -218,6 +218,12 @@ public final class FuseBridge: @unchecked Sendable {
                             e = fuse_entry_param()
                             e.attr.st_ino = UInt(ent.attributes?.ino ?? 0)
                             e.attr.st_mode = S_IFDIR
+                        } else if ent.attributes == nil {
+                            // No attributes yet (`--metadata head`): node id 0 makes no inode in
+                            // the kernel, which looks the name up when a program stats it. The
+                            // type is unknown (DT_UNKNOWN); the inode number is a stand-in.
+                            e = fuse_entry_param()
+                            e.attr.st_ino = UInt(ent.nextOffset) | (1 << 62)
                         }
                         return fuse_add_direntry_plus(req, bp.baseAddress! + used, remaining, np.baseAddress, &e, off_t(ent.nextOffset))
                     }

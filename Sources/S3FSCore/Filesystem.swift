@@ -50,6 +50,7 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     let state = Locked(State())
+    lazy var headPrefetch = HeadPrefetch(fs: self)
 
     public init(store: ObjectStore, options: FSOptions) {
         self.store = store
@@ -173,17 +174,32 @@ public final class Filesystem: @unchecked Sendable {
         } ?? a
     }
 
-    /// `head` mode: one HeadObject for a file no index entry covers; its headers (or the mount's
-    /// defaults when it has none) are kept for as long as its ETag stays the same.
+    /// `head` mode: one HeadObject for a file no index entry covers (and, in parallel, for the
+    /// next ones of its directory a program stating them one by one will ask for).
     func learnHeaders(_ n: Node) {
+        headPrefetch.ahead(of: n.name, in: n.parentPath)
+        learnHeaders(dir: n.parentPath, name: n.name)
+    }
+
+    /// Its headers (or the mount's defaults when it has none) are kept while its ETag stays.
+    func learnHeaders(dir: [UInt8], name: [UInt8]) {
+        let key = Names.entryKey(dirPath: dir, name: name)
+        guard headPrefetch.begin(key) else { return } // on the wire already: waited for
+        defer { headPrefetch.end(key) }
+        if let e = state.withLock({ $0.attrs[dir: dir, name: name] }), !needsHeaders(dir: dir, name: name, e) { return }
         do {
-            let info = try store.head(n.entryKey)
+            let info = try store.head(key)
             meta.counters.withLock { $0.heads += 1 }
             let m = PosixMeta.from(headers: info.metadata, defaults: defaultMeta(.file), type: UInt32(S_IFREG)) ?? defaultMeta(.file)
-            meta.learn(dir: n.parentPath, name: n.name, MetaRecord(etag: info.etag, meta: m))
+            meta.learn(dir: dir, name: name, MetaRecord(etag: info.etag, meta: m))
         } catch {
-            Log.warning("reading the headers of \"\(Names.display(n.entryKey))\": \(error)")
+            Log.warning("reading the headers of \"\(Names.display(key))\": \(error)")
         }
+    }
+
+    /// Whether `name` in `dir` still needs its headers read (`head` mode).
+    func needsHeaders(dir: [UInt8], name: [UInt8], _ e: CachedEntry) -> Bool {
+        e.kind == .file && name.withUnsafeBytes { meta.record(dir: dir, name: $0, etag: e.etag, isDirectory: false) } == nil
     }
 
     /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
@@ -825,7 +841,10 @@ public final class Filesystem: @unchecked Sendable {
         for (name, e) in batch {
             var attr: Attributes? = nil
             var symlink = false
-            if plus {
+            if plus && options.metadata == .head && needsHeaders(dir: dirPath, name: name, e) {
+                // Its type is not known before its headers are read: no inode yet (the kernel looks
+                // it up when a program stats it, and that lookup reads them).
+            } else if plus {
                 attr = state.withLock { s in attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e) }
                 symlink = attr?.isSymlink ?? false
             } else if e.kind == .file && options.metadata != .none {

@@ -335,3 +335,97 @@ def test_permissions_are_enforced_for_other_users_with_allow_other(moto, s3, buc
     assert created.returncode == 0, created.stderr
     st = os.stat(os.path.join(pub, "userdir", "x"))
     assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid)
+
+
+class S3fs:
+    """The real s3fs-fuse (Debian's package) on the same bucket: what one tool writes, the other
+    must show the same way."""
+
+    def __init__(self, moto, bucket, tmp_path):
+        if shutil.which("s3fs") is None:
+            pytest.skip("s3fs is not installed (scripts/setup.sh installs it)")
+        self.path = str(tmp_path / "s3fs-mnt")
+        os.mkdir(self.path)
+        pw = tmp_path / "passwd-s3fs"
+        pw.write_text("testing:testing\n")
+        os.chmod(pw, 0o600)
+        out = run(["s3fs", bucket, self.path, "-o", f"url={moto.endpoint},use_path_request_style,passwd_file={pw},"
+                   "stat_cache_expire=1,enable_noobj_cache"])
+        assert out.returncode == 0, out.stderr
+        deadline = time.time() + 20
+        while not os.path.ismount(self.path) and time.time() < deadline:
+            time.sleep(0.1)
+        assert os.path.ismount(self.path)
+
+    def unmount(self):
+        subprocess.run(["umount", self.path], capture_output=True)
+
+
+@pytest.fixture()
+def s3fs_mount(moto, tmp_path):
+    made = []
+
+    def make(bucket):
+        m = S3fs(moto, bucket, tmp_path)
+        made.append(m)
+        return m
+    yield make
+    for m in made:
+        m.unmount()
+
+
+def test_s3fs_shows_what_s3mount_wrote(moto, s3, bucket, mount, s3fs_mount):
+    m = mount(bucket)
+    os.mkdir(os.path.join(m.path, "w"), 0o750)
+    p = os.path.join(m.path, "w", "file")
+    with open(p, "w") as f:
+        f.write("by s3mount\n")
+    os.chmod(p, 0o604)
+    os.chown(p, 4242, 4343)
+    os.utime(p, ns=(1, 1_600_000_000_123_456_789))
+    os.symlink("file", os.path.join(m.path, "w", "link"))
+    m.unmount()
+    fs = s3fs_mount(bucket)
+    st = os.stat(os.path.join(fs.path, "w", "file"))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o604, 4242, 4343)
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+    assert os.readlink(os.path.join(fs.path, "w", "link")) == "file"
+    assert stat.S_IMODE(os.stat(os.path.join(fs.path, "w")).st_mode) == 0o750
+
+
+def test_s3mount_shows_what_s3fs_wrote_with_metadata_head(moto, s3, bucket, mount, s3fs_mount):
+    fs = s3fs_mount(bucket)
+    d = os.path.join(fs.path, "from-s3fs")
+    os.mkdir(d)
+    for i in range(20):
+        p = os.path.join(d, f"f{i:02d}")
+        with open(p, "w") as f:
+            f.write("x" * i)
+        os.chmod(p, 0o640 if i % 2 else 0o600)
+        os.utime(p, (1_555_555_555, 1_555_555_555 + i))
+    os.chown(os.path.join(d, "f03"), 1234, 5678)
+    os.symlink("f01", os.path.join(d, "link"))
+    fs.unmount()
+    # By default the listing's attributes: the index has no entries for them, and nothing is HEADed.
+    plain = mount(bucket)
+    before = plain.requests()
+    assert stat.S_IMODE(os.stat(os.path.join(plain.path, "from-s3fs", "f01")).st_mode) == 0o644
+    assert delta(before, plain.requests()).get("HeadObject", 0) == 0
+    plain.unmount()
+    m = mount(bucket, "--metadata", "head")
+    mp = os.path.join(m.path, "from-s3fs")
+    before = m.requests()
+    names = os.listdir(mp)
+    assert sorted(names) == sorted([f"f{i:02d}" for i in range(20)] + ["link"])
+    assert delta(before, m.requests()).get("HeadObject", 0) == 0, "listing names sends no HeadObject"
+    out = run(["ls", "-l", "--time-style=+%s", mp])
+    assert out.returncode == 0, out.stderr
+    for i in range(20):
+        st = os.stat(os.path.join(mp, f"f{i:02d}"))
+        assert stat.S_IMODE(st.st_mode) == (0o640 if i % 2 else 0o600) and st.st_mtime == 1_555_555_555 + i
+    st = os.stat(os.path.join(mp, "f03"))
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert os.readlink(os.path.join(mp, "link")) == "f01" and "link -> f01" in out.stdout
+    d2 = delta(before, m.requests())
+    assert d2.get("HeadObject", 0) == 21, d2  # once per file, however often it is stat'ed
+    assert m.stats()["not_found_404"] == 0
