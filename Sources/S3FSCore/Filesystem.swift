@@ -57,6 +57,7 @@ public final class Filesystem: @unchecked Sendable {
         self.options = options
         self.mountTime = Double(time(nil))
         self.meta = MetadataIndex(store: store, ttl: options.metadataTTL, debounce: options.metadataDebounce, enabled: options.metadata != .none)
+        meta.copier = { [unowned self] c in self.sendHeaderCopy(c) }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
         }

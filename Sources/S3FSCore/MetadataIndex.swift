@@ -41,6 +41,8 @@ final class MetadataIndex: @unchecked Sendable {
         var retryAt: Double = 0
         /// `--metadata head`: what objects' own headers said (kept in memory, never written).
         var heads: [[UInt8]: MetaRecord] = [:]
+        /// Records shown here but not to be written yet (`update(persist: false)`).
+        var localOnly = Set<[UInt8]>()
     }
 
     struct Counters {
@@ -200,6 +202,7 @@ final class MetadataIndex: @unchecked Sendable {
             var e = d[dir] ?? Dir()
             var records = decoded ?? [:]
             for (name, r) in e.pending { records[name] = r }
+            for name in e.localOnly { records[name] = e.records[name] }
             e.records = records
             e.loadedETag = info.etag
             e.remoteETag = info.etag
@@ -218,9 +221,14 @@ final class MetadataIndex: @unchecked Sendable {
         guard enabled else { return }
         let changed = dirs.withLock { d -> Bool in
             var e = d[dir] ?? Dir()
-            if e.records[name] == r { return false }
+            if e.records[name] == r && (!persist || !e.localOnly.contains(name)) { return false }
             e.records[name] = r
-            if !persist { d[dir] = e; return false }
+            if !persist {
+                e.localOnly.insert(name)
+                d[dir] = e
+                return false
+            }
+            e.localOnly.remove(name)
             e.pending[name] = .some(r)
             if e.dirtySince == nil { e.dirtySince = monotonicSeconds() }
             d[dir] = e
@@ -265,8 +273,59 @@ final class MetadataIndex: @unchecked Sendable {
             let due: [[UInt8]] = dirs.withLock { d in
                 d.filter { !$0.value.busy && $0.value.dirtySince.map { t - $0 >= debounce } == true && $0.value.retryAt <= t }.map { $0.key }
             }
+            // Objects' headers first: the index then records the ETags the copies left.
+            runCopies(where: { t - $0.since >= debounce })
             for dir in due { _ = write(dir) }
             _ = cond.wait(timeout: max(0.05, debounce / 4), until: { false })
+        }
+    }
+
+    // MARK: - deferred header copies
+
+    /// A chmod, chown or utimens of a stored object not yet sent: its CopyObject onto itself waits
+    /// `debounce` seconds, so that the changes a tool makes in a row (rsync: utimens, chmod, then
+    /// rename) go out as one request, or ride on the rename's copy.
+    struct PendingCopy {
+        var dir: [UInt8]
+        var name: [UInt8]
+        var key: [UInt8]
+        var meta: PosixMeta
+        var size: Int64
+        /// The object's ETag when the change was made: the copy fails (412) if it changed since.
+        var etag: String
+        var since: Double
+    }
+
+    private let copies = Locked<[[UInt8]: PendingCopy]>([:])
+    /// Sends one deferred copy; set by the filesystem. Returns false to try again later.
+    var copier: ((PendingCopy) -> Bool)?
+
+    func deferCopy(_ c: PendingCopy) {
+        copies.withLock { d in
+            var c = c
+            if let old = d[c.key] { c.since = old.since }
+            d[c.key] = c
+        }
+        startWriter()
+    }
+
+    /// Removes and returns the copy pending for `key` (a rename, an overwrite or an unlink takes it over).
+    @discardableResult
+    func takeCopy(_ key: [UInt8]) -> PendingCopy? { copies.withLock { $0.removeValue(forKey: key) } }
+
+    var pendingCopies: Int { copies.withLock { $0.count } }
+
+    /// Sends the pending copies `matches` selects (all of them at unmount).
+    func runCopies(where matches: (PendingCopy) -> Bool = { _ in true }) {
+        let due = copies.withLock { d -> [PendingCopy] in
+            let sel = d.values.filter(matches)
+            for c in sel { d[c.key] = nil }
+            return sel
+        }
+        for c in due where copier?(c) == false {
+            var again = c
+            again.since = monotonicSeconds() + 5 - debounce
+            copies.withLock { d in if d[c.key] == nil { d[c.key] = again } }
         }
     }
 
@@ -274,6 +333,7 @@ final class MetadataIndex: @unchecked Sendable {
     /// Returns false if one failed.
     @discardableResult
     func flush(where matches: ([UInt8]) -> Bool = { _ in true }) -> Bool {
+        runCopies(where: { matches($0.dir) || matches($0.key) })
         let dirty: [[UInt8]] = dirs.withLock { d in d.filter { $0.value.dirtySince != nil && matches($0.key) }.map { $0.key } }
         var ok = true
         for dir in dirty where !write(dir) { ok = false }

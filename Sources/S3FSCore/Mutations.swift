@@ -172,6 +172,7 @@ extension Filesystem {
             let node = state.withLock { $0.nodes[w.ino] }
             let (dirPath, name) = node.map { ($0.parentPath, $0.name) } ?? splitKey(w.key)
             record(dirPath: dirPath, name: name, CachedEntry(kind: .file, size: up.size, mtime: Double(time(nil)), etag: up.etag, at: now()))
+            meta.takeCopy(w.key) // the upload carried the headers
             recordMeta(dirPath: dirPath, name: name, kind: .file, etag: up.etag, up.meta)
             invalidator?(.inode(w.ino))
             return nil
@@ -183,6 +184,7 @@ extension Filesystem {
         if let e = flush(handle: handle, final: true) { return e }
         guard let w = state.withLock({ $0.writers[handle] }) else { return nil }
         let dir = state.withLock { $0.nodes[w.ino]?.parentPath } ?? splitKey(w.key).0
+        meta.runCopies(where: { $0.key == w.key })
         return meta.write(dir) ? nil : FSError(EIO)
     }
 
@@ -248,11 +250,12 @@ extension Filesystem {
         if let mtime { m.mtime = mtime }
         let (dir, name) = recordLocation(n)
         if n.kind == .directory {
-            if n.ino != Self.rootIno {
-                do { _ = try store.put(n.path, body: .none, metadata: headers(m)) } catch { return FSError(error) }
-                meta.counters.withLock { $0.metadataCopies += 1 }
-            }
             recordMeta(dirPath: dir, name: name, kind: .directory, etag: "", m)
+            // Its marker is written again with the new headers, a moment later (rsync sets a
+            // directory's times and mode one after the other).
+            if n.ino != Self.rootIno {
+                meta.deferCopy(.init(dir: dir, name: name, key: n.path, meta: m, size: 0, etag: "", since: now()))
+            }
             return nil
         }
         let writer = state.withLock { s -> FileWriter? in
@@ -274,18 +277,45 @@ extension Filesystem {
         // A copy onto itself sets LastModified: the mtime shown stays the one it was.
         if m.mtime == nil { m.mtime = Timestamp(seconds: entry.mtime) }
         writer?.setMeta(m)
-        do {
-            let etag = try store.copy(from: n.entryKey, to: n.entryKey, size: entry.size, metadata: headers(m), sourceETag: entry.etag.isEmpty ? nil : entry.etag)
-            meta.counters.withLock { $0.metadataCopies += 1 }
-            var e = entry
-            if !etag.isEmpty { e.etag = etag }
-            e.at = now()
-            record(dirPath: n.parentPath, name: n.name, e)
-            recordMeta(dirPath: dir, name: name, kind: .file, etag: e.etag, m)
-        } catch {
-            return FSError(error)
-        }
+        // Shown at once; the copy waits a moment for the next change (or a rename that carries it).
+        recordMeta(dirPath: dir, name: name, kind: .file, etag: entry.etag, m, persist: false)
+        meta.deferCopy(.init(dir: n.parentPath, name: n.name, key: n.entryKey, meta: m, size: entry.size, etag: entry.etag, since: now()))
         return nil
+    }
+
+    /// Sends a deferred header change: a CopyObject of the object onto itself with the new headers
+    /// (only if it still has the ETag it had then). False: try again later.
+    func sendHeaderCopy(_ c: MetadataIndex.PendingCopy) -> Bool {
+        if c.meta.isDirectory {
+            do {
+                _ = try store.put(c.key, body: .none, metadata: headers(c.meta))
+                meta.counters.withLock { $0.metadataCopies += 1 }
+                return true
+            } catch {
+                Log.warning("writing the metadata of \"\(Names.display(c.key))\": \(error) (retried in 5 s)")
+                return false
+            }
+        }
+        do {
+            let etag = try store.copy(from: c.key, to: c.key, size: c.size, metadata: headers(c.meta), sourceETag: c.etag.isEmpty ? nil : c.etag)
+            meta.counters.withLock { $0.metadataCopies += 1 }
+            let newETag = etag.isEmpty ? c.etag : etag
+            let current = state.withLock { s -> Bool in
+                guard var e = s.attrs[dir: c.dir, name: c.name], MetadataIndex.sameETag(e.etag, c.etag) else { return false }
+                e.etag = newETag
+                s.attrs[dir: c.dir, name: c.name] = e
+                return true
+            }
+            if current { recordMeta(dirPath: c.dir, name: c.name, kind: .file, etag: newETag, c.meta) }
+            return true
+        } catch let e as S3Error where [.preconditionFailed, .noSuchKey, .notFound].contains(e.kind) {
+            // Replaced or removed by another client since: its metadata is no longer ours to set.
+            Log.info("metadata of \"\(Names.display(c.key))\" not written: the object changed or went meanwhile")
+            return true
+        } catch {
+            Log.warning("writing the metadata of \"\(Names.display(c.key))\": \(error) (retried in 5 s)")
+            return false
+        }
     }
 
     /// A symlink: an object whose body is the target, with mode S_IFLNK|0777 (as s3fs stores it).
@@ -371,6 +401,7 @@ extension Filesystem {
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
         do { try store.delete(key) } catch { return FSError(error) }
+        meta.takeCopy(key)
         record(dirPath: dirPath, name: name, nil)
         if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }
         detachNode(parent: parent, name: name, kind: .file)
@@ -444,8 +475,9 @@ extension Filesystem {
                 if keys.contains(where: { $0.key != marker && $0.key != index }) { return FSError(ENOTEMPTY) }
                 remove = keys.map { $0.key }
             }
-            // No write of its index may bring the directory back after this.
+            // No write of its index or its marker may bring the directory back after this.
             meta.discard(where: { $0 == marker })
+            meta.takeCopy(marker)
             if remove.count == 1 {
                 try store.delete(remove[0])
             } else if remove.count > 1, !(try store.deleteMany(remove)).isEmpty {
@@ -500,6 +532,8 @@ extension Filesystem {
             // Its metadata moves with it: in the copy's headers (kept, or written whole when known,
             // since a multipart copy above 5 GiB starts with none) and in the new directory's index.
             let rec = meta.anyRecord(dir: srcDir, name: name).flatMap { MetadataIndex.sameETag($0.etag, src.etag) ? $0 : nil }
+            // A header change still waiting goes with this copy.
+            let pending = meta.takeCopy(srcKey)
             do {
                 let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
                                           metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
@@ -515,6 +549,7 @@ extension Filesystem {
                 }
                 if meta.anyRecord(dir: srcDir, name: name) != nil { meta.update(dir: srcDir, name: name, nil) }
             } catch {
+                if let pending { meta.deferCopy(pending) }
                 return FSError(error)
             }
             record(dirPath: srcDir, name: name, nil)

@@ -114,6 +114,15 @@ def seed(s3, bucket, keys, body=b"x"):
         list(ex.map(put, keys))
 
 
+def alive(pid):
+    """Running (an exited daemon stays a zombie until its new parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def mounted(path):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
@@ -158,12 +167,18 @@ class Mount:
 
     def unmount(self):
         if mounted(self.path):
+            pid = self.daemon_pid()
             subprocess.run(["fusermount3", "-u", self.path], capture_output=True)
             deadline = time.time() + 10
             while mounted(self.path) and time.time() < deadline:
                 time.sleep(0.1)
             if mounted(self.path):
                 subprocess.run(["fusermount3", "-uz", self.path], capture_output=True)
+            # The daemon writes what it still holds (uploads, metadata) after the kernel lets go:
+            # a test that mounts again must see all of it, as a user waiting for it would.
+            deadline = time.time() + 30
+            while pid and alive(pid) and time.time() < deadline:
+                time.sleep(0.05)
         try:
             os.rmdir(self.path)
         except OSError:
