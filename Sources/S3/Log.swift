@@ -44,9 +44,33 @@ public final class Log: Sendable {
 
     public func write(_ l: Level, _ message: @autoclosure () -> String) {
         guard l >= level else { return }
-        let text = message()
+        let text = Log.escapingControls(message())
         let lg = logger.withLock { $0 }
         lg.log(level: l.swiftLog, "\(text)")
+    }
+
+    /// The text with control characters written as escapes (`\n`, `\x1b`, …): a key, a name or a
+    /// server's error message can hold any byte, and one holding a newline must not forge a log
+    /// line of its own (nor an escape sequence repaint a terminal).
+    public static func escapingControls(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) || s.unicodeScalars.contains(where: { (0x80...0x9F).contains($0.value) || $0 == "\u{2028}" || $0 == "\u{2029}" }) else { return s }
+        var out = ""
+        out.reserveCapacity(s.utf8.count + 8)
+        for u in s.unicodeScalars {
+            switch u {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 || u.value == 0x7F || (0x80...0x9F).contains(u.value) || u == "\u{2028}" || u == "\u{2029}" {
+                    let h = String(u.value, radix: 16)
+                    out += u.value <= 0xFF ? "\\x" + (h.count == 1 ? "0" : "") + h : "\\u{" + h + "}"
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out
     }
 
     /// Logs a message only the first time `key` is seen (for per-key warnings during listings).

@@ -36,6 +36,9 @@ public struct S3Config: Sendable {
     /// Uploads carry a CRC-32 of their bytes that S3 verifies (objects, and each part of a
     /// multipart upload), as the AWS CLI sends. A store that refuses the headers is then sent none.
     public var uploadChecksums = true
+    /// Uploads get a Content-Type guessed from the key's extension (`--no-guess-content-type`: all
+    /// `application/octet-stream`).
+    public var guessContentType = true
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 5) {
         self.bucket = bucket
@@ -119,7 +122,47 @@ public final class S3Client: Sendable {
         return (scheme, rest, base)
     }
 
-    public static func validateEndpoint(_ s: String) -> Bool { parseEndpoint(s) != nil }
+    public static func validateEndpoint(_ s: String) -> Bool { endpointProblem(s) == nil }
+
+    /// Why `s` cannot be an endpoint, or nil. Only scheme, host, port and a plain path: a query
+    /// or fragment would silently become part of every request's path or be dropped (a mount that
+    /// shows an empty bucket and acknowledges writes that go nowhere), and credentials in the URL
+    /// would end up in logs and `ps`.
+    public static func endpointProblem(_ s: String) -> String? {
+        guard let r = s.range(of: "://") else { return "expected http://host[:port] or https://host[:port]" }
+        let scheme = s[..<r.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" else { return "the scheme must be http or https" }
+        if s.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) { return "it contains spaces or control characters" }
+        if s.contains("?") { return "a query (\"?...\") is not allowed" }
+        if s.contains("#") { return "a fragment (\"#...\") is not allowed" }
+        let rest = s[r.upperBound...]
+        let authority = rest.prefix { $0 != "/" }
+        if authority.contains("@") { return "credentials in the URL are not allowed (use the AWS credential chain)" }
+        if authority.isEmpty { return "no host" }
+        var host = Substring(authority), port: Substring? = nil
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return "unclosed IPv6 address" }
+            let after = host[host.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return "unexpected text after the IPv6 address" }
+                port = after.dropFirst()
+            }
+            host = host[host.startIndex...close]
+        } else if let colon = host.lastIndex(of: ":") {
+            port = host[host.index(after: colon)...]
+            host = host[..<colon]
+        }
+        if host.isEmpty { return "no host" }
+        if !host.hasPrefix("["), !host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_") }) {
+            return "the host \"\(host)\" has characters a host name cannot have"
+        }
+        if let p = port, !(p.allSatisfy { $0.isASCII && $0.isNumber } && (Int(p).map { (1...65535).contains($0) } ?? false)) {
+            return "the port must be a number from 1 to 65535"
+        }
+        let path = rest.dropFirst(authority.count)
+        if path.contains("%") || path.contains("\\") { return "the path may not hold escapes" }
+        return parseEndpoint(s) == nil ? "expected http://host[:port] or https://host[:port]" : nil
+    }
 
     /// (url without query, host header, canonical encoded path)
     func location(key: [UInt8]?) -> (base: String, host: String, path: String) {
@@ -339,7 +382,7 @@ public final class S3Client: Sendable {
     @discardableResult
     public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = [],
                           condition: WriteCondition? = nil) throws -> String {
-        var h: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
+        var h: [(String, String)] = [("Content-Type", contentType ?? typeFor(key))]
         for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
         switch condition {
         case .absent?: h.append(("If-None-Match", "*"))
@@ -359,7 +402,7 @@ public final class S3Client: Sendable {
     public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil, metadata: [(String, String)] = [],
                                       checksummed: Bool = true) throws -> MultipartUpload {
         let create = { (withChecksum: Bool) throws -> MultipartUpload in
-            var h = [("Content-Type", contentType ?? "application/octet-stream")]
+            var h = [("Content-Type", contentType ?? self.typeFor(key))]
             for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
             if withChecksum { h.append(("x-amz-checksum-algorithm", "CRC32")) }
             let r = try self.send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")], headers: h)
@@ -413,6 +456,9 @@ public final class S3Client: Sendable {
         _ = try send("AbortMultipartUpload", method: "DELETE", key: key, query: [("uploadId", uploadId)], okStatuses: [404])
     }
 
+    /// The Content-Type of an upload to `key`.
+    func typeFor(_ key: [UInt8]) -> String { config.guessContentType ? ContentType.guess(key) : ContentType.fallback }
+
     func copySource(_ key: [UInt8]) -> String {
         URIEncoding.encode(Array(config.bucket.utf8) + [0x2F] + key, keepSlash: true)
     }
@@ -448,7 +494,7 @@ public final class S3Client: Sendable {
         if let e = sourceETag, !e.isEmpty { h.append(("x-amz-copy-source-if-match", e)) }
         if let metadata {
             h.append(("x-amz-metadata-directive", "REPLACE"))
-            h.append(("Content-Type", contentType ?? "application/octet-stream"))
+            h.append(("Content-Type", contentType ?? typeFor(dest)))
             for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
         }
         let r = try send("CopyObject", method: "PUT", key: dest, headers: h)

@@ -41,6 +41,9 @@ final class FileWriter: @unchecked Sendable {
         /// Mode, owner and times the object is uploaded with (its `mtime` set only by an explicit
         /// utimens since the last write: otherwise the upload's time).
         var meta: PosixMeta
+        /// Its name was removed (unlink) while open: it lives on until the last close and is then
+        /// discarded, never uploaded (POSIX; private temporary files rely on it).
+        var unlinked = false
         /// The metadata a multipart upload was created with: completed with other metadata
         /// (a chmod or utimens while it ran), the object is copied onto itself with the new.
         var multipartMeta: PosixMeta? = nil
@@ -71,11 +74,17 @@ final class FileWriter: @unchecked Sendable {
     }
 
     var size: Int64 { state.withLock { $0.size } }
-    var isDirty: Bool { state.withLock { $0.dirty || $0.pendingEmpty } }
+    var isDirty: Bool { state.withLock { ($0.dirty || $0.pendingEmpty) && !$0.unlinked } }
 
     func markPendingEmpty() { state.withLock { $0.pendingEmpty = true } }
 
     var meta: PosixMeta { state.withLock { $0.meta } }
+
+    /// unlink of its name: nothing more goes to S3 for it (a multipart upload under way is aborted).
+    func markUnlinked(_ on: Bool = true) {
+        state.withLock { $0.unlinked = on }
+        if on { ioLock.withLock { _ in abortMultipart() } }
+    }
 
     /// A chmod, chown or utimens of the open file: sent with its next upload.
     func setMeta(_ m: PosixMeta) { state.withLock { $0.meta = m } }
@@ -238,7 +247,7 @@ final class FileWriter: @unchecked Sendable {
     private func schedule(final: Bool) {
         var toStart: [(Int, MultipartUpload)] = []
         state.withLock { s in
-            guard let upload = s.upload, s.partError == nil else { return }
+            guard let upload = s.upload, s.partError == nil, !s.unlinked else { return }
             let limit = final ? s.size : s.sequentialEnd
             // While writing: the parts [0, sequentialEnd) holds whole.
             let last = final ? partCount(for: s.size) : partIndex(containing: limit) - 1
@@ -310,8 +319,8 @@ final class FileWriter: @unchecked Sendable {
     /// error the writer should see. A failed multipart upload is aborted.
     func upload(final: Bool) -> Result<Uploaded?, FSError> {
         ioLock.withLock { _ -> Result<Uploaded?, FSError> in
-            let (dirty, size, id, meta) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id, $0.meta) }
-            guard dirty else { return .success(nil) }
+            let (dirty, size, id, meta, unlinked) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id, $0.meta, $0.unlinked) }
+            guard dirty && !unlinked else { return .success(nil) }
             do {
                 var etag: String
                 if id == nil && size <= multipartThreshold {
@@ -396,9 +405,9 @@ final class FileWriter: @unchecked Sendable {
     /// Closes the spool. When the last upload failed, the spool is kept (renamed so it is easy
     /// to find) and its path logged: the data is recoverable.
     func close() {
-        let (dirty, failed) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.lastError) }
+        let (dirty, failed, unlinked) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.lastError, $0.unlinked) }
         Glibc.close(fd)
-        if dirty && failed != nil {
+        if dirty && failed != nil && !unlinked {
             let kept = spoolDir + "/s3mount-unsaved-" + String(spoolPath.utf8.suffix(6))!
             Glibc.rename(spoolPath, kept)
             Log.error("data for \(Names.display(key)) could not be uploaded; kept in \(kept)")

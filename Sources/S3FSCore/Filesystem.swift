@@ -203,6 +203,12 @@ public final class Filesystem: @unchecked Sendable {
         e.kind == .file && name.withUnsafeBytes { meta.record(dir: dir, name: $0, etag: e.etag, isDirectory: false) } == nil
     }
 
+    /// A file open for writing through this mount is what the mount says it is, whatever the TTL
+    /// (it may not be in S3 yet: `--metadata-ttl 0` must not make a file just created vanish).
+    func openForWriting(_ s: State, _ key: [UInt8]) -> Bool {
+        !s.writers.isEmpty && s.writers.values.contains { $0.key == key }
+    }
+
     /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
     func freshListing(_ s: State, _ dir: [UInt8], at t: Double) -> Double? {
         s.attrs.listedAt(dir).flatMap { fresh($0, t) ? $0 : nil }
@@ -228,7 +234,7 @@ public final class Filesystem: @unchecked Sendable {
     /// What the caches say of `key` (a name in `dirPath`) at time `t`: the entry, known missing
     /// (`.some(nil)`: a complete listing or a negative entry), or nothing (`nil`: ask S3).
     func cachedAnswer(_ s: State, dirPath: [UInt8], key: [UInt8], at t: Double) -> CachedEntry?? {
-        if let e = s.attrs[key], fresh(e.at, t) { return .some(e) }
+        if let e = s.attrs[key], fresh(e.at, t) || (e.kind == .file && openForWriting(s, key)) { return .some(e) }
         if freshListing(s, dirPath, at: t) != nil { return .some(nil) }
         if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
         return nil
@@ -460,6 +466,13 @@ public final class Filesystem: @unchecked Sendable {
 
     public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
         var r = getattrCached(ino: ino)
+        if case .failure(let e) = r, e.errno == ENOENT, let w = state.withLock({ s in s.writers.values.first { $0.ino == ino } }) {
+            // Open and unlinked (or not in S3 yet): it lives on in its spool until the last close.
+            var a = attributes(ino: ino, kind: .file, nil, w.meta)
+            a.size = w.size
+            a.provisional = false
+            return .success(a)
+        }
         // A file open for writing is as large as its spool, whatever S3 holds yet.
         if let size = openWriterSize(ino: ino) { r = r.map { a in var a = a; a.size = size; return a } }
         guard case .success(let a) = r, options.metadata != .none,
@@ -476,7 +489,7 @@ public final class Filesystem: @unchecked Sendable {
             guard let n = s.nodes[ino] else { return nil }
             if n.ino == Self.rootIno { return .done(attributes(n, nil)) }
             let e = s.attrs.entry(of: n)
-            if let e, e.kind == n.kind, fresh(e.at, t) {
+            if let e, e.kind == n.kind, fresh(e.at, t) || (n.kind == .file && openForWriting(s, n.entryKey)) {
                 s.counters.attrHits += 1
                 return .done(attributes(n, e))
             }

@@ -400,7 +400,14 @@ extension Filesystem {
         case .success(let p): dirPath = p
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
-        do { try store.delete(key) } catch { return FSError(error) }
+        // Files still open under this name live on until closed, and are then discarded: marked
+        // first, so that no close uploads them again after the delete.
+        let open = state.withLock { s in s.writers.values.filter { $0.key == key } }
+        for w in open { w.markUnlinked() }
+        do { try store.delete(key) } catch {
+            for w in open { w.markUnlinked(false) }
+            return FSError(error)
+        }
         meta.takeCopy(key)
         record(dirPath: dirPath, name: name, nil)
         if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }

@@ -135,6 +135,10 @@ enum Daemon {
         transportOptions.caBundle = env["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
         let transport = CurlTransport(options: transportOptions)
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
+        if let ep = endpoint, config.endpointURL == nil, let why = S3Client.endpointProblem(ep) {
+            report(false, "invalid endpoint URL \(CommandLine2.redacted(ep)) in the environment: \(why)")
+            return 1
+        }
         var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
         let profileName = config.profile ?? env["AWS_PROFILE"]
         if region == nil, let r = AWSConfigFile.profile(profileName ?? "default", env: env)?["region"] { region = r }
@@ -150,6 +154,7 @@ enum Daemon {
         }
         var s3Config = S3Config(bucket: config.bucket, endpoint: endpoint, region: region, forcePathStyle: config.forcePathStyle)
         s3Config.uploadChecksums = config.uploadChecksums
+        s3Config.guessContentType = config.guessContentType
         let client = S3Client(config: s3Config,
                               credentials: creds, transport: transport, traceRequests: config.debug)
         if region == nil && endpoint == nil, let r = client.discoverRegion() {

@@ -14,6 +14,8 @@ struct MountConfig {
     var noSignRequest = false
     /// Uploads carry a CRC-32 that S3 verifies (`--no-upload-checksums` turns it off).
     var uploadChecksums = true
+    /// Uploads get a Content-Type from their extension (`--no-guess-content-type` turns it off).
+    var guessContentType = true
     var readOnly = false
     var uid: UInt32 = getuid()
     var gid: UInt32 = getgid()
@@ -78,6 +80,8 @@ enum CommandLine2 {
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
       --no-upload-checksums    send uploads without the CRC-32 that S3 verifies (for stores that mishandle it)
+      --no-guess-content-type  upload everything as application/octet-stream (default: the type of the
+                               extension, from /etc/mime.types or a built-in table, as s3fs and rclone do)
       --read-ahead KIB         kernel read-ahead for the mount (default 4096; needs root, else FUSE's 128 stays)
       --metrics-address H:P    serve Prometheus metrics at http://H:P/metrics (e.g. 127.0.0.1:9877)
       --debug                  one log line per S3 request
@@ -111,6 +115,7 @@ enum CommandLine2 {
             case "--profile": c.profile = try value(name, inline)
             case "--no-sign-request": c.noSignRequest = true
             case "--no-upload-checksums": c.uploadChecksums = false
+            case "--no-guess-content-type": c.guessContentType = false
             case "--prefix": c.prefix = try value(name, inline)
             case "--read-only": c.readOnly = true
             case "--uid": c.uid = try number(name, try value(name, inline))
@@ -146,11 +151,20 @@ enum CommandLine2 {
         }
         try parseSource(positional[0], into: &c)
         c.mountpoint = positional[1]
-        if let ep = c.endpointURL, !S3Client.validateEndpoint(ep) {
-            throw UsageError("invalid endpoint URL \(ep) (expected http://host[:port] or https://host[:port])")
+        if let ep = c.endpointURL, let why = S3Client.endpointProblem(ep) {
+            throw UsageError("invalid endpoint URL \(CommandLine2.redacted(ep)): \(why)")
         }
         if c.noSignRequest && c.profile != nil { throw UsageError("--no-sign-request and --profile contradict each other") }
         return c
+    }
+
+    /// A URL with any user information replaced, for messages (a password must not be echoed).
+    static func redacted(_ url: String) -> String {
+        guard let r = url.range(of: "://") else { return url }
+        let rest = url[r.upperBound...]
+        let authority = rest.prefix { $0 != "/" }
+        guard let at = authority.lastIndex(of: "@") else { return url }
+        return String(url[..<r.upperBound]) + "***" + String(rest[at...])
     }
 
     static func parseSource(_ s: String, into c: inout MountConfig) throws {
@@ -242,6 +256,7 @@ enum CommandLine2 {
             case "force-path-style", "use-path-request-style", "path-style": c.forcePathStyle = true
             case "no-sign-request", "public-bucket": c.noSignRequest = true
             case "no-upload-checksums": c.uploadChecksums = false
+            case "no-guess-content-type": c.guessContentType = false
             case "metadata-ttl": c.metadataTTL = try ttl(try need())
             case "metadata": c.metadata = try metadataMode(try need())
             case "debug": c.debug = true
