@@ -81,6 +81,9 @@ final class FileWriter: @unchecked Sendable {
     var meta: PosixMeta { state.withLock { $0.meta } }
 
     /// unlink of its name: nothing more goes to S3 for it (a multipart upload under way is aborted).
+    /// Before its object is deleted: an open that meant to modify it downloads it now.
+    func loadBeforeUnlink() -> FSError? { ioLock.withLock { _ in ensureLoaded() } }
+
     func markUnlinked(_ on: Bool = true) {
         state.withLock { $0.unlinked = on }
         if on { ioLock.withLock { _ in abortMultipart() } }

@@ -45,6 +45,8 @@ public final class Filesystem: @unchecked Sendable {
         var dirHandles: [UInt64: DirHandle] = [:]
         var fileHandles: [UInt64: FileReader] = [:]
         var writers: [UInt64: FileWriter] = [:]
+        /// Keys unlinked while readers had them open: deleted at the last reader's close.
+        var deferredDeletes = Set<[UInt8]>()
         var nextHandle: UInt64 = 1
         var counters = CacheCounters()
     }
@@ -208,6 +210,10 @@ public final class Filesystem: @unchecked Sendable {
     func openForWriting(_ s: State, _ key: [UInt8]) -> Bool {
         !s.writers.isEmpty && s.writers.values.contains { $0.key == key }
     }
+
+    /// Objects unlinked through the mount that stay in S3 until their last reader closes: listings
+    /// must not bring their names back.
+    func unlinkedKeys() -> Set<[UInt8]> { state.withLock { $0.deferredDeletes } }
 
     /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
     func freshListing(_ s: State, _ dir: [UInt8], at t: Double) -> Double? {
@@ -379,8 +385,10 @@ public final class Filesystem: @unchecked Sendable {
         out.reserveCapacity(page.objects.count + page.commonPrefixes.count)
         let n = dirPath.count
         var indexSeen = false
+        let hidden = unlinkedKeys()
         for o in page.objects {
             guard o.key.count > n, o.key.starts(with: dirPath) else { continue } // the directory's own marker
+            if !hidden.isEmpty && hidden.contains(o.key) { continue }
             let name = Array(o.key[n...])
             if name.contains(Names.slash) { continue }
             if MetadataIndex.isIndex(name: name) {
@@ -466,12 +474,24 @@ public final class Filesystem: @unchecked Sendable {
 
     public func getattr(ino: UInt64) -> Result<Attributes, FSError> {
         var r = getattrCached(ino: ino)
-        if case .failure(let e) = r, e.errno == ENOENT, let w = state.withLock({ s in s.writers.values.first { $0.ino == ino } }) {
-            // Open and unlinked (or not in S3 yet): it lives on in its spool until the last close.
-            var a = attributes(ino: ino, kind: .file, nil, w.meta)
-            a.size = w.size
-            a.provisional = false
-            return .success(a)
+        if case .failure(let e) = r, e.errno == ENOENT {
+            // Open and unlinked (or not in S3 yet): it lives on until the last close.
+            let open = state.withLock { s -> (FileWriter?, FileReader?) in
+                guard let n = s.nodes[ino], n.kind == .file else { return (nil, nil) }
+                let key = n.entryKey
+                return (s.writers.values.first { $0.ino == ino }, s.fileHandles.values.first { $0.key == key })
+            }
+            if let w = open.0 {
+                var a = attributes(ino: ino, kind: .file, nil, w.meta)
+                a.size = w.size
+                return .success(a)
+            }
+            if let rd = open.1 {
+                var a = attributes(ino: ino, kind: .file, nil)
+                a.size = rd.size
+                a.provisional = false
+                return .success(a)
+            }
         }
         // A file open for writing is as large as its spool, whatever S3 holds yet.
         if let size = openWriterSize(ino: ino) { r = r.map { a in var a = a; a.size = size; return a } }
@@ -760,8 +780,10 @@ public final class Filesystem: @unchecked Sendable {
         let dirEntry = CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)
         // Metadata indexes the page listed, by directory.
         var indexes: [[UInt8]: String] = [:]
+        let hidden = unlinkedKeys()
         for o in objects {
             guard o.key.count > root.count, o.key.starts(with: root) else { continue } // root's own marker
+            if !hidden.isEmpty && hidden.contains(o.key) { continue }
             var parent = root
             var rest = o.key[root.count...]
             while true {
@@ -954,8 +976,17 @@ public final class Filesystem: @unchecked Sendable {
             w.close()
             return
         }
-        let r = state.withLock { $0.fileHandles.removeValue(forKey: handle) }
-        r?.close()
+        guard let r = state.withLock({ $0.fileHandles.removeValue(forKey: handle) }) else { return }
+        r.close()
+        // The last reader of a file unlinked while open: now its object goes.
+        let last = state.withLock { s -> Bool in
+            guard s.deferredDeletes.contains(r.key), !s.fileHandles.values.contains(where: { $0.key == r.key }) else { return false }
+            s.deferredDeletes.remove(r.key)
+            return true
+        }
+        if last {
+            do { try store.delete(r.key) } catch { Log.error("deleting \(Names.display(r.key)) after its last close: \(error)") }
+        }
     }
 
     public func statfs() -> StatfsInfo { StatfsInfo() }

@@ -17,6 +17,8 @@ extension Filesystem {
             for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
             // In a directory listed completely, the name is now listed (or no longer).
             s.attrs[dir: dirPath, name: name] = entry
+            // Written anew through the mount: an unlinked reader's deferred delete must not take it.
+            if entry != nil && !s.deferredDeletes.isEmpty { s.deferredDeletes.remove(key) }
             s.negatives[key] = entry == nil ? now() : nil
         }
     }
@@ -402,11 +404,20 @@ extension Filesystem {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         // Files still open under this name live on until closed, and are then discarded: marked
         // first, so that no close uploads them again after the delete.
-        let open = state.withLock { s in s.writers.values.filter { $0.key == key } }
-        for w in open { w.markUnlinked() }
-        do { try store.delete(key) } catch {
-            for w in open { w.markUnlinked(false) }
-            return FSError(error)
+        let (open, reading) = state.withLock { s in (s.writers.values.filter { $0.key == key }, s.fileHandles.values.contains { $0.key == key }) }
+        for w in open {
+            if let e = w.loadBeforeUnlink() { return e }
+            w.markUnlinked()
+        }
+        if reading {
+            // Readers still have it open: the object goes when the last of them closes (unless
+            // the mount writes that key again first).
+            state.withLock { s in _ = s.deferredDeletes.insert(key) }
+        } else {
+            do { try store.delete(key) } catch {
+                for w in open { w.markUnlinked(false) }
+                return FSError(error)
+            }
         }
         meta.takeCopy(key)
         record(dirPath: dirPath, name: name, nil)
