@@ -98,7 +98,10 @@ class Checks:
         secret = self.file(mode=0o600)
         self.as_user(c, "another user cannot read a 0600 file", f"cat {secret}", False)
         self.as_user(c, "another user cannot write a 0644 file", f"echo x >> {p}", False)
-        self.as_user(c, "another user cannot create in a 0755 directory", f"touch {self.root}/byuser", False)
+        d = self.fresh("d")
+        os.mkdir(d, 0o755)
+        os.chmod(d, 0o755)
+        self.as_user(c, "another user cannot create in a 0755 directory", f"touch {d}/byuser", False)
 
     def mkdir_(self):
         c = "mkdir"
