@@ -22,6 +22,8 @@ public struct HTTPRequest: Sendable {
     public var headers: [(String, String)]
     public var body: HTTPBody
     public var timeoutMs: Int?
+    /// Seconds below the low-speed limit before the transfer is abandoned (nil: the transport's).
+    public var stallSeconds: Int? = nil
 
     public init(method: String, url: String, headers: [(String, String)] = [], body: HTTPBody = .none, timeoutMs: Int? = nil) {
         self.method = method
@@ -46,7 +48,8 @@ public struct TransportError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { "\(message) (curl \(curlCode))" }
     /// Connection reset, timeouts, refused connections and empty replies are worth a retry.
-    public var isRetryable: Bool { [7, 18, 28, 52, 55, 56, 35, 16, 92].contains(curlCode) }
+    /// 65: a body that could not be rewound for a resend (sent again from the start by the retry).
+    public var isRetryable: Bool { [7, 18, 28, 52, 55, 56, 65, 35, 16, 92].contains(curlCode) }
     public var abortedBySink: Bool { curlCode == 23 }
 }
 
@@ -66,9 +69,12 @@ extension HTTPTransport {
 /// once, so connection reuse needs no share handle and no locking inside curl.
 public final class CurlTransport: HTTPTransport, @unchecked Sendable {
     public struct Options: Sendable {
-        public var connectTimeoutMs = 10_000
-        /// A transfer slower than 1 byte/s for this long is abandoned (stalled).
-        public var stallTimeoutSeconds = 30
+        public var connectTimeoutMs = 5_000
+        /// A transfer below `lowSpeedLimit` bytes/s for this long is abandoned and retried on a
+        /// new connection: a server that stalls, trickles or never answers costs seconds, not
+        /// minutes (this also bounds the wait for the first byte of an answer).
+        public var stallTimeoutSeconds = 10
+        public var lowSpeedLimit = 1024
         public var maxIdleHandles = 64
         /// A CA bundle for https endpoints with a private CA (AWS_CA_BUNDLE).
         public var caBundle: String? = nil
@@ -136,8 +142,8 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         s3m_easy_setopt_long(h, S3M_OPT_PATH_AS_IS, 1)
         s3m_easy_setopt_long(h, S3M_OPT_TCP_KEEPALIVE, 1)
         s3m_easy_setopt_long(h, S3M_OPT_CONNECTTIMEOUT_MS, request.timeoutMs.map { min($0, options.connectTimeoutMs) } ?? options.connectTimeoutMs)
-        s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_LIMIT, 1)
-        s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_TIME, options.stallTimeoutSeconds)
+        s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_LIMIT, options.lowSpeedLimit)
+        s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_TIME, request.stallSeconds ?? options.stallTimeoutSeconds)
         s3m_easy_setopt_long(h, S3M_OPT_BUFFERSIZE, 256 * 1024)
         if let to = request.timeoutMs { s3m_easy_setopt_long(h, S3M_OPT_TIMEOUT_MS, to) }
         if let ca = options.caBundle { _ = ca.withCString { s3m_easy_setopt_string(h, S3M_OPT_CAINFO, $0) } }

@@ -7,6 +7,9 @@ public struct ObjectInfo: Sendable {
     public var contentType: String?
     /// User metadata (`x-amz-meta-NAME` headers), by NAME in lower case.
     public var metadata: [String: String]
+    /// Whether the ETag is the MD5 of the bytes as far as S3 promises it: not for objects
+    /// encrypted with KMS or a customer key (nor multipart uploads, whose ETags say "-N").
+    public var etagIsMD5 = true
 
     public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil, metadata: [String: String] = [:]) {
         self.size = size
@@ -32,7 +35,13 @@ public struct S3Config: Sendable {
     /// nil = discover from the bucket (AWS) or us-east-1 (custom endpoint).
     public var region: String?
     public var forcePathStyle: Bool
+    /// A hard cap on attempts; the time budgets below are what normally ends retrying.
     public var maxAttempts: Int
+    /// Seconds of retrying (backoff included) a read (GET, HEAD, LIST) may spend before it fails.
+    public var readRetrySeconds: Double = 20
+    /// Seconds of retrying an upload, copy or delete may spend: real S3 has minutes of 503s and
+    /// resets, and a writer should not lose its close over one (the AWS SDKs' adaptive mode).
+    public var writeRetrySeconds: Double = 60
     /// Uploads carry a CRC-32 of their bytes that S3 verifies (objects, and each part of a
     /// multipart upload), as the AWS CLI sends. A store that refuses the headers is then sent none.
     public var uploadChecksums = true
@@ -40,7 +49,7 @@ public struct S3Config: Sendable {
     /// `application/octet-stream`).
     public var guessContentType = true
 
-    public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 5) {
+    public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 100) {
         self.bucket = bucket
         self.endpoint = endpoint
         self.region = region
@@ -88,6 +97,9 @@ public final class S3Client: Sendable {
     public let traceRequests: Bool
 
     public static let maxSinglePutSize: Int64 = 5 << 30
+    /// Copies and multipart completions keep the connection quiet while S3 works (a 5 GiB copy takes
+    /// a minute or more): their stall limit is this, not the transport's.
+    public static let serverWorkStallSeconds = 300
 
     public init(config: S3Config, credentials: CredentialsProvider, transport: HTTPTransport, traceRequests: Bool = false) {
         self.config = config
@@ -201,8 +213,21 @@ public final class S3Client: Sendable {
     /// throttling and transport failures, never on other 4xx.
     public func send(_ op: String, method: String, key: [UInt8]?, query: [(String, String)] = [],
                      headers: [(String, String)] = [], body: HTTPBody = .none, payloadHash: String? = nil,
-                     sink: BodySink? = nil, okStatuses: Set<Int> = [], timeoutMs: Int? = nil) throws -> HTTPResponse {
+                     sink: BodySink? = nil, okStatuses: Set<Int> = [], timeoutMs: Int? = nil, retrySeconds: Double? = nil,
+                     stallSeconds: Int? = nil) throws -> HTTPResponse {
         var attempt = 0
+        let firstAttempt = monotonicSeconds()
+        let budget = retrySeconds ?? (["GET", "HEAD"].contains(method) ? config.readRetrySeconds : config.writeRetrySeconds)
+        /// Another try fits when the attempts and the time budget allow it: waits, then true.
+        func retryFits(_ reason: String) -> Bool {
+            guard attempt < config.maxAttempts else { return false }
+            let delay = backoffDelay(attempt)
+            guard monotonicSeconds() - firstAttempt + delay <= budget else { return false }
+            stats.recordRetry()
+            Log.debug("retrying \(op) after \(String(format2: delay))s: \(reason)")
+            usleep(useconds_t(delay * 1_000_000))
+            return true
+        }
         var regionRetried = false
         let encodedQuery = SigV4Signer.encodeQuery(query)
         let queryString = SigV4Signer.canonicalQuery(encodedQuery)
@@ -240,7 +265,9 @@ public final class S3Client: Sendable {
             let started = monotonicSeconds()
             let result: Result<HTTPResponse, Error>
             do {
-                result = .success(try transport.perform(HTTPRequest(method: method, url: url, headers: allHeaders, body: body, timeoutMs: timeoutMs), sink: countingSink))
+                var request = HTTPRequest(method: method, url: url, headers: allHeaders, body: body, timeoutMs: timeoutMs)
+                request.stallSeconds = stallSeconds
+                result = .success(try transport.perform(request, sink: countingSink))
             } catch {
                 result = .failure(error)
             }
@@ -259,32 +286,22 @@ public final class S3Client: Sendable {
                     attempt -= 1
                     continue
                 }
-                if err.isRetryable && attempt < config.maxAttempts && delivered == 0 {
-                    stats.recordRetry()
-                    backoff(attempt, reason: err.description)
-                    continue
-                }
+                if err.isRetryable && delivered == 0 && retryFits(err.description) { continue }
                 throw err
             case .failure(let e):
                 stats.record(operation: op, status: 0, bytesDown: 0, bytesUp: 0)
                 if traceRequests { Log.debug("s3 \(op) key=\(keyText) error=\(e) \(ms)ms") }
                 guard let te = e as? TransportError else { throw e }
                 if te.abortedBySink { throw S3Error(kind: .transport, status: 0, code: "Aborted", message: "transfer stopped by reader", operation: op) }
-                if te.isRetryable && attempt < config.maxAttempts && delivered == 0 {
-                    stats.recordRetry()
-                    backoff(attempt, reason: te.description)
-                    continue
-                }
+                if te.isRetryable && delivered == 0 && retryFits(te.description) { continue }
                 throw S3Error.transport(te, operation: op)
             }
         }
     }
 
-    private func backoff(_ attempt: Int, reason: String) {
-        let cap = min(5.0, 0.1 * Double(1 << min(attempt, 10)))
-        let delay = Double.random(in: 0...cap)
-        Log.debug("retrying after \(String(format2: delay))s: \(reason)")
-        usleep(useconds_t(delay * 1_000_000))
+    /// Exponential backoff with full jitter: base 100 ms, cap 5 s.
+    private func backoffDelay(_ attempt: Int) -> Double {
+        Double.random(in: 0...min(5.0, 0.1 * Double(1 << min(attempt, 10))))
     }
 
     // MARK: - Operations
@@ -303,7 +320,7 @@ public final class S3Client: Sendable {
     }
 
     public func listObjectsV2(prefix: [UInt8], delimiter: String? = "/", continuationToken: String? = nil,
-                              startAfter: [UInt8]? = nil, maxKeys: Int? = nil) throws -> ListPage {
+                              startAfter: [UInt8]? = nil, maxKeys: Int? = nil, retrySeconds: Double? = nil) throws -> ListPage {
         let prefixText = String(decoding: prefix, as: UTF8.self)
         // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
         if !prefixText.utf8.elementsEqual(prefix) { return ListPage() }
@@ -312,7 +329,7 @@ public final class S3Client: Sendable {
         if let t = continuationToken { q.append(("continuation-token", t)) }
         if let s = startAfter { q.append(("start-after", String(decoding: s, as: UTF8.self))) }
         if let m = maxKeys { q.append(("max-keys", String(m))) }
-        let r = try send("ListObjectsV2", method: "GET", key: nil, query: q)
+        let r = try send("ListObjectsV2", method: "GET", key: nil, query: q, retrySeconds: retrySeconds)
         guard let page = S3XML.parseListObjectsV2(r.body) else {
             throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "unreadable ListObjectsV2 response", operation: "ListObjectsV2")
         }
@@ -324,8 +341,11 @@ public final class S3Client: Sendable {
         if let cr = h["content-range"], let slash = cr.lastIndex(of: "/"), let total = Int64(cr[cr.index(after: slash)...]) { size = total }
         var meta: [String: String] = [:]
         for (k, v) in h where k.hasPrefix("x-amz-meta-") { meta[String(k.dropFirst(11))] = v }
-        return ObjectInfo(size: size, etag: h["etag"] ?? "", lastModified: h["last-modified"].flatMap(AmzDate.parseHTTPDate) ?? 0,
-                          contentType: h["content-type"], metadata: meta)
+        var info = ObjectInfo(size: size, etag: h["etag"] ?? "", lastModified: h["last-modified"].flatMap(AmzDate.parseHTTPDate) ?? 0,
+                              contentType: h["content-type"], metadata: meta)
+        info.etagIsMD5 = !(h["x-amz-server-side-encryption"]?.hasPrefix("aws:kms") ?? false)
+            && h["x-amz-server-side-encryption-customer-algorithm"] == nil && !info.etag.contains("-")
+        return info
     }
 
     public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
@@ -432,7 +452,8 @@ public final class S3Client: Sendable {
     public func uploadPartCopy(_ key: [UInt8], uploadId: String, partNumber: Int, source: [UInt8], range: Range<Int64>) throws -> String {
         let r = try send("UploadPartCopy", method: "PUT", key: key, query: [("partNumber", String(partNumber)), ("uploadId", uploadId)],
                          headers: [("x-amz-copy-source", copySource(source)),
-                                   ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")])
+                                   ("x-amz-copy-source-range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")],
+                         stallSeconds: Self.serverWorkStallSeconds)
         if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "UploadPartCopy", headers: r.headers) }
         return S3XML.firstValue(r.body, "ETag") ?? ""
     }
@@ -446,7 +467,7 @@ public final class S3Client: Sendable {
         }
         xml += "</CompleteMultipartUpload>"
         let r = try send("CompleteMultipartUpload", method: "POST", key: key, query: [("uploadId", uploadId)],
-                         headers: [("Content-Type", "application/xml")], body: .bytes(Array(xml.utf8)))
+                         headers: [("Content-Type", "application/xml")], body: .bytes(Array(xml.utf8)), stallSeconds: Self.serverWorkStallSeconds)
         // S3 may answer 200 and still fail: the error is in the body.
         if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CompleteMultipartUpload", headers: r.headers) }
         return S3XML.firstValue(r.body, "ETag") ?? ""
@@ -497,7 +518,7 @@ public final class S3Client: Sendable {
             h.append(("Content-Type", contentType ?? typeFor(dest)))
             for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
         }
-        let r = try send("CopyObject", method: "PUT", key: dest, headers: h)
+        let r = try send("CopyObject", method: "PUT", key: dest, headers: h, stallSeconds: Self.serverWorkStallSeconds)
         if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CopyObject", headers: r.headers) }
         return S3XML.firstValue(r.body, "ETag") ?? ""
     }

@@ -72,7 +72,8 @@ public struct S3Error: Error, CustomStringConvertible, Sendable {
         switch kind {
         case .noSuchKey, .noSuchBucket, .notFound: return ENOENT
         case .accessDenied, .invalidAccessKeyId, .signatureDoesNotMatch: return EACCES
-        case .slowDown: return EAGAIN
+        // Throttling that outlasted the retry budget: an I/O error (EAGAIN at close means nothing).
+        case .slowDown: return EIO
         case .preconditionFailed: return ESTALE
         case .invalidRange: return EINVAL
         case .entityTooLarge: return EFBIG

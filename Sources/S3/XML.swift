@@ -83,8 +83,12 @@ public enum S3XML {
         var cur = ListedObject(key: [], size: 0, lastModified: 0, etag: "")
         var rawKeys: [String] = []
         var rawPrefixes: [String] = []
+        // Objects whose size or date cannot be read: an error for that entry, never "0 bytes, 1970".
+        var unreadable = Set<Int>()
+        var root: String? = nil
         let ok = XMLWalker.walk(body, onStart: { path in
-            if path.count == 2 && path[1] == "Contents" { cur = ListedObject(key: [], size: 0, lastModified: 0, etag: "") }
+            if path.count == 1 { root = path[0] }
+            if path.count == 2 && path[1] == "Contents" { cur = ListedObject(key: [], size: -1, lastModified: .nan, etag: "") }
         }) { path, text in
             guard path.count >= 2 else { return }
             if path.count == 2 {
@@ -93,14 +97,15 @@ public enum S3XML {
                 case "NextContinuationToken": page.nextContinuationToken = text
                 case "EncodingType": urlEncoded = text == "url"
                 case "Contents":
+                    if cur.size < 0 || cur.lastModified.isNaN { unreadable.insert(page.objects.count) }
                     page.objects.append(cur)
                 default: break
                 }
             } else if path.count == 3 && path[1] == "Contents" {
                 switch path[2] {
                 case "Key": rawKeys.append(text)
-                case "Size": cur.size = Int64(text) ?? 0
-                case "LastModified": cur.lastModified = AmzDate.parseISO8601(text) ?? 0
+                case "Size": cur.size = Int64(text).flatMap { $0 >= 0 ? $0 : nil } ?? -1
+                case "LastModified": cur.lastModified = AmzDate.parseISO8601(text) ?? .nan
                 case "ETag": cur.etag = text
                 default: break
                 }
@@ -108,9 +113,16 @@ public enum S3XML {
                 rawPrefixes.append(text)
             }
         }
-        guard ok, rawKeys.count == page.objects.count else { return nil }
+        // An HTML page, an empty body or an <Error> answered with 200 is not an empty listing.
+        guard ok, root == "ListBucketResult", rawKeys.count == page.objects.count else { return nil }
         func decode(_ s: String) -> [UInt8] { urlEncoded ? URIEncoding.decodeForm(s) : Array(s.utf8) }
         for i in page.objects.indices { page.objects[i].key = decode(rawKeys[i]) }
+        if !unreadable.isEmpty {
+            for i in unreadable.sorted() {
+                Log.shared.once(.warning, key: "unreadable:" + rawKeys[i], "skipping key \"\(String(decoding: page.objects[i].key, as: UTF8.self))\": the listing gave no readable size or date")
+            }
+            page.objects = page.objects.enumerated().filter { !unreadable.contains($0.offset) }.map { $0.element }
+        }
         page.commonPrefixes = rawPrefixes.map(decode)
         return page
     }

@@ -102,6 +102,20 @@ final class FileReader: @unchecked Sendable {
                         s.streamPos += Int64(seg.count)
                     }
                 case .end:
+                    // The object is `size` bytes (the listing said so, If-Match holds): a body that
+                    // ends before is a broken answer, never the end of the file.
+                    if s.streamPos < size {
+                        Self.shortReads.withLock { $0 += 1 }
+                        if !retried {
+                            retried = true
+                            Log.warning("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes; reading again from there")
+                            s.stream = ObjectStream(store: store, key: key, from: s.streamPos, etag: etag, limit: readAhead)
+                            continue
+                        }
+                        Log.error("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes twice; failing the read")
+                        s.stream = nil
+                        return FSError(EIO)
+                    }
                     if s.streamPos <= offset { return FSError(EIO) }
                     s.lastEnd = max(s.lastEnd, s.streamPos)
                     serve(&s, offset, s.streamPos, reply)
@@ -123,11 +137,49 @@ final class FileReader: @unchecked Sendable {
         }
     }
 
-    /// One ranged GET of `range`, guarded by the ETag the file was opened with.
+    /// Answers that were shorter than asked, and whole objects whose bytes did not match their
+    /// ETag (MD5), since the mount started: for the statistics.
+    static let shortReads = Locked(0)
+    static let verificationFailures = Locked(0)
+
+    /// One ranged GET of `range`, guarded by the ETag the file was opened with. An answer of the
+    /// wrong length, or a whole object whose MD5 is not its (single-part) ETag, is asked again
+    /// once, then fails (EIO): wrong bytes are never served as the file.
     private func fetch(_ range: Range<Int64>) throws -> [UInt8] {
+        var lastProblem = ""
+        for attempt in 0..<2 {
+            var out = [UInt8]()
+            out.reserveCapacity(Int(range.count))
+            let info = try store.get(key, range: range, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in
+                out.append(contentsOf: b)
+                return out.count <= range.count
+            }
+            if out.count != range.count {
+                Self.shortReads.withLock { $0 += 1 }
+                lastProblem = "the answer had \(out.count) of \(range.count) bytes"
+            } else if range == 0..<size, info.etagIsMD5, let md5 = Self.md5OfETag(etag), Crypto.md5(out) != md5 {
+                Self.verificationFailures.withLock { $0 += 1 }
+                lastProblem = "its bytes do not match its ETag (MD5)"
+            } else {
+                return out
+            }
+            Log.warning("\(Names.display(key)): \(lastProblem)\(attempt == 0 ? "; reading it again" : "; failing the read")")
+        }
+        throw S3Error(kind: .badResponse, status: 200, code: "BadBody", message: lastProblem, operation: "GetObject")
+    }
+
+    /// The MD5 an ETag stands for: a single-part upload's ETag (32 hex digits, no "-N" suffix).
+    static func md5OfETag(_ etag: String) -> [UInt8]? {
+        let hex = Array(etag.utf8.filter { $0 != 0x22 })
+        guard hex.count == 32 else { return nil }
         var out = [UInt8]()
-        out.reserveCapacity(Int(range.count))
-        try store.get(key, range: range, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in out.append(contentsOf: b); return true }
+        out.reserveCapacity(16)
+        var i = 0
+        while i < 32 {
+            guard let v = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            out.append(v)
+            i += 2
+        }
         return out
     }
 

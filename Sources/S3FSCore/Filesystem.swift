@@ -353,10 +353,12 @@ public final class Filesystem: @unchecked Sendable {
         var token: String? = nil
         var found: CachedEntry? = nil
         var previous: [UInt8]? = nil
+        var pageGuard = PageGuard()
         let started = now()
         do {
             repeat {
                 let page = try store.list(prefix: key, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
+                try pageGuard.check(page, prefix: key)
                 let entries = entriesOf(page, dirPath: dirPath, at: started, listPrefix: key, after: previous)
                 previous = page.lastListed
                 prime(dirPath: dirPath, entries, at: started)
@@ -639,9 +641,11 @@ public final class Filesystem: @unchecked Sendable {
                 }
                 startAfter = last
             }
+            var pageGuard = PageGuard()
             repeat {
                 let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token,
                                           startAfter: token == nil ? startAfter : nil, maxKeys: options.listPageSize)
+                try pageGuard.check(page, prefix: job.dirPath)
                 pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started, listPrefix: job.dirPath, after: token == nil ? startAfter : previous)
                 prime(dirPath: job.dirPath, entries, at: started)
@@ -720,9 +724,11 @@ public final class Filesystem: @unchecked Sendable {
         // "P/D." sorts just before "P/D/": the first page starts with D's keys (and any "P/D.x" files).
         let justBefore = Array(dir.dropLast()) + [0x2E]
         var pageStart = resumed?.lastKey
+        var pageGuard = PageGuard()
         for _ in 0..<options.walkPageLimit {
             let page = try store.list(prefix: parent, delimiter: nil, continuationToken: token,
                                       startAfter: token == nil ? justBefore : nil, maxKeys: options.listPageSize)
+            try pageGuard.check(page, prefix: parent)
             let last = page.objects.last?.key ?? []
             let complete = !page.isTruncated
             carry = primeSubtree(root: parent, page.objects, pageStart: token == nil ? justBefore : pageStart, lastKey: last, complete: complete,
@@ -1096,6 +1102,7 @@ public final class Filesystem: @unchecked Sendable {
           },
           "entries": {"inodes": \(nodes), "attributes": \(attrs), "negative": \(negs), "complete_directories": \(dirs)},
           "metadata": \(metadataJSON()),
+          "bad_answers": {"short_reads": \(FileReader.shortReads.withLock { $0 }), "verification_failures": \(FileReader.verificationFailures.withLock { $0 })},
           "heap_bytes": \(s3m_heap_in_use()),
           "skipped_keys": \(c.skippedNames)
         }

@@ -458,8 +458,10 @@ extension Filesystem {
     func allKeys(under prefix: [UInt8], limit: Int? = nil) throws -> [ListedObject] {
         var out: [ListedObject] = []
         var token: String? = nil
+        var pageGuard = PageGuard()
         repeat {
             let page = try store.list(prefix: prefix, delimiter: nil, continuationToken: token, maxKeys: limit.map { min($0, 1000) } ?? 1000)
+            try pageGuard.check(page, prefix: prefix)
             out += page.objects
             if let l = limit, out.count >= l { break }
             token = page.isTruncated ? page.nextContinuationToken : nil

@@ -68,3 +68,30 @@ extension S3Client: ObjectStore {
     public func delete(_ key: [UInt8]) throws { try deleteObject(key) }
     public func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteObjects(keys).map { $0.key } }
 }
+
+/// Guards a listing that follows continuation tokens against a store that never stops: a token
+/// seen before, a truncated page without one, or keys that do not move forward end it with an
+/// error (EIO, logged) instead of a loop; a cap on pages is the last guard.
+struct PageGuard {
+    static let maxPages = 200_000
+    private var tokens = Set<String>()
+    private var last: [UInt8]? = nil
+    private var pages = 0
+
+    mutating func check(_ page: ListPage, prefix: [UInt8]) throws {
+        pages += 1
+        func fail(_ why: String) -> S3Error {
+            Log.error("listing \"\(Names.display(prefix))\" stopped: \(why)")
+            return S3Error(kind: .badResponse, status: 200, code: "EndlessListing", message: why, operation: "ListObjectsV2")
+        }
+        let lastListed = page.lastListed
+        if let l = last, !lastListed.isEmpty, !l.lexicographicallyPrecedes(lastListed) {
+            throw fail("the store answered a page that does not move forward")
+        }
+        if !lastListed.isEmpty { last = lastListed }
+        guard page.isTruncated else { return }
+        guard let t = page.nextContinuationToken, !t.isEmpty else { throw fail("a truncated page came without a continuation token") }
+        if !tokens.insert(t).inserted { throw fail("the store repeated a continuation token") }
+        if pages >= Self.maxPages { throw fail("more than \(Self.maxPages) pages") }
+    }
+}

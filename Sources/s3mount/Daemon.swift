@@ -133,6 +133,7 @@ enum Daemon {
         if let cf = config.credentialsFile { env["AWS_SHARED_CREDENTIALS_FILE"] = cf }
         var transportOptions = CurlTransport.Options()
         transportOptions.caBundle = env["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
+        transportOptions.stallTimeoutSeconds = config.stallTimeout
         let transport = CurlTransport(options: transportOptions)
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
         if let ep = endpoint, config.endpointURL == nil, let why = S3Client.endpointProblem(ep) {
@@ -155,6 +156,8 @@ enum Daemon {
         var s3Config = S3Config(bucket: config.bucket, endpoint: endpoint, region: region, forcePathStyle: config.forcePathStyle)
         s3Config.uploadChecksums = config.uploadChecksums
         s3Config.guessContentType = config.guessContentType
+        s3Config.readRetrySeconds = config.readRetryTime
+        s3Config.writeRetrySeconds = config.writeRetryTime
         let client = S3Client(config: s3Config,
                               credentials: creds, transport: transport, traceRequests: config.debug)
         if region == nil && endpoint == nil, let r = client.discoverRegion() {
@@ -177,7 +180,7 @@ enum Daemon {
         let checked: ListPage
         let checkedAt = monotonicSeconds()
         do {
-            checked = try client.listObjectsV2(prefix: Filesystem.metadataIndexKey(dir: fsOptions.prefix), delimiter: nil, maxKeys: 1)
+            checked = try client.listObjectsV2(prefix: Filesystem.metadataIndexKey(dir: fsOptions.prefix), delimiter: nil, maxKeys: 1, retrySeconds: 5)
         } catch let e as S3Error {
             report(false, describe(e, config: config, endpoint: endpoint ?? "AWS (\(client.region))"))
             return 1

@@ -16,6 +16,11 @@ struct MountConfig {
     var uploadChecksums = true
     /// Uploads get a Content-Type from their extension (`--no-guess-content-type` turns it off).
     var guessContentType = true
+    /// Seconds a request may go below 1 KiB/s (or wait for its first byte) before it is retried.
+    var stallTimeout = 10
+    /// Seconds of retries (with backoff) a read, and an upload, may spend before failing.
+    var readRetryTime: Double = 20
+    var writeRetryTime: Double = 60
     var readOnly = false
     var uid: UInt32 = getuid()
     var gid: UInt32 = getgid()
@@ -80,6 +85,11 @@ enum CommandLine2 {
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
       --no-upload-checksums    send uploads without the CRC-32 that S3 verifies (for stores that mishandle it)
+      --stall-timeout SECONDS  a request slower than 1 KiB/s (or without an answer) for this long is
+                               retried on a new connection (default 10)
+      --read-retry-time S, --write-retry-time S
+                               how long retries with backoff may go on before a read (default 20) or an
+                               upload (default 60) fails
       --no-guess-content-type  upload everything as application/octet-stream (default: the type of the
                                extension, from /etc/mime.types or a built-in table, as s3fs and rclone do)
       --read-ahead KIB         kernel read-ahead for the mount (default 4096; needs root, else FUSE's 128 stays)
@@ -116,6 +126,9 @@ enum CommandLine2 {
             case "--no-sign-request": c.noSignRequest = true
             case "--no-upload-checksums": c.uploadChecksums = false
             case "--no-guess-content-type": c.guessContentType = false
+            case "--stall-timeout": c.stallTimeout = Int(try seconds(name, try value(name, inline), max: 3600))
+            case "--read-retry-time": c.readRetryTime = try seconds(name, try value(name, inline), max: 3600)
+            case "--write-retry-time": c.writeRetryTime = try seconds(name, try value(name, inline), max: 86400)
             case "--prefix": c.prefix = try value(name, inline)
             case "--read-only": c.readOnly = true
             case "--uid": c.uid = try number(name, try value(name, inline))
@@ -214,6 +227,11 @@ enum CommandLine2 {
         return n
     }
 
+    static func seconds(_ name: String, _ v: String, max: Double) throws -> Double {
+        guard let n = Double(v), n >= 1, n <= max else { throw UsageError("\(name) expects seconds from 1 to \(Int(max)), got \"\(v)\"") }
+        return n
+    }
+
     static func metadataMode(_ v: String) throws -> MetadataMode {
         guard let m = MetadataMode(rawValue: v) else {
             throw UsageError("--metadata expects one of \(MetadataMode.allCases.map { $0.rawValue }.joined(separator: ", ")), got \"\(v)\"")
@@ -257,6 +275,9 @@ enum CommandLine2 {
             case "no-sign-request", "public-bucket": c.noSignRequest = true
             case "no-upload-checksums": c.uploadChecksums = false
             case "no-guess-content-type": c.guessContentType = false
+            case "stall-timeout": c.stallTimeout = Int(try seconds("stall_timeout", try need(), max: 3600))
+            case "read-retry-time": c.readRetryTime = try seconds("read_retry_time", try need(), max: 3600)
+            case "write-retry-time": c.writeRetryTime = try seconds("write_retry_time", try need(), max: 86400)
             case "metadata-ttl": c.metadataTTL = try ttl(try need())
             case "metadata": c.metadata = try metadataMode(try need())
             case "debug": c.debug = true

@@ -198,7 +198,8 @@ def test_upload_failures_reach_the_writer(moto, s3, bucket, mount, tmp_path):
     try:
         spool = tmp_path / "spool"
         spool.mkdir()
-        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--spool-dir", str(spool))
+        # A short retry budget: the failure is meant to outlast it.
+        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--spool-dir", str(spool), "--write-retry-time", "2")
         # Retried S3 throttling succeeds.
         assert run(f"echo ok > {m.path}/flaky.txt").returncode == 0
         assert body(s3, bucket, "flaky.txt") == b"ok\n"

@@ -1,0 +1,118 @@
+"""A store that stalls, trickles, cuts answers short, lies, resets and pages forever (issue 15):
+nothing hangs past its deadline, no wrong byte is served as the file, and an upload rides out
+trouble that lasts seconds. Each test failed before its fix."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from chaosproxy import ChaosProxy
+from conftest import alive, run
+
+FAST = ["--stall-timeout", "2", "--read-retry-time", "3"]
+
+
+@pytest.fixture()
+def chaos(moto):
+    p = ChaosProxy(moto.port)
+    yield p
+    p.stop()
+
+
+def is_get(key):
+    return lambda method, path: method == "GET" and path.split("?")[0].endswith("/" + key)
+
+
+def is_list(method, path):
+    return method == "GET" and "list-type=2" in path
+
+
+def timed(cmd, timeout=60):
+    t0 = time.time()
+    out = run(cmd, timeout=timeout)
+    return out, time.time() - t0
+
+
+@pytest.mark.parametrize("kind", ["stall", "trickle", "stall_body"])
+def test_a_stuck_server_fails_the_read_in_seconds_and_heals(moto, s3, bucket, mount, chaos, kind):
+    s3.put_object(Bucket=bucket, Key="f", Body=os.urandom(200_000))
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    os.listdir(m.path)
+    chaos.add(kind, is_get("f"))
+    out, secs = timed(["cat", os.path.join(m.path, "f")])
+    assert out.returncode != 0 and "Input/output error" in out.stderr, out.stderr
+    assert secs < 20, f"{kind}: {secs:.1f} s"
+    chaos.clear()
+    assert open(os.path.join(m.path, "f"), "rb").read() == s3.get_object(Bucket=bucket, Key="f")["Body"].read()
+    pid = m.daemon_pid()
+    t0 = time.time()
+    m.unmount()
+    assert not alive(pid) and time.time() - t0 < 15, "the daemon ends after an unmount"
+
+
+def test_a_listing_that_never_answers_fails_ls_in_seconds(moto, s3, bucket, mount, chaos):
+    s3.put_object(Bucket=bucket, Key="d/x", Body=b"x")
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    chaos.add("stall", is_list)
+    out, secs = timed(["ls", os.path.join(m.path, "d")])
+    assert out.returncode != 0 and secs < 20, (out.stderr, secs)
+
+
+def test_endless_pagination_is_an_error_not_a_loop(moto, s3, bucket, mount, chaos):
+    s3.put_object(Bucket=bucket, Key="d/x", Body=b"x")
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    chaos.add("endless", lambda method, path: is_list(method, path) and "delimiter" in path)
+    out, secs = timed(["ls", os.path.join(m.path, "d")])
+    assert out.returncode != 0 and "Input/output error" in out.stderr and secs < 10, (out.stderr, secs)
+    assert "continuation token" in m.log()
+
+
+def test_a_page_that_is_not_a_listing_is_an_error_not_an_empty_directory(moto, s3, bucket, mount, chaos):
+    s3.put_object(Bucket=bucket, Key="d/x", Body=b"x")
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    chaos.add("html", is_list)
+    out = run(["ls", os.path.join(m.path, "d")])
+    assert out.returncode != 0, "an HTML page is not an empty directory"
+    chaos.clear()
+    assert os.listdir(os.path.join(m.path, "d")) == ["x"]
+
+
+# A stream's bytes (files over 1 MiB) are checked by length, not content (docs/SEMANTICS.md).
+@pytest.mark.parametrize("kind,size", [("short", 100_000), ("garbage", 100_000), ("truncate", 100_000),
+                                       ("short", 5 << 20), ("truncate", 5 << 20)])
+def test_wrong_bytes_are_never_served(moto, s3, bucket, mount, chaos, kind, size):
+    data = os.urandom(size)
+    s3.put_object(Bucket=bucket, Key="f", Body=data)
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    p = os.path.join(m.path, "f")
+    os.listdir(m.path)
+    # Once: asked again, and the reader gets the right bytes.
+    chaos.add(kind, is_get("f"), times=1)
+    assert open(p, "rb").read() == data
+    # Always: the read fails, it never returns what the store sent as if it were the file.
+    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"])
+    m.unmount()
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    chaos.add(kind, is_get("f"))
+    out = subprocess.run(["cat", os.path.join(m.path, "f")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    assert out.returncode != 0, f"{kind}: cat succeeded"
+    bad = m.stats()["bad_answers"]
+    assert bad["short_reads"] + bad["verification_failures"] > 0 or kind == "truncate", bad
+
+
+def test_uploads_ride_out_throttling_and_resets(moto, s3, bucket, mount, chaos):
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, "--stall-timeout", "2")
+    puts = lambda method, path: method == "PUT" and "/up" in path
+    # Three seconds of 503 SlowDown: the close waits it out and returns 0.
+    chaos.add("slowdown", puts, times=12)
+    t0 = time.time()
+    with open(os.path.join(m.path, "up1"), "wb") as f:
+        f.write(b"a" * 100_000)
+    assert s3.get_object(Bucket=bucket, Key="up1")["Body"].read() == b"a" * 100_000
+    # A connection reset while the answer comes back: sent again, close returns 0.
+    chaos.add("reset", puts, times=1)
+    with open(os.path.join(m.path, "up2"), "wb") as f:
+        f.write(b"b" * 100_000)
+    assert s3.get_object(Bucket=bucket, Key="up2")["Body"].read() == b"b" * 100_000
+    print(f"uploads through 12 SlowDowns and a reset: {time.time() - t0:.1f} s")
