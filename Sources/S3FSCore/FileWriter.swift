@@ -65,7 +65,7 @@ final class FileWriter: @unchecked Sendable {
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {
             Log.error("cannot create a spool file in \(spoolDir): \(String(cString: strerror(errno)))")
-            throw FSError(errno == ENOSPC ? ENOSPC : EIO)
+            throw FSError([ENOSPC, EMFILE, ENFILE, EDQUOT].contains(errno) ? errno : EIO)
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         self.fd = fd

@@ -93,6 +93,7 @@ public final class Filesystem: @unchecked Sendable {
     @discardableResult
     public func sweep() -> Int {
         let t = now()
+        meta.sweep(at: t)
         return state.withLock { s -> Int in
             let negatives = s.negatives.count
             let removed = s.attrs.sweep(fresh: { fresh($0, t) })

@@ -430,6 +430,15 @@ final class MetadataIndex: @unchecked Sendable {
         }
     }
 
+    /// Forgets directories it knows nothing more of than a listing's answer that has expired.
+    func sweep(at t: Double) {
+        dirs.withLock { d in
+            d = d.filter { _, e in
+                e.busy || !e.records.isEmpty || !e.pending.isEmpty || !e.heads.isEmpty || fresh(e.learnedAt, t)
+            }
+        }
+    }
+
     // MARK: - statistics
 
     var snapshot: Counters { counters.withLock { $0 } }

@@ -45,6 +45,9 @@ extension Filesystem {
         if options.readOnly { return FSError(EROFS) }
         if name.count > 255 { return FSError(ENAMETOOLONG) }
         if Names.invalidReason(name) != nil { return FSError(EINVAL) }
+        // S3 keys are UTF-8: a name that is not would be stored under another key than the one
+        // the mount shows.
+        if String(validatingUTF8: name.map { CChar(bitPattern: $0) } + [0]) == nil { return FSError(EINVAL) }
         // The directory's metadata index lives under this name.
         if MetadataIndex.isIndex(name: name) { return FSError(EPERM) }
         return nil
@@ -335,17 +338,23 @@ extension Filesystem {
         return makeObject(parent: parent, name: name, body: [], meta: newMeta(S_IFREG, mode, caller))
     }
 
+    /// The key prefix of directory `parent`, where `name` must not exist yet (else EEXIST).
+    func newName(parent: UInt64, name: [UInt8]) -> Result<[UInt8], FSError> {
+        directory(parent).flatMap { dirPath in
+            switch resolve(dirPath: dirPath, name: name) {
+            case .failure(let e): return .failure(e)
+            case .success(_?): return .failure(FSError(EEXIST))
+            case .success(nil): return .success(dirPath)
+            }
+        }
+    }
+
     /// Puts a small object made whole at once (symlink, mknod) and records it.
     func makeObject(parent: UInt64, name: [UInt8], body: [UInt8], meta m: PosixMeta) -> Result<Attributes, FSError> {
         let dirPath: [UInt8]
-        switch directory(parent) {
+        switch newName(parent: parent, name: name) {
         case .failure(let e): return .failure(e)
         case .success(let p): dirPath = p
-        }
-        switch resolve(dirPath: dirPath, name: name) {
-        case .failure(let e): return .failure(e)
-        case .success(_?): return .failure(FSError(EEXIST))
-        case .success(nil): break
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
         let etag: String
@@ -432,14 +441,9 @@ extension Filesystem {
     public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32 = 0o755, caller: Caller? = nil) -> Result<Attributes, FSError> {
         if let e = checkWritable(name) { return .failure(e) }
         let dirPath: [UInt8]
-        switch directory(parent) {
+        switch newName(parent: parent, name: name) {
         case .failure(let e): return .failure(e)
         case .success(let p): dirPath = p
-        }
-        switch resolve(dirPath: dirPath, name: name) {
-        case .failure(let e): return .failure(e)
-        case .success(_?): return .failure(FSError(EEXIST))
-        case .success(nil): break
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         let m = newMeta(S_IFDIR, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
@@ -671,6 +675,24 @@ extension Filesystem {
 
     // MARK: - shutdown
 
+    /// Says in the log where files an earlier run could not upload wait (`s3mount-unsaved-*`) and
+    /// spool files a run that ended abruptly left (`s3mount-spool-*`).
+    public func reportLeftovers() {
+        guard let d = Glibc.opendir(options.spoolDir) else { return }
+        defer { closedir(d) }
+        var unsaved = 0, spool = 0
+        while let e = Glibc.readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("s3mount-unsaved-") { unsaved += 1 } else if name.hasPrefix("s3mount-spool-") { spool += 1 }
+        }
+        if unsaved > 0 {
+            Log.warning("\(unsaved) file(s) an earlier run could not upload are kept in \(options.spoolDir) as s3mount-unsaved-*: copy back what you need, then delete them")
+        }
+        if spool > 0 {
+            Log.warning("\(spool) spool file(s) from a run that ended abruptly are in \(options.spoolDir) as s3mount-spool-* (they may hold data that was never uploaded)")
+        }
+    }
+
     /// Uploads what open files still hold (the kernel will never send their release after an
     /// unmount). Bounded by `timeout` seconds; logs what it does.
     public func shutdown(timeout: Double) {
@@ -678,6 +700,14 @@ extension Filesystem {
             // Metadata changes still waiting for their directory's index to be written.
             if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
         }
+        // Files the kernel never released (umount -l, SIGTERM) whose data is already in S3: their
+        // spool files go now, not left behind in the spool directory.
+        let clean = state.withLock { s -> [FileWriter] in
+            let c = s.writers.filter { !$0.value.isDirty }
+            for h in c.keys { s.writers[h] = nil }
+            return Array(c.values)
+        }
+        for w in clean { w.close() }
         let dirty = state.withLock { s in s.writers.filter { $0.value.isDirty } }
         guard !dirty.isEmpty else { return }
         Log.info("unmount: uploading \(dirty.count) file(s) still open for writing (up to \(Int(timeout)) s)")

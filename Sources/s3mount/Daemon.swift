@@ -65,6 +65,13 @@ enum Daemon {
                 config.credentialsFile = String(cString: rp)
                 free(rp)
             }
+            // The shared-credentials file the chain would read (AWS_SHARED_CREDENTIALS_FILE or
+            // ~/.aws/credentials) is held to the same rule, whichever way it was named.
+            let env = Self.environment()
+            if config.credentialsFile == nil, !config.noSignRequest, env["AWS_ACCESS_KEY_ID"] == nil {
+                let shared = AWSConfigFile.credentialsPath(env)
+                if access(shared, F_OK) == 0 { try CredentialsFileCheck.check(shared, what: "credentials file") }
+            }
         } catch {
             fputs("s3mount: \(error)\n", stderr)
             return 1
@@ -190,6 +197,7 @@ enum Daemon {
         }
 
         let fs = Filesystem(store: client, options: fsOptions)
+        fs.reportLeftovers()
         fs.noteRootIndexListing(checked, at: checkedAt)
         var metrics: MetricsServer? = nil
         if let addr = config.metricsAddress {

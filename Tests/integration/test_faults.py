@@ -116,3 +116,55 @@ def test_uploads_ride_out_throttling_and_resets(moto, s3, bucket, mount, chaos):
         f.write(b"b" * 100_000)
     assert s3.get_object(Bucket=bucket, Key="up2")["Body"].read() == b"b" * 100_000
     print(f"uploads through 12 SlowDowns and a reset: {time.time() - t0:.1f} s")
+
+
+def test_no_spool_file_is_left_after_a_sigterm_and_leftovers_are_reported(moto, s3, bucket, mount, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "s3mount-unsaved-abc123").write_bytes(b"from an earlier run")
+    m = mount(bucket, "--spool-dir", str(spool))
+    assert "could not upload are kept in " + str(spool) in m.log()
+    fd = os.open(os.path.join(m.path, "held"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"uploaded, then held open")
+    os.fsync(fd)
+    assert len(list(spool.glob("s3mount-spool-*"))) == 1
+    pid = m.daemon_pid()
+    os.kill(pid, 15)
+    deadline = time.time() + 20
+    while alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    assert not alive(pid)
+    assert list(spool.glob("s3mount-spool-*")) == [], "the uploaded file's spool is removed at exit"
+    assert s3.get_object(Bucket=bucket, Key="held")["Body"].read() == b"uploaded, then held open"
+
+
+def test_a_credentials_file_others_can_read_is_refused_however_it_is_named(moto, bucket, tmp_path):
+    creds = tmp_path / "credentials"
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    os.chmod(creds, 0o644)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_EC2_METADATA_DISABLED="true")
+    from conftest import BIN, mounted
+    cmd = [BIN, bucket, str(mp), "--endpoint-url", moto.endpoint, "--force-path-style"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "can be read by others" in out.stderr and "chmod 600" in out.stderr, out.stderr
+    assert not mounted(str(mp))
+    os.chmod(creds, 0o600)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    subprocess.run(["fusermount3", "-u", str(mp)])
+
+
+def test_names_that_are_not_utf8_are_refused_not_rewritten(moto, s3, bucket, mount):
+    m = mount(bucket)
+    for make in (lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)), os.mkdir):
+        with pytest.raises(OSError) as e:
+            make(os.path.join(m.path.encode(), b"bad\xff\xfename"))
+        assert e.value.errno == 22
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
