@@ -272,10 +272,21 @@ public final class FuseBridge: @unchecked Sendable {
         }
     }
 
+    /// libfuse's interrupt function for a read: its data is the file handle itself (no object
+    /// whose lifetime would have to outlast the reply).
+    static let readInterruptCallback: @convention(c) (fuse_req_t?, UnsafeMutableRawPointer?) -> Void = { req, data in
+        guard let data else { return }
+        bridge(req).fs.interruptReads(handle: UInt64(UInt(bitPattern: data)))
+    }
+
     static let readCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
         let b = bridge(req)
         var replied = false
-        let err = b.fs.read(handle: s3m_fi_fh(fi), offset: Int64(off), size: size) { parts in
+        let handle = s3m_fi_fh(fi)
+        // Ctrl-C or a kill of the reader: libfuse calls this, and a read waiting on a stuck
+        // stream answers EINTR at once.
+        fuse_req_interrupt_func(req, readInterruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(handle)))
+        let err = b.fs.read(handle: handle, offset: Int64(off), size: size, interrupted: { fuse_req_interrupted(req) != 0 }) { parts in
             // Straight from the read window into the kernel: one iovec per chunk.
             var iov = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
             _ = iov.withUnsafeMutableBufferPointer { fuse_reply_iov(req, $0.baseAddress, Int32($0.count)) }

@@ -52,11 +52,17 @@ final class FileReader: @unchecked Sendable {
 
     /// Hands the bytes of [offset, offset+length) to `reply` as one or more buffers that stay
     /// valid only during the call; returns the error instead when there is one.
-    func read(offset: Int64, length: Int, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+    /// Wakes reads of this file waiting for the stream: an interrupted request (Ctrl-C, a fatal
+    /// signal) must get its answer (EINTR) at once, and one queued behind a read that waits must
+    /// get the lock.
+    let interrupts = ReadInterrupts()
+
+    func read(offset: Int64, length: Int, interrupted: (() -> Bool)? = nil, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
         if offset >= size || length <= 0 { reply([]); return nil }
         let end = min(size, offset + Int64(length))
         return state.withLock { s -> FSError? in
             if s.closed { return FSError(EBADF) }
+            if interrupted?() == true { return FSError(EINTR) }
             if offset >= s.windowStart && end <= s.streamPos && !s.chunks.isEmpty {
                 serve(&s, offset, end, reply)
                 return nil
@@ -95,7 +101,7 @@ final class FileReader: @unchecked Sendable {
             var retried = false
             while s.streamPos < end {
                 guard let stream = s.stream else { return FSError(EIO) }
-                switch stream.take(needed: Int(end - s.streamPos)) {
+                switch stream.take(needed: Int(end - s.streamPos), interrupts: interrupts) {
                 case .data(let segments):
                     for seg in segments {
                         s.chunks.append(Chunk(start: s.streamPos, bytes: seg))
@@ -120,6 +126,9 @@ final class FileReader: @unchecked Sendable {
                     s.lastEnd = max(s.lastEnd, s.streamPos)
                     serve(&s, offset, s.streamPos, reply)
                     return nil
+                case .interrupted:
+                    // The kernel interrupted a read of this file (Ctrl-C, kill): the stream stays.
+                    return FSError(EINTR)
                 case .failed(let e):
                     if !retried && e.isRetryable {
                         retried = true
@@ -237,12 +246,29 @@ final class FileReader: @unchecked Sendable {
     }
 }
 
+/// Interrupts of the reads of one file: a generation that each interrupt moves on, and the stream
+/// condition a read waits on now, woken by an interrupt.
+final class ReadInterrupts: @unchecked Sendable {
+    private struct State { var generation = 0; var waitingOn: Condition? = nil }
+    private let state = Locked(State())
+
+    var generation: Int { state.withLock { $0.generation } }
+
+    func begin(waitingOn c: Condition) -> Int { state.withLock { s in s.waitingOn = c; return s.generation } }
+    func end() { state.withLock { $0.waitingOn = nil } }
+
+    func interrupt() {
+        let c = state.withLock { s -> Condition? in s.generation += 1; return s.waitingOn }
+        c?.broadcast()
+    }
+}
+
 /// A GET from an offset to the end of the object, run on its own thread, handing bytes over as
 /// they arrive and pausing (the curl write callback blocks) when `limit` bytes wait unread.
 /// Bytes land in segments allocated at full size up front, so each byte is copied once from
 /// curl's buffer and never again by an array growing underneath it.
 final class ObjectStream: @unchecked Sendable {
-    enum Chunk { case data([[UInt8]]), end, failed(S3Error) }
+    enum Chunk { case data([[UInt8]]), end, failed(S3Error), interrupted }
 
     /// Matches the largest FUSE read (1 MiB), so a read spans one or two segments.
     static let segmentSize = 1 << 20
@@ -315,13 +341,18 @@ final class ObjectStream: @unchecked Sendable {
     /// Waits for `needed` bytes (or as many as the stream buffers), the end of the object or a
     /// failure. Hands over whole segments while they cover `needed`, so the segment being filled
     /// stays with the stream and fills up (a partly filled segment handed over is never topped up).
-    func take(needed: Int) -> Chunk {
+    func take(needed: Int, interrupts: ReadInterrupts? = nil) -> Chunk {
         let want = max(1, min(needed, limit))
+        let generation = interrupts?.begin(waitingOn: cond) ?? 0
+        defer { interrupts?.end() }
+        var interrupted = false
         cond.wait(until: {
-            let ready = self.pendingBytes >= want || self.finished
+            interrupted = interrupts.map { $0.generation != generation } ?? false
+            let ready = self.pendingBytes >= want || self.finished || interrupted
             self.readerNeeds = ready ? Int.max : want
             return ready
         })
+        if interrupted { return .interrupted }
         var out: Chunk = .end
         cond.broadcast {
             guard pendingBytes > 0 else {

@@ -949,7 +949,7 @@ public final class Filesystem: @unchecked Sendable {
 
     /// Reads into buffers handed to `reply` (valid only during the call): no copy of the data in
     /// between for the streaming path. Returns the error instead when there is one.
-    public func read(handle: UInt64, offset: Int64, size: Int, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+    public func read(handle: UInt64, offset: Int64, size: Int, interrupted: (() -> Bool)? = nil, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
         if let w = state.withLock({ $0.writers[handle] }) {
             switch w.read(offset: offset, length: size) {
             case .success(let d): d.withUnsafeBytes { reply([$0]) }; return nil
@@ -957,12 +957,17 @@ public final class Filesystem: @unchecked Sendable {
             }
         }
         guard let r = state.withLock({ $0.fileHandles[handle] }) else { return FSError(EBADF) }
-        let e = r.read(offset: offset, length: size, reply: reply)
+        let e = r.read(offset: offset, length: size, interrupted: interrupted, reply: reply)
         if let e, e.errno == ESTALE {
             // The object changed since it was listed: forget what we knew so the next open sees it anew.
             state.withLock { s in s.attrs[r.key] = nil }
         }
         return e
+    }
+
+    /// The kernel interrupted a read of `handle`: reads waiting for its stream answer EINTR.
+    public func interruptReads(handle: UInt64) {
+        state.withLock { $0.fileHandles[handle] }?.interrupts.interrupt()
     }
 
     /// The same read, into one array.

@@ -168,3 +168,21 @@ def test_names_that_are_not_utf8_are_refused_not_rewritten(moto, s3, bucket, mou
             make(os.path.join(m.path.encode(), b"bad\xff\xfename"))
         assert e.value.errno == 22
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+@pytest.mark.parametrize("sig", [2, 9])
+def test_ctrl_c_or_kill_ends_a_reader_stuck_on_a_stalled_stream_at_once(moto, s3, bucket, mount, chaos, sig):
+    s3.put_object(Bucket=bucket, Key="big", Body=os.urandom(6 << 20))
+    # The default stall deadline (10 s): only the interrupt can end the read sooner. (A short retry
+    # budget keeps the kernel's read-ahead requests, which nobody interrupts, from holding the
+    # unmount at the end of the test.)
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, "--read-retry-time", "3")
+    os.listdir(m.path)
+    chaos.add("stall_body", is_get("big"))
+    reader = subprocess.Popen(["cat", os.path.join(m.path, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    assert reader.poll() is None, "the stream is stuck"
+    t0 = time.time()
+    reader.send_signal(sig)
+    reader.wait(timeout=30)
+    assert time.time() - t0 < 2, f"signal {sig}: the reader took {time.time() - t0:.1f} s to end"
