@@ -84,29 +84,72 @@ final class MetricsServer: @unchecked Sendable {
         }
     }
 
+    /// Connections served at once; more wait in the listen backlog (a few idle or slow clients
+    /// never hold up a scrape).
+    static let maxConnections = 16
+    /// Request heads larger than this are refused (431).
+    static let maxHead = 8192
+    private let active = Locked(0)
+
     func start() {
         let t = Thread { [self] in
             while true {
                 let c = accept(fd, nil, nil)
-                if c < 0 { if errno == EINTR { continue }; return }
-                serve(c)
+                if c < 0 { if errno == EINTR || errno == ECONNABORTED || errno == EMFILE { usleep(10_000); continue }; return }
+                let admitted = active.withLock { n -> Bool in
+                    if n >= Self.maxConnections { return false }
+                    n += 1
+                    return true
+                }
+                guard admitted else {
+                    respond(c, status: "503 Service Unavailable", body: "busy\n")
+                    close(c)
+                    continue
+                }
+                let worker = Thread { [self] in
+                    serve(c)
+                    active.withLock { $0 -= 1 }
+                }
+                worker.start()
             }
         }
         t.start()
     }
 
+    /// One request: GET (or HEAD) /metrics is 200 with the statistics, any other path 404, any
+    /// other method 405, a head over 8 KiB 431; a client silent for 2 s is dropped.
     private func serve(_ c: Int32) {
         defer { close(c) }
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = recv(c, &buf, buf.count, 0)
-        guard n > 0 else { return }
-        let request = String(decoding: buf[0..<n], as: UTF8.self)
-        let ok = request.hasPrefix("GET /metrics") || request.hasPrefix("GET / ")
-        let body = ok ? fs.prometheusText() : "not found; try /metrics\n"
-        let head = "HTTP/1.1 \(ok ? "200 OK" : "404 Not Found")\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
-        let all = Array((head + body).utf8)
+        var head = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 2048)
+        while !Self.containsEnd(head) {
+            if head.count > Self.maxHead { respond(c, status: "431 Request Header Fields Too Large", body: "request head too large\n"); return }
+            let n = recv(c, &buf, buf.count, 0)
+            if n <= 0 { return }
+            head += buf[0..<n]
+        }
+        let line = String(decoding: head.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self).split(separator: " ")
+        guard line.count >= 2 else { respond(c, status: "400 Bad Request", body: "bad request\n"); return }
+        let method = line[0], path = line[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        guard method == "GET" || method == "HEAD" else { respond(c, status: "405 Method Not Allowed", body: "GET /metrics\n"); return }
+        guard path == "/metrics" else { respond(c, status: "404 Not Found", body: "not found; try /metrics\n"); return }
+        respond(c, status: "200 OK", body: fs.prometheusText(), headOnly: method == "HEAD")
+    }
+
+    private static func containsEnd(_ b: [UInt8]) -> Bool {
+        var i = 0
+        while i + 3 < b.count {
+            if b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return true }
+            i += 1
+        }
+        return false
+    }
+
+    private func respond(_ c: Int32, status: String, body: String, headOnly: Bool = false) {
+        let head = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        let all = Array((headOnly ? head : head + body).utf8)
         var off = 0
         while off < all.count {
             let w = all[off...].withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -186,3 +186,32 @@ def test_ctrl_c_or_kill_ends_a_reader_stuck_on_a_stalled_stream_at_once(moto, s3
     reader.send_signal(sig)
     reader.wait(timeout=30)
     assert time.time() - t0 < 2, f"signal {sig}: the reader took {time.time() - t0:.1f} s to end"
+
+
+def test_the_metrics_endpoint_serves_scrapes_past_idle_clients_and_only_at_metrics(moto, bucket, mount):
+    import socket
+    import urllib.error
+    import urllib.request
+    from conftest import free_port
+    port = free_port()
+    m = mount(bucket, "--metrics-address", f"127.0.0.1:{port}")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    try:
+        t0 = time.time()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "s3mount_requests_total" in text
+        assert time.time() - t0 < 1, "ten idle connections do not delay a scrape"
+        for path, code in [("/", 404), ("/metricsX", 404), ("/etc/passwd", 404)]:
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10)
+            assert e.value.code == code, path
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/metrics", data=b"x", method="POST"), timeout=10)
+        assert e.value.code == 405
+        big = socket.create_connection(("127.0.0.1", port))
+        big.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        assert big.recv(100).startswith(b"HTTP/1.1 431")
+        big.close()
+    finally:
+        for s in idle:
+            s.close()
