@@ -70,7 +70,19 @@ class MetaTool(Tool):
 
     def unmount(self, mp):
         MetaTool.live.pop(mp, None)
+        pid = self.daemon_pid(mp) if self.name == "s3mount" else None
         super().unmount(mp)
+        # s3mount writes what it still holds (deferred header copies, indexes) after the kernel
+        # lets go: the next workload must not see those requests, nor a bucket half written.
+        deadline = time.time() + 120
+        while pid and time.time() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except OSError:
+                break
+            time.sleep(0.1)
 
 
 @atexit.register
