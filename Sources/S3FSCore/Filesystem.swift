@@ -411,8 +411,7 @@ public final class Filesystem: @unchecked Sendable {
         }
         // The page went past where the index would sort without showing it: there is none.
         let indexKey = MetadataIndex.key(dir: dirPath)
-        if !indexSeen && indexKey.starts(with: listPrefix) && (after.map { $0.lexicographicallyPrecedes(indexKey) } ?? true)
-            && (!page.isTruncated || !page.lastListed.lexicographicallyPrecedes(indexKey)) {
+        if !indexSeen && MetadataIndex.covered(indexKey, prefix: listPrefix, after: after, last: page.lastListed, complete: !page.isTruncated) {
             meta.noteListed(dir: dirPath, etag: nil, at: t)
         }
         return out
@@ -818,8 +817,7 @@ public final class Filesystem: @unchecked Sendable {
             let indexKey = MetadataIndex.key(dir: dir)
             if let etag = indexes[dir] {
                 meta.noteListed(dir: dir, etag: etag, at: t)
-            } else if pageStart.map({ $0.lexicographicallyPrecedes(indexKey) }) ?? true,
-                      complete || !lastKey.lexicographicallyPrecedes(indexKey) {
+            } else if MetadataIndex.covered(indexKey, prefix: root, after: pageStart, last: lastKey, complete: complete) {
                 meta.noteListed(dir: dir, etag: nil, at: t)
             }
         }

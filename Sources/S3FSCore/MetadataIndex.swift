@@ -69,6 +69,14 @@ final class MetadataIndex: @unchecked Sendable {
 
     static func isIndex(name: [UInt8]) -> Bool { name == objectName }
 
+    /// Whether a listing page that holds the keys under `prefix` after `after` (nil: from the
+    /// first) up to `last` (to the end when `complete`) would have shown the index key `key`: if
+    /// it did not, the directory has no index.
+    static func covered(_ key: [UInt8], prefix: [UInt8], after: [UInt8]?, last: [UInt8], complete: Bool) -> Bool {
+        key.starts(with: prefix) && (after.map { $0.lexicographicallyPrecedes(key) } ?? true)
+            && (complete || !last.lexicographicallyPrecedes(key))
+    }
+
     func fresh(_ at: Double?, _ now: Double) -> Bool { at.map { now - $0 < ttl } ?? false }
 
     // MARK: - reading
@@ -216,6 +224,7 @@ final class MetadataIndex: @unchecked Sendable {
     // MARK: - changing
 
     /// Sets (or with nil removes) the record of `name`; written back within `debounce` seconds.
+    /// Setting what is already there (removing a record that does not exist) does nothing.
     /// `persist: false` only shows it here (a file not uploaded yet: its upload records it).
     func update(dir: [UInt8], name: [UInt8], _ r: MetaRecord?, persist: Bool = true) {
         guard enabled else { return }

@@ -76,7 +76,7 @@ extension Filesystem {
     func recordMeta(dirPath: [UInt8], name: [UInt8], kind: EntryKind, etag: String, _ m: PosixMeta, persist: Bool = true) {
         guard options.metadata != .none else { return }
         if m == defaultMeta(kind) {
-            if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil, persist: persist) }
+            meta.update(dir: dirPath, name: name, nil, persist: persist)
         } else {
             meta.update(dir: dirPath, name: name, MetaRecord(etag: kind == .directory ? "" : etag, meta: m), persist: persist)
         }
@@ -430,7 +430,7 @@ extension Filesystem {
         }
         meta.takeCopy(key)
         record(dirPath: dirPath, name: name, nil)
-        if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }
+        meta.update(dir: dirPath, name: name, nil)
         detachNode(parent: parent, name: name, kind: .file)
         return nil
     }
@@ -511,7 +511,7 @@ extension Filesystem {
             return FSError(error)
         }
         record(dirPath: dirPath, name: name, nil)
-        if meta.anyRecord(dir: dirPath, name: name) != nil { meta.update(dir: dirPath, name: name, nil) }
+        meta.update(dir: dirPath, name: name, nil)
         state.withLock { s in s.attrs.removeTable(marker) }
         detachNode(parent: parent, name: name, kind: .directory)
         return nil
@@ -566,12 +566,8 @@ extension Filesystem {
                 moved.at = now()
                 if !etag.isEmpty { moved.etag = etag }
                 record(dirPath: dstDir, name: newName, moved)
-                if let rec {
-                    meta.update(dir: dstDir, name: newName, MetaRecord(etag: moved.etag, meta: rec.meta))
-                } else if meta.anyRecord(dir: dstDir, name: newName) != nil {
-                    meta.update(dir: dstDir, name: newName, nil)
-                }
-                if meta.anyRecord(dir: srcDir, name: name) != nil { meta.update(dir: srcDir, name: name, nil) }
+                meta.update(dir: dstDir, name: newName, rec.map { MetaRecord(etag: moved.etag, meta: $0.meta) })
+                meta.update(dir: srcDir, name: name, nil)
             } catch {
                 if let pending { meta.deferCopy(pending) }
                 return FSError(error)
@@ -605,8 +601,8 @@ extension Filesystem {
             return FSError(error)
         }
         meta.discard(where: { $0.starts(with: srcPrefix) || $0.starts(with: dstPrefix) })
-        if let r = dirRecord { meta.update(dir: dstDir, name: newName, r) }
-        if dirRecord != nil { meta.update(dir: srcDir, name: name, nil) }
+        meta.update(dir: dstDir, name: newName, dirRecord)
+        meta.update(dir: srcDir, name: name, nil)
         state.withLock { s in
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.
             s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
