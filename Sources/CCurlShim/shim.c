@@ -1,9 +1,19 @@
+#define _GNU_SOURCE
 #include "CCurlShim.h"
 #include <syslog.h>
 #include <malloc.h>
 #include <zlib.h>
+#include <pthread.h>
+#include <string.h>
 
 void s3m_malloc_trim(void) { malloc_trim(0); }
+
+void s3m_set_thread_name(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, 15);
+    short_name[15] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}
 void s3m_malloc_arenas(int count) { mallopt(M_ARENA_MAX, count); }
 size_t s3m_heap_in_use(void) { struct mallinfo2 m = mallinfo2(); return m.uordblks + m.hblkhd; }
 

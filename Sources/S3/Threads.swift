@@ -1,3 +1,4 @@
+import CCurlShim
 import Glibc
 
 /// A value guarded by a pthread mutex: the same `withLock` shape as `Synchronization.Mutex`, but
@@ -91,5 +92,63 @@ public final class Thread: @unchecked Sendable {
             return nil
         }, box)
         pthread_detach(tid)
+    }
+}
+
+/// A bounded pool of named worker threads running queued jobs in order. Threads start as jobs
+/// arrive, up to `maxThreads`, and stay for the next job (their curl handles keep their
+/// connections); `top -H` and gdb show them by name.
+public final class WorkerPool: @unchecked Sendable {
+    private let name: String
+    private let maxThreads: Int
+    private let cond = Condition()
+    private var queue: [() -> Void] = []
+    private var head = 0
+    private var threads = 0
+    private var idle = 0
+
+    /// `name`: at most 11 characters (threads are named "name-N", Linux keeps 15).
+    public init(name: String, maxThreads: Int) {
+        self.name = name
+        self.maxThreads = max(1, maxThreads)
+    }
+
+    public func submit(_ job: @escaping () -> Void) {
+        var startOne = false
+        var number = 0
+        cond.broadcast {
+            queue.append(job)
+            if idle < queue.count - head && threads < maxThreads {
+                threads += 1
+                number = threads
+                startOne = true
+            }
+        }
+        if startOne {
+            let label = "\(name)-\(number)"
+            Thread { [self] in
+                s3m_set_thread_name(label)
+                run()
+            }.start()
+        }
+    }
+
+    /// Jobs waiting for a thread, and threads started: for the statistics.
+    public var load: (queued: Int, threads: Int) { cond.locked { (queue.count - head, threads) } }
+
+    private func run() {
+        while true {
+            var job: (() -> Void)? = nil
+            cond.locked { idle += 1 }
+            cond.wait(until: {
+                guard head < queue.count else { return false }
+                job = queue[head]
+                head += 1
+                idle -= 1
+                if head > 64 && head * 2 > queue.count { queue.removeFirst(head); head = 0 }
+                return true
+            })
+            job?()
+        }
     }
 }

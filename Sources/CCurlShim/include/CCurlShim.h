@@ -30,6 +30,8 @@ void s3m_malloc_trim(void);
 void s3m_malloc_arenas(int count);
 /* Bytes of heap in use (allocated and not freed), for statistics and memory measurements. */
 size_t s3m_heap_in_use(void);
+/* Names the calling thread (at most 15 bytes are kept), for top -H and gdb. */
+void s3m_set_thread_name(const char *name);
 
 /* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
 extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,
