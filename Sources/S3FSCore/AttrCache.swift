@@ -171,6 +171,17 @@ struct DirTable {
         return out
     }
 
+    /// The live entries at positions `from` and on of the table's order (a listing's order) that
+    /// fall within `count` positions, `accept`ed ones only, with their positions.
+    func entries(from: Int, count: Int, accept: (CachedEntry) -> Bool) -> [([UInt8], CachedEntry, Int)] {
+        guard from < slots.count else { return [] }
+        var out: [([UInt8], CachedEntry, Int)] = []
+        for i in from..<min(slots.count, from + count) {
+            if let e = slots[i].entry, accept(e) { out.append((storedName(of: slots[i]).bytes, e, i)) }
+        }
+        return out
+    }
+
     /// Removes the entries `drop` accepts; returns how many.
     mutating func removeAll(where drop: (CachedEntry) -> Bool) -> Int {
         var removed = 0
@@ -264,6 +275,12 @@ struct AttrCache {
     }
 
     func isEmpty(_ dir: [UInt8]) -> Bool { (tables[dir]?.live ?? 0) == 0 }
+
+    /// A name's position in its directory's order, and the next entries after it (see DirTable).
+    func position(dir: [UInt8], name: [UInt8]) -> Int? { tables[dir]?.slotIndex(name) }
+    func entries(dir: [UInt8], from: Int, count: Int, accept: (CachedEntry) -> Bool) -> [([UInt8], CachedEntry, Int)] {
+        tables[dir]?.entries(from: from, count: count, accept: accept) ?? []
+    }
 
     /// The directory's live entries, when it was listed completely (nil otherwise).
     func completeEntries(_ dir: [UInt8]) -> [([UInt8], CachedEntry)]? {

@@ -53,10 +53,14 @@ public final class Filesystem: @unchecked Sendable {
 
     let state = Locked(State())
     lazy var headPrefetch = HeadPrefetch(fs: self)
+    /// The read part: parts pool, read memory, data cache (Read/).
+    let reads: ReadShared
+    lazy var walkPrefetch = WalkPrefetch(fs: self, window: options.walkReadAhead, maxSize: options.walkReadAheadMaxSize)
 
-    public init(store: ObjectStore, options: FSOptions) {
+    public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil) {
         self.store = store
         self.options = options
+        self.reads = ReadShared(store: store, options: options, cache: cache)
         self.mountTime = Double(time(nil))
         self.meta = MetadataIndex(store: store, ttl: options.metadataTTL, debounce: options.metadataDebounce, enabled: options.metadata != .none)
         meta.copier = { [unowned self] c in self.sendHeaderCopy(c) }
@@ -94,6 +98,7 @@ public final class Filesystem: @unchecked Sendable {
     public func sweep() -> Int {
         let t = now()
         meta.sweep(at: t)
+        walkPrefetch.sweep(at: t)
         return state.withLock { s -> Int in
             let negatives = s.negatives.count
             let removed = s.attrs.sweep(fresh: { fresh($0, t) })
@@ -936,7 +941,11 @@ public final class Filesystem: @unchecked Sendable {
         // Only a streamed file has a window to size from the kernel's read-ahead (asked then, not at
         // every open): a small one is fetched whole.
         let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead
-        let reader = FileReader(store: store, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead, kernelReadAhead: kernelReadAhead)
+        // A walk through the directory may have fetched this file already.
+        let prefetched = entry.size <= options.walkReadAheadMaxSize
+            ? walkPrefetch.opened(dir: node.parentPath, name: node.name, key: node.entryKey, etag: entry.etag, size: entry.size) : nil
+        let reader = FileReader(shared: reads, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead,
+                                kernelReadAhead: kernelReadAhead, prefetched: prefetched)
         return .success(state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
@@ -1043,6 +1052,15 @@ public final class Filesystem: @unchecked Sendable {
                        ("metadata_copy", m.metadataCopies), ("head", m.heads)] {
             out += "s3mount_metadata_requests_total{kind=\"\(k)\"} \(v)\n"
         }
+        let r = reads.counters.withLock { $0 }
+        counter("s3mount_read_parts_total", "Ranged parts fetched for parallel readers.", Int64(r.partsFetched))
+        out += "# HELP s3mount_read_memory_bytes Bytes held in read buffers of parallel readers.\n# TYPE s3mount_read_memory_bytes gauge\ns3mount_read_memory_bytes \(reads.memory.inUse)\n"
+        if let dc = reads.cache {
+            let k = dc.counters
+            out += "s3mount_cache_hits_total{cache=\"data\"} \(k.hits)\ns3mount_cache_misses_total{cache=\"data\"} \(k.misses)\n"
+            counter("s3mount_data_cache_bytes_served_total", "Bytes read from the local data cache.", k.bytesFromDisk)
+            out += "# HELP s3mount_data_cache_bytes Bytes held in the local data cache.\n# TYPE s3mount_data_cache_bytes gauge\ns3mount_data_cache_bytes \(dc.bytesCached)\n"
+        }
         out += "# HELP s3mount_heap_bytes Heap memory in use by the daemon (malloc).\n# TYPE s3mount_heap_bytes gauge\ns3mount_heap_bytes \(s3m_heap_in_use())\n"
         return out
     }
@@ -1066,6 +1084,21 @@ public final class Filesystem: @unchecked Sendable {
             + "\"index_probes\": \(m.probes), \"index_conflicts\": \(m.conflicts), \"index_write_failures\": \(m.writeFailures), "
             + "\"metadata_copies\": \(m.metadataCopies), \"head_requests\": \(m.heads), "
             + "\"requests_total\": \(m.indexGets + m.indexPuts + m.indexDeletes + m.probes + m.metadataCopies + m.heads)}"
+    }
+
+    /// Readers, parts and the data cache, for the statistics.
+    func readsJSON() -> String {
+        let r = reads.counters.withLock { $0 }
+        let pool = reads.pool.load
+        var out = "{\"stream_readers\": \(r.streamReaders), \"parallel_readers\": \(r.parallelReaders), \"parts\": \(r.partsFetched), "
+            + "\"part_bytes\": \(r.partBytes), \"part_retries\": \(r.partRetries), \"read_memory_bytes\": \(reads.memory.inUse), "
+            + "\"read_threads\": \(pool.threads), \"walk_prefetched\": \(walkPrefetch.prefetched), \"walk_used\": \(walkPrefetch.used), \"walk_unused\": \(walkPrefetch.unused)"
+        if let dc = reads.cache {
+            let k = dc.counters
+            out += ", \"data_cache\": {\"hits\": \(k.hits), \"misses\": \(k.misses), \"bytes_served\": \(k.bytesFromDisk), \"bytes_written\": \(k.bytesWritten), "
+                + "\"bytes_cached\": \(dc.bytesCached), \"evictions\": \(k.evictions), \"write_errors\": \(k.writeErrors)}"
+        }
+        return out + "}"
     }
 
     /// The statistics `s3mount stats` prints, as JSON.
@@ -1106,6 +1139,7 @@ public final class Filesystem: @unchecked Sendable {
           },
           "entries": {"inodes": \(nodes), "attributes": \(attrs), "negative": \(negs), "complete_directories": \(dirs)},
           "metadata": \(metadataJSON()),
+          "reads": \(readsJSON()),
           "bad_answers": {"short_reads": \(FileReader.shortReads.withLock { $0 }), "verification_failures": \(FileReader.verificationFailures.withLock { $0 })},
           "heap_bytes": \(s3m_heap_in_use()),
           "skipped_keys": \(c.skippedNames)

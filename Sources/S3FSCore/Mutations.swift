@@ -695,6 +695,7 @@ extension Filesystem {
         defer {
             // Metadata changes still waiting for their directory's index to be written.
             if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
+            reads.cache?.flush()
         }
         // Files the kernel never released (umount -l, SIGTERM) whose data is already in S3: their
         // spool files go now, not left behind in the spool directory.

@@ -32,6 +32,22 @@ public struct FSOptions: Sendable {
     public var multipartThreshold: Int64 = 16 << 20
     public var partSize: Int64 = 8 << 20
     public var parallelParts = 8
+    /// Reads: the largest ranged GET of a sequential reader's parallel parts, and how many parts
+    /// one reader keeps in flight (1: one stream, never parts).
+    public var readPartSize = 8 << 20
+    public var readConcurrency = 8
+    /// Threads fetching parts for the whole mount, and the bytes their buffers may hold.
+    public var readThreads = 64
+    public var maxReadMemory = 256 << 20
+    /// A first stream slower than this (bytes/s) switches its reader, and later readers, to parts.
+    public var parallelBelowBytesPerSecond: Double = 300e6
+    /// The local data cache: nil for none.
+    public var cacheDir: String? = nil
+    public var maxCacheSize: Int64 = 1 << 30
+    /// Files of a directory read in listing order: how many later ones (each at most
+    /// `walkReadAheadMaxSize` bytes) are fetched ahead; 0 turns it off.
+    public var walkReadAhead = 8
+    public var walkReadAheadMaxSize: Int64 = 1 << 20
     /// Where modes, owners, mtimes and symlinks live (docs/SEMANTICS.md, "POSIX metadata").
     public var metadata: MetadataMode = .index
     /// Seconds a metadata change may wait before its directory's index is written back.

@@ -55,6 +55,13 @@ enum Daemon {
             config.spoolDir = String(cString: rp)
             free(rp)
             guard access(config.spoolDir!, W_OK) == 0 else { throw MountFailure("spool directory \(config.spoolDir!) is not writable") }
+            if let cache = config.cacheDir {
+                if mkdir(cache, 0o700) != 0 && errno != EEXIST { throw MountFailure("cache directory \(cache) cannot be created: \(String(cString: strerror(errno)))") }
+                guard let rp = realpath(cache, nil) else { throw MountFailure("cache directory \(cache) does not exist") }
+                config.cacheDir = String(cString: rp)
+                free(rp)
+                guard access(config.cacheDir!, W_OK) == 0 else { throw MountFailure("cache directory \(config.cacheDir!) is not writable") }
+            }
             // Secrets files must be private, as s3fs insists too.
             if let envFile = getenv("S3MOUNT_ENV_FILE").map({ String(cString: $0) }), !envFile.isEmpty {
                 try CredentialsFileCheck.check(envFile, what: "environment file")
@@ -196,7 +203,20 @@ enum Daemon {
             return 1
         }
 
-        let fs = Filesystem(store: client, options: fsOptions)
+        fsOptions.readPartSize = config.readPartSize
+        fsOptions.readConcurrency = config.readConcurrency
+        fsOptions.maxReadMemory = config.maxReadMemory
+        fsOptions.walkReadAhead = config.walkReadAhead
+        var cache: DataCache? = nil
+        if let dir = config.cacheDir {
+            do {
+                cache = try DataCache(root: dir, maxBytes: config.maxCacheSize, namespace: "\(endpoint ?? "aws")/\(config.bucket)")
+            } catch {
+                report(false, "cache directory \(dir): \(error)")
+                return 1
+            }
+        }
+        let fs = Filesystem(store: client, options: fsOptions, cache: cache)
         fs.reportLeftovers()
         fs.noteRootIndexListing(checked, at: checkedAt)
         var metrics: MetricsServer? = nil

@@ -46,6 +46,15 @@ struct MountConfig {
     var readAheadKiB = 4096
     /// Where modes, owners, mtimes and symlinks are kept (`--metadata`).
     var metadata: MetadataMode = .index
+    /// The local data cache (`--cache DIR`) and its bound.
+    var cacheDir: String?
+    var maxCacheSize: Int64 = 5 << 30
+    /// Sequential reads: ranged part size and parts in flight per reader (1: one stream).
+    var readPartSize = 8 << 20
+    var readConcurrency = 8
+    var maxReadMemory = 256 << 20
+    /// Files fetched ahead of a walk through a directory (0: off).
+    var walkReadAhead = 8
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -92,6 +101,14 @@ enum CommandLine2 {
                                upload (default 60) fails
       --no-guess-content-type  upload everything as application/octet-stream (default: the type of the
                                extension, from /etc/mime.types or a built-in table, as s3fs and rclone do)
+      --cache DIR              keep file data read once on local disk (validated by ETag, kept across mounts)
+      --max-cache-size SIZE    bound of --cache, least recently used objects evicted (default 5G)
+      --read-part-size SIZE    ranged GET size of a sequential reader on a link slower per connection than
+                               the machine, as S3 (default 8M; 1M to 64M)
+      --read-concurrency N     parts one reader keeps in flight (default 8; 1 reads with one stream)
+      --max-read-memory SIZE   read buffers of all readers together (default 256M)
+      --walk-read-ahead N      files fetched ahead when a program reads a directory's files in listing
+                               order: tar, grep -r, cp -r, rsync (default 8; 0 turns it off)
       --read-ahead KIB         kernel read-ahead for the mount (default 4096; needs root, else FUSE's 128 stays)
       --metrics-address H:P    serve Prometheus metrics at http://H:P/metrics (e.g. 127.0.0.1:9877)
       --debug                  one log line per S3 request
@@ -144,6 +161,12 @@ enum CommandLine2 {
             case "--metrics-address": c.metricsAddress = try value(name, inline)
             case "--credentials-file": c.credentialsFile = try value(name, inline)
             case "--read-ahead": c.readAheadKiB = try readAhead(try value(name, inline))
+            case "--cache": c.cacheDir = try value(name, inline)
+            case "--max-cache-size": c.maxCacheSize = Int64(try byteSize(name, try value(name, inline), min: 1 << 20))
+            case "--read-part-size": c.readPartSize = try byteSize(name, try value(name, inline), min: 1 << 20, max: 64 << 20)
+            case "--read-concurrency": c.readConcurrency = try count(name, try value(name, inline), 1...64)
+            case "--max-read-memory": c.maxReadMemory = try byteSize(name, try value(name, inline), min: 16 << 20)
+            case "--walk-read-ahead": c.walkReadAhead = try count(name, try value(name, inline), 0...64)
             case "--debug", "-d": c.debug = true
             case "-f", "--foreground": c.foreground = true
             case "-o":
@@ -227,6 +250,26 @@ enum CommandLine2 {
         return n
     }
 
+    /// "512M", "5G", "1GiB", "1048576": bytes, within [min, max].
+    static func byteSize(_ name: String, _ v: String, min: Int, max: Int = Int.max) throws -> Int {
+        var digits = v.uppercased()
+        for suffix in ["IB", "B"] where digits.hasSuffix(suffix) { digits.removeLast(suffix.count); break }
+        var shift = 0
+        if let last = digits.last, let i = ["K", "M", "G", "T"].firstIndex(of: String(last)) {
+            shift = 10 * (i + 1)
+            digits.removeLast()
+        }
+        guard let n = Int(digits), n > 0, n <= (Int.max >> shift), (n << shift) >= min, (n << shift) <= max else {
+            throw UsageError("\(name) expects a size like 512M or 5G (at least \(min >> 20)M\(max == Int.max ? "" : ", at most \(max >> 20)M")), got \"\(v)\"")
+        }
+        return n << shift
+    }
+
+    static func count(_ name: String, _ v: String, _ range: ClosedRange<Int>) throws -> Int {
+        guard let n = Int(v), range.contains(n) else { throw UsageError("\(name) expects a number from \(range.lowerBound) to \(range.upperBound), got \"\(v)\"") }
+        return n
+    }
+
     static func seconds(_ name: String, _ v: String, max: Double) throws -> Double {
         guard let n = Double(v), n >= 1, n <= max else { throw UsageError("\(name) expects seconds from 1 to \(Int(max)), got \"\(v)\"") }
         return n
@@ -287,6 +330,12 @@ enum CommandLine2 {
             case "metrics-address": c.metricsAddress = try need()
             case "credentials-file": c.credentialsFile = try need()
             case "read-ahead": c.readAheadKiB = try readAhead(try need())
+            case "cache": c.cacheDir = try need()
+            case "max-cache-size": c.maxCacheSize = Int64(try byteSize("max_cache_size", try need(), min: 1 << 20))
+            case "read-part-size": c.readPartSize = try byteSize("read_part_size", try need(), min: 1 << 20, max: 64 << 20)
+            case "read-concurrency": c.readConcurrency = try count("read_concurrency", try need(), 1...64)
+            case "max-read-memory": c.maxReadMemory = try byteSize("max_read_memory", try need(), min: 16 << 20)
+            case "walk-read-ahead": c.walkReadAhead = try count("walk_read_ahead", try need(), 0...64)
             default: throw UsageError("unknown mount option \"\(parts[0])\"")
             }
         }

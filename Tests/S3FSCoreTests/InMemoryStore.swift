@@ -12,6 +12,9 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     private(set) var listCalls = 0
     private(set) var flatListCalls = 0
     private(set) var getCalls = 0
+    /// Every GET: key, first and end offset, open-ended (a stream).
+    private(set) var getRanges: [(key: String, lo: Int, hi: Int, openEnded: Bool)] = []
+    var gets: [(key: String, lo: Int, hi: Int, openEnded: Bool)] { lock.lock(); defer { lock.unlock() }; return getRanges }
     var listDelay: useconds_t = 0
     var requestStats: RequestStats? { nil }
 
@@ -24,6 +27,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         objects[key] = (data, "\"\(String(h, radix: 16))\"", 1_700_000_000)
         lock.unlock()
     }
+    func etag(_ key: String) -> String? { lock.lock(); defer { lock.unlock() }; return objects[Array(key.utf8)]?.etag }
     func remove(_ key: String) { lock.lock(); objects[Array(key.utf8)] = nil; lock.unlock() }
     var lists: Int { lock.lock(); defer { lock.unlock() }; return listCalls }
 
@@ -87,7 +91,17 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         guard let o else { throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "GetObject") }
         if let m = ifMatch, m != o.etag { throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "GetObject") }
         let lo = Int(range?.lowerBound ?? from ?? 0), hi = Int(range?.upperBound ?? Int64(o.data.count))
-        _ = o.data[lo..<min(hi, o.data.count)].withUnsafeBytes { sink($0) }
+        lock.lock()
+        getRanges.append((String(decoding: key, as: UTF8.self), lo, min(hi, o.data.count), range == nil))
+        lock.unlock()
+        // In pieces, as a network delivers them; a sink that says stop ends the transfer.
+        var at = lo
+        while at < min(hi, o.data.count) {
+            let n = min(256 << 10, min(hi, o.data.count) - at)
+            let go = o.data[at..<at + n].withUnsafeBytes { sink($0) }
+            at += n
+            if !go { throw S3Error(kind: .transport, status: 0, code: "Aborted", message: "stopped by sink", operation: "GetObject") }
+        }
         return ObjectInfo(size: Int64(o.data.count), etag: o.etag, lastModified: o.mtime)
     }
 
