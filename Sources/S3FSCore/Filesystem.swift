@@ -942,10 +942,12 @@ public final class Filesystem: @unchecked Sendable {
         // every open): a small one is fetched whole.
         let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead
         // A walk through the directory may have fetched this file already.
-        let prefetched = entry.size <= options.walkReadAheadMaxSize
+        let mode = walkPrefetch.mode(dir: node.parentPath)
+        let prefetched = entry.size <= options.walkReadAheadMaxSize || mode == .head
             ? walkPrefetch.opened(dir: node.parentPath, name: node.name, key: node.entryKey, etag: entry.etag, size: entry.size) : nil
         let reader = FileReader(shared: reads, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead,
-                                kernelReadAhead: kernelReadAhead, prefetched: prefetched)
+                                kernelReadAhead: kernelReadAhead, prefetched: prefetched,
+                                headFirst: mode == .head && entry.size > WalkPrefetch.headSize ? WalkPrefetch.headSize : nil)
         return .success(state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
@@ -996,6 +998,8 @@ public final class Filesystem: @unchecked Sendable {
             return
         }
         guard let r = state.withLock({ $0.fileHandles.removeValue(forKey: handle) }) else { return }
+        let (dir, _) = AttrCache.split(r.key)
+        walkPrefetch.closed(dir: dir, size: r.size, readTo: r.readTo)
         r.close()
         // The last reader of a file unlinked while open: now its object goes.
         let last = state.withLock { s -> Bool in

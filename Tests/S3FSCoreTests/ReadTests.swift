@@ -182,4 +182,30 @@ final class ReadTests: XCTestCase {
         XCTAssertLessThanOrEqual(keys.count, 10 + 4, "nothing beyond the window ahead of the walk")
         XCTAssertGreaterThanOrEqual(fs.walkPrefetch.used, 7, "files after the first two came from the read-ahead")
     }
+
+    func testSniffingWalkFetchesOnlyHeadsAhead() {
+        var objects: [String: [UInt8]] = [:]
+        for i in 0..<30 { objects[String(format: "s/f%03d", i)] = random(200_000 + i, seed: UInt64(i + 300)) }
+        let (fs, store) = make(objects) { $0.walkReadAhead = 6 }
+        let dir = ino(fs, "s")
+        let h = try! fs.opendir(ino: dir).get()
+        _ = fs.readdir(handle: h, offset: 0, plus: true) { _ in true }
+        fs.releasedir(handle: h)
+        // A file manager guessing types: the first 16 KiB of each file, in listing order.
+        for i in 0..<30 {
+            let name = String(format: "s/f%03d", i)
+            let fh = try! fs.open(ino: ino(fs, name), flags: O_RDONLY).get()
+            XCTAssertEqual(try! fs.read(handle: fh, offset: 0, size: 16 << 10).get(), Array(objects[name]![0..<(16 << 10)]))
+            fs.release(handle: fh)
+        }
+        usleep(200_000)
+        let gets = store.gets
+        let bytes = gets.reduce(0) { $0 + $1.hi - $1.lo }
+        XCTAssertLessThanOrEqual(gets.count, 30 + 6, "one GET per file, and at most the window beyond")
+        XCTAssertLessThanOrEqual(bytes, 200_000 + 35 * (64 << 10), "heads only, once the walk showed it sniffs")
+        XCTAssertGreaterThanOrEqual(fs.walkPrefetch.used, 25)
+        // A reader that goes on past the head gets the rest, right.
+        let name = "s/f029"
+        XCTAssertEqual(readFile(fs, name, size: objects[name]!.count), objects[name]!)
+    }
 }

@@ -151,3 +151,23 @@ def test_walk_read_ahead_stops_within_its_window(moto, s3, bucket, mount):
     gets = [r for r in moto.requests_since(pos, bucket) if r[0] == "GetObject"]
     assert 20 <= len(gets) <= 20 + 8, len(gets)
     assert len({r[2] for r in gets}) == len(gets), "no file fetched twice"
+
+
+def test_sniffing_a_folder_costs_a_small_read_per_file(moto, s3, bucket, mount, cloud):
+    """A file manager guessing types (here `head -c`, which reads a few KiB) over 100 files of
+    320 KB: each costs one GET of its first 64 KiB at most, fetched ahead in parallel."""
+    files = {f"py/m{i:03d}.py": os.urandom(320_000) for i in range(100)}
+    seed(s3, bucket, list(files.items()))
+    m = mount(bucket, "--endpoint-url", cloud.endpoint)
+    os.listdir(os.path.join(m.path, "py"))
+    before = m.stats()
+    out = subprocess.run(f"for f in {m.path}/py/*; do head -c 100 \"$f\" | wc -c; done", shell=True,
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["100"] * len(files)
+    after = m.stats()
+    gets = after["requests"]["GetObject"]["total"] - before["requests"].get("GetObject", {}).get("total", 0)
+    down = after["bytes_downloaded"] - before["bytes_downloaded"]
+    assert gets <= len(files) * 1.05 + 8, gets
+    # The first file or two, before the walk shows it only sniffs, come whole.
+    assert down <= 2 * 320_000 + len(files) * (64 << 10), down
+    assert after["requests"].get("HeadObject") is None

@@ -38,6 +38,8 @@ final class FileReader: @unchecked Sendable {
         /// End of the furthest read so far: a read starting near it continues a sequential reader.
         var lastEnd: Int64 = 0
         var closed = false
+        /// End of the furthest read the program asked for (what it wanted, not what was fetched).
+        var requested: Int64 = 0
         var windowStart: Int64 { chunks.first?.start ?? (stream != nil ? streamPos : parts?.firstStart ?? streamPos) }
     }
     private let state = Locked(State())
@@ -52,18 +54,27 @@ final class FileReader: @unchecked Sendable {
     /// How long what a stream taught of the link holds before another stream measures it again.
     static let linkMemory: Double = 300
 
-    /// `prefetched`: the whole object, fetched ahead by a walk.
-    init(shared: ReadShared, key: [UInt8], size: Int64, etag: String, readAhead: Int, kernelReadAhead: Int, prefetched: [UInt8]? = nil) {
+    /// Bytes the first read at offset 0 fetches when the file is larger: `head` in a sniffing walk
+    /// (the rest streams if the reader goes on), else none (the usual paths).
+    let firstFetch: Int64?
+
+    /// `prefetched`: the object's first bytes (or all of it), fetched ahead by a walk. `headFirst`:
+    /// a first read at 0 fetches only that many bytes (a sniffing walk).
+    init(shared: ReadShared, key: [UInt8], size: Int64, etag: String, readAhead: Int, kernelReadAhead: Int,
+         prefetched: [UInt8]? = nil, headFirst: Int64? = nil) {
+        firstFetch = headFirst
         maxSkip = Int64(max(4 << 20, 4 * kernelReadAhead + (1 << 20)))
         self.shared = shared
         self.key = key
         self.size = size
         self.etag = etag
         self.readAhead = readAhead
-        if let prefetched, Int64(prefetched.count) == size {
+        if let prefetched, !prefetched.isEmpty, Int64(prefetched.count) <= size {
             state.withLock { s in
                 s.chunks = [Chunk(start: 0, bytes: prefetched)]
-                s.streamPos = size
+                s.streamPos = Int64(prefetched.count)
+                // A reader that goes on past a head continues from there.
+                s.lastEnd = s.streamPos
             }
         }
     }
@@ -81,6 +92,7 @@ final class FileReader: @unchecked Sendable {
         return state.withLock { s -> FSError? in
             if s.closed { return FSError(EBADF) }
             if interrupted?() == true { return FSError(EINTR) }
+            s.requested = max(s.requested, end)
             if offset >= s.windowStart && end <= s.streamPos && !s.chunks.isEmpty {
                 serve(&s, offset, end, [], reply)
                 return nil
@@ -92,9 +104,10 @@ final class FileReader: @unchecked Sendable {
             }
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
-            if s.stream == nil && s.parts == nil && s.chunks.isEmpty && offset == 0 && size <= Self.smallFileLimit {
+            let first = firstFetch.map { min(size, max($0, end)) } ?? (size <= Self.smallFileLimit ? size : nil)
+            if let first, s.stream == nil && s.parts == nil && s.chunks.isEmpty && offset == 0 && s.lastEnd == 0 {
                 let whole: [UInt8]
-                do { whole = try fetch(0..<size) } catch { return failure(error) }
+                do { whole = try fetch(0..<first) } catch { return failure(error) }
                 s.chunks = [Chunk(start: 0, bytes: whole)]
                 s.streamPos = Int64(whole.count)
                 s.lastEnd = end
@@ -344,6 +357,9 @@ final class FileReader: @unchecked Sendable {
             s.stream?.recycle(done.bytes)
         }
     }
+
+    /// How far the reader got (for the walk's evidence of sniffing).
+    var readTo: Int64 { state.withLock { $0.requested } }
 
     func close() {
         state.withLock { s in
