@@ -9,7 +9,8 @@ In a process of its own, its byte pumping does not share a GIL with the emulator
 
     python3 scripts/cloudproxy.py --upstream-port 5000 [--latency-ms 20] [--conn-mbps 25]
 
-prints `port N` once it listens, and exits when its standard input closes (or on SIGTERM).
+prints `port N` once it listens, answers a line `bytes` on its standard input with `bytes N` (sent
+to clients so far), and exits when its standard input closes (or on SIGTERM).
 ProxyProcess starts it that way from Python.
 """
 import argparse
@@ -30,6 +31,8 @@ class PacedWriter:
     bucket BURST bytes deep, so that a thread woken late catches up (an idle connection earns no
     more than that)."""
 
+    sent = 0  # bytes written by every connection (a GIL-atomic enough tally for a benchmark)
+
     def __init__(self, raw, rate):
         self.raw, self.rate, self.due = raw, rate, 0.0
         self.slack = BURST / rate if rate else 0.0
@@ -46,6 +49,7 @@ class PacedWriter:
                     self.due = max(self.due, now - self.slack)
                 self.due += len(piece) / self.rate
             self.raw.write(piece)
+        PacedWriter.sent += len(view)
         return len(view)
 
     def __getattr__(self, name):  # flush, close, closed
@@ -88,6 +92,12 @@ class ProxyProcess:
         self.port = int(line[1])
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
+    def bytes_sent(self):
+        """Bytes the proxy has sent to its clients so far."""
+        self.proc.stdin.write("bytes\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline().split()[1])
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -106,7 +116,10 @@ def main():
     args = ap.parse_args()
     proxy = CloudProxy(args.upstream_port, args.latency_ms, args.conn_mbps)
     print(f"port {proxy.port}", flush=True)
-    sys.stdin.read()  # until the parent closes it, or dies
+    # Until the parent closes standard input (or dies); a line "bytes" asks for the bytes sent.
+    for line in sys.stdin:
+        if line.strip() == "bytes":
+            print(f"bytes {PacedWriter.sent}", flush=True)
     proxy.stop()
 
 

@@ -6,6 +6,9 @@ APT_PACKAGES=(libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-
 # The everyday tools the integration tests run through the mount, and s3fs to check that what each
 # writes reads right through the other.
 APT_PACKAGES+=(rsync git make s3fs)
+# File managers the tests open a bucket folder in (Thunar and PCManFM under Xvfb, mc and ranger
+# under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots.
+APT_PACKAGES+=(xvfb thunar pcmanfm dbus-x11 mc ranger tmux imagemagick)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

@@ -942,7 +942,7 @@ public final class Filesystem: @unchecked Sendable {
         // every open): a small one is fetched whole.
         let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead
         // A walk through the directory may have fetched this file already.
-        let mode = walkPrefetch.mode(dir: node.parentPath)
+        let mode = walkPrefetch.mode(dir: node.parentPath, name: node.name)
         let prefetched = entry.size <= options.walkReadAheadMaxSize || mode == .head
             ? walkPrefetch.opened(dir: node.parentPath, name: node.name, key: node.entryKey, etag: entry.etag, size: entry.size) : nil
         let reader = FileReader(shared: reads, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead,
@@ -998,8 +998,8 @@ public final class Filesystem: @unchecked Sendable {
             return
         }
         guard let r = state.withLock({ $0.fileHandles.removeValue(forKey: handle) }) else { return }
-        let (dir, _) = AttrCache.split(r.key)
-        walkPrefetch.closed(dir: dir, size: r.size, readTo: r.readTo)
+        let (dir, name) = AttrCache.split(r.key)
+        walkPrefetch.closed(dir: dir, name: name, size: r.size, readTo: r.readTo)
         r.close()
         // The last reader of a file unlinked while open: now its object goes.
         let last = state.withLock { s -> Bool in
@@ -1096,7 +1096,7 @@ public final class Filesystem: @unchecked Sendable {
         let pool = reads.pool.load
         var out = "{\"stream_readers\": \(r.streamReaders), \"parallel_readers\": \(r.parallelReaders), \"parts\": \(r.partsFetched), "
             + "\"part_bytes\": \(r.partBytes), \"part_retries\": \(r.partRetries), \"read_memory_bytes\": \(reads.memory.inUse), "
-            + "\"read_threads\": \(pool.threads), \"walk_prefetched\": \(walkPrefetch.prefetched), \"walk_used\": \(walkPrefetch.used), \"walk_unused\": \(walkPrefetch.unused)"
+            + "\"read_threads\": \(pool.threads), \"walk_prefetched\": \(walkPrefetch.prefetched), \"walk_used\": \(walkPrefetch.used), \"walk_unused\": \(walkPrefetch.unused), \"recent_prefix_hits\": \(reads.recent.hits)"
         if let dc = reads.cache {
             let k = dc.counters
             out += ", \"data_cache\": {\"hits\": \(k.hits), \"misses\": \(k.misses), \"bytes_served\": \(k.bytesFromDisk), \"bytes_written\": \(k.bytesWritten), "

@@ -208,4 +208,22 @@ final class ReadTests: XCTestCase {
         let name = "s/f029"
         XCTAssertEqual(readFile(fs, name, size: objects[name]!.count), objects[name]!)
     }
+
+    func testReverseWalkOfOneTypeFetchesAheadOnlyThatType() {
+        // Thunar goes through a folder from its end and opens only what it cannot tell by name.
+        var objects: [String: [UInt8]] = [:]
+        for i in 0..<60 { objects[String(format: "t/f%03d.%@", i, i % 3 == 0 ? "py" : "txt")] = random(2000 + i, seed: UInt64(i + 500)) }
+        let (fs, store) = make(objects) { $0.walkReadAhead = 4 }
+        let dir = ino(fs, "t")
+        let h = try! fs.opendir(ino: dir).get()
+        _ = fs.readdir(handle: h, offset: 0, plus: true) { _ in true }
+        fs.releasedir(handle: h)
+        let pys = (0..<60).filter { $0 % 3 == 0 }.reversed().map { String(format: "t/f%03d.py", $0) }
+        for name in pys { XCTAssertEqual(readFile(fs, name, size: objects[name]!.count), objects[name]!) }
+        usleep(200_000)
+        let keys = store.gets.map { $0.key }
+        XCTAssertTrue(keys.allSatisfy { $0.hasSuffix(".py") }, "no .txt fetched: \(keys.filter { !$0.hasSuffix(".py") })")
+        XCTAssertEqual(Set(keys).count, keys.count, "no file fetched twice")
+        XCTAssertGreaterThanOrEqual(fs.walkPrefetch.used, pys.count - 3)
+    }
 }

@@ -8,7 +8,7 @@ import time
 import boto3
 import pytest
 
-from conftest import BIN, CREDS, Moto, mounted, run, seed
+from conftest import BIN, CREDS, ROOT, Moto, mounted, run, seed
 
 
 def try_mount(args, env=None, mountpoint=None):
@@ -162,3 +162,16 @@ def test_denied_bucket_and_rejected_credentials(auth_moto):
     out, mp, _ = try_mount(args, env={"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": "wrong-secret"})
     assert_failed_cleanly(out, mp, 1, "credentials rejected", "SignatureDoesNotMatch")
     assert key["SecretAccessKey"] not in out.stderr
+
+
+def test_install_keeps_updatedb_out_of_mounted_buckets(tmp_path):
+    conf = tmp_path / "updatedb.conf"
+    conf.write_text('PRUNE_BIND_MOUNTS="yes"\nPRUNEFS="NFS afs proc sysfs tmpfs"\nPRUNEPATHS="/tmp"\n')
+    env = dict(os.environ, UPDATEDB_CONF=str(conf))
+    for _ in range(2):  # a second install changes nothing
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "prunefs.sh"), "add"], env=env, check=True, capture_output=True)
+    lines = conf.read_text().splitlines()
+    assert lines[1] == 'PRUNEFS="fuse.s3mount NFS afs proc sysfs tmpfs"', lines
+    assert len(lines) == 3
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "prunefs.sh"), "remove"], env=env, check=True)
+    assert conf.read_text().splitlines()[1] == 'PRUNEFS="NFS afs proc sysfs tmpfs"'

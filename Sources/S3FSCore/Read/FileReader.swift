@@ -62,7 +62,8 @@ final class FileReader: @unchecked Sendable {
     /// a first read at 0 fetches only that many bytes (a sniffing walk).
     init(shared: ReadShared, key: [UInt8], size: Int64, etag: String, readAhead: Int, kernelReadAhead: Int,
          prefetched: [UInt8]? = nil, headFirst: Int64? = nil) {
-        firstFetch = headFirst
+        // A head fetched ahead makes this a sniffing reader too.
+        firstFetch = headFirst ?? prefetched.flatMap { Int64($0.count) < size && !$0.isEmpty ? Int64($0.count) : nil }
         maxSkip = Int64(max(4 << 20, 4 * kernelReadAhead + (1 << 20)))
         self.shared = shared
         self.key = key
@@ -97,6 +98,15 @@ final class FileReader: @unchecked Sendable {
                 serve(&s, offset, end, [], reply)
                 return nil
             }
+            // A new reader of a file another open read moments ago (file managers open a file to
+            // sniff it, then again for its thumbnail): the first bytes kept from that read.
+            if s.chunks.isEmpty && s.stream == nil && s.parts == nil && s.lastEnd == 0,
+               let recent = shared.recent.prefix(key: key, etag: etag), Int64(recent.count) >= min(end, size) {
+                s.chunks = [Chunk(start: 0, bytes: recent)]
+                s.streamPos = Int64(recent.count)
+                serve(&s, offset, end, [], reply)
+                return nil
+            }
             if let cache = shared.cache, let bytes = cache.read(key: key, etag: etag, size: size, range: offset..<end) {
                 s.lastEnd = max(s.lastEnd, end)
                 bytes.withUnsafeBytes { reply([$0]) }
@@ -104,14 +114,28 @@ final class FileReader: @unchecked Sendable {
             }
             // A small file read from its start: the whole object in one GET on this thread, with no
             // stream thread to start (cat of many small files).
-            let first = firstFetch.map { min(size, max($0, end)) } ?? (size <= Self.smallFileLimit ? size : nil)
-            if let first, s.stream == nil && s.parts == nil && s.chunks.isEmpty && offset == 0 && s.lastEnd == 0 {
+            let first = firstFetch.map { min(size, offset == 0 ? max($0, end) : $0) } ?? (size <= Self.smallFileLimit ? size : nil)
+            // (The kernel's read-ahead may send its later read first: any first read within the
+            // object's first bytes fetches them from 0.)
+            if let first, s.stream == nil && s.parts == nil && s.chunks.isEmpty && s.lastEnd == 0 && end <= first {
                 let whole: [UInt8]
                 do { whole = try fetch(0..<first) } catch { return failure(error) }
                 s.chunks = [Chunk(start: 0, bytes: whole)]
                 s.streamPos = Int64(whole.count)
                 s.lastEnd = end
                 serve(&s, offset, min(end, s.streamPos), [], reply)
+                return nil
+            }
+            // A sniffing reader whose read (or the kernel's read-ahead around it) goes a little past
+            // the head it has: just the missing bytes, not a stream that would bring the whole file.
+            if let head = firstFetch, s.stream == nil && s.parts == nil && !s.chunks.isEmpty && s.chunks[0].start == 0,
+               offset <= s.streamPos && end > s.streamPos && s.streamPos < 4 * head && end - s.streamPos <= 1 << 20 {
+                let more: [UInt8]
+                do { more = try fetch(s.streamPos..<end) } catch { return failure(error) }
+                s.chunks.append(Chunk(start: s.streamPos, bytes: more))
+                s.streamPos = end
+                s.lastEnd = max(s.lastEnd, end)
+                serve(&s, offset, end, [], reply)
                 return nil
             }
             let reach = s.parts.map { $0.nextStart } ?? s.streamPos
@@ -288,6 +312,7 @@ final class FileReader: @unchecked Sendable {
                 lastProblem = "its bytes do not match its ETag (MD5)"
             } else {
                 shared.cache?.store(key: key, etag: etag, size: size, offset: range.lowerBound, bytes: out)
+                if range.lowerBound == 0 { shared.recent.keep(key: key, etag: etag, prefix: out) }
                 return out
             }
             Log.warning("\(Names.display(key)): \(lastProblem)\(attempt == 0 ? "; reading it again" : "; failing the read")")

@@ -18,6 +18,7 @@ final class ReadShared: @unchecked Sendable {
     /// What the link showed: nil until a stream was measured. A slow link makes later readers start
     /// with parallel parts at once; a fast one keeps them on one stream.
     let linkSlow = Locked<(slow: Bool, at: Double)?>(nil)
+    let recent = RecentPrefixes()
     let counters = Locked(ReadCounters())
 
     init(store: ObjectStore, options: FSOptions, cache: DataCache?) {
@@ -33,6 +34,48 @@ final class ReadShared: @unchecked Sendable {
     /// Bytes a sequential reader that starts with parts keeps ahead at first (doubling as it reads).
     static let firstWindow = 4 << 20
     var maxWindow: Int { partSize * concurrency }
+}
+
+/// The first bytes of objects read in the last seconds (whole small objects, heads), for the next
+/// open of the same file: a file manager opens a file to sniff its type and again to draw its
+/// thumbnail, `file` then `cat`. Bounded in bytes and age; an ETag that differs finds nothing.
+final class RecentPrefixes: @unchecked Sendable {
+    static let maxBytes = 32 << 20
+    static let maxPrefix = 1 << 20
+    static let lifetime: Double = 10
+    private struct Entry { var etag: String; var bytes: [UInt8]; var at: Double }
+    private struct State { var entries: [[UInt8]: Entry] = [:]; var order: [[UInt8]] = []; var total = 0; var hits = 0 }
+    private let state = Locked(State())
+
+    var hits: Int { state.withLock { $0.hits } }
+
+    func keep(key: [UInt8], etag: String, prefix: [UInt8]) {
+        guard !etag.isEmpty, !prefix.isEmpty, prefix.count <= Self.maxPrefix else { return }
+        let t = monotonicSeconds()
+        state.withLock { s in
+            if let old = s.entries[key] {
+                if old.etag == etag && old.bytes.count >= prefix.count { return }
+                s.total -= old.bytes.count
+                s.order.removeAll { $0 == key }
+            }
+            s.entries[key] = Entry(etag: etag, bytes: prefix, at: t)
+            s.order.append(key)
+            s.total += prefix.count
+            while s.total > Self.maxBytes || (s.order.first.flatMap { s.entries[$0] }.map { t - $0.at > Self.lifetime } ?? false) {
+                let k = s.order.removeFirst()
+                s.total -= s.entries.removeValue(forKey: k)?.bytes.count ?? 0
+            }
+        }
+    }
+
+    func prefix(key: [UInt8], etag: String) -> [UInt8]? {
+        let t = monotonicSeconds()
+        return state.withLock { s in
+            guard let e = s.entries[key], e.etag == etag, t - e.at <= Self.lifetime else { return nil }
+            s.hits += 1
+            return e.bytes
+        }
+    }
 }
 
 struct ReadCounters {

@@ -1,0 +1,66 @@
+"""Real file managers on a bucket folder: Thunar and PCManFM under Xvfb (they sniff types and make
+thumbnails), mc and ranger under tmux. What reaches S3 is checked: no HEAD, no 404, and each
+sniffed file costs one small read (a head of 64 KiB at most), fetched ahead in parallel."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, seed
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import filemanagers  # noqa: E402
+
+GUI = all(shutil.which(p) for p in ("Xvfb", "thunar", "pcmanfm", "dbus-run-session", "convert"))
+TUI = all(shutil.which(p) for p in ("mc", "ranger", "tmux"))
+if os.environ.get("CI") and not (GUI and TUI):
+    pytest.fail("CI needs Xvfb, thunar, pcmanfm, mc, ranger, tmux, imagemagick (scripts/setup.sh installs them)",
+                pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def folder():
+    """200 files of eight types (.py of 320 KB, images and text of a few KB) and 5 subfolders."""
+    work = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fm-seed-{os.getpid()}")
+    os.makedirs(work, exist_ok=True)
+    try:
+        files = filemanagers.make_folder(work, count=200, subfolders=5)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return files
+
+
+def opened_in(app, m, seconds):
+    if app in ("thunar", "pcmanfm"):
+        filemanagers.run_gui(app, os.path.join(m.path, "folder"), seconds, None, lambda: None)
+    else:
+        filemanagers.run_tui(app, os.path.join(m.path, "folder"), seconds, lambda: None)
+
+
+@pytest.mark.parametrize("app", ["thunar", "pcmanfm", "mc", "ranger"])
+def test_a_file_manager_opens_a_folder_with_small_reads_only(moto, s3, bucket, mount, folder, app):
+    if not (GUI if app in ("thunar", "pcmanfm") else TUI):
+        pytest.skip(f"{app} is not installed (scripts/setup.sh installs it)")
+    seed(s3, bucket, [("folder/" + k, v) for k, v in folder.items()])
+    m = mount(bucket)
+    pos = moto.log_position()
+    before = m.stats()
+    opened_in(app, m, 10)
+    after = m.stats()
+    seen = moto.requests_since(pos, bucket)
+    assert [r for r in seen if r[0] == "HeadObject"] == []
+    assert [r for r in seen if r[1] == 404] == []
+    gets = [r[2].split("?")[0].rsplit("/", 1)[-1] for r in seen if r[0] == "GetObject"]
+    down = after["bytes_downloaded"] - before["bytes_downloaded"]
+    if app in ("mc", "ranger"):
+        assert gets == [], gets  # listing requests only
+        return
+    assert gets, f"{app} read nothing: did it start?"
+    # Whole files only where a whole file is what the program reads (thumbnails of small images);
+    # every other file a head of at most 64 KiB, and nothing read twice beyond a few.
+    whole = sum(len(folder[g]) for g in set(gets) if not g.endswith(".py"))
+    assert down <= whole + len({g for g in gets if g.endswith(".py")}) * (64 << 10) + 2 * 320_000, down
+    assert len(gets) <= len(set(gets)) * 1.1 + 5, len(gets)
