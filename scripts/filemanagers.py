@@ -103,10 +103,10 @@ def proxy_bytes(proxy):
 def run_gui(app, folder, seconds, shot, at_3s):
     """The app in its own Xvfb and D-Bus session, for `seconds`; screenshots at 3 s and at the end
     (`at_3s` is called then too)."""
-    display = f":{free_port() % 500 + 100}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
+    # Xvfb picks a free display itself and says which (-displayfd).
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    display = ":" + xvfb.stdout.readline().strip()
     home = tempfile.mkdtemp(prefix="fm-home-")
     env = dict(os.environ, DISPLAY=display, HOME=home, XDG_CACHE_HOME=os.path.join(home, ".cache"),
                XDG_CONFIG_HOME=os.path.join(home, ".config"), NO_AT_BRIDGE="1")

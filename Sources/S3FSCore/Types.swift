@@ -35,7 +35,7 @@ public struct FSOptions: Sendable {
     /// Reads: the largest ranged GET of a sequential reader's parallel parts, and how many parts
     /// one reader keeps in flight (1: one stream, never parts).
     public var readPartSize = 8 << 20
-    public var readConcurrency = 8
+    public var readConcurrency = 10
     /// Threads fetching parts for the whole mount, and the bytes their buffers may hold.
     public var readThreads = 64
     public var maxReadMemory = 256 << 20

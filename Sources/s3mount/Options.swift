@@ -51,7 +51,7 @@ struct MountConfig {
     var maxCacheSize: Int64 = 5 << 30
     /// Sequential reads: ranged part size and parts in flight per reader (1: one stream).
     var readPartSize = 8 << 20
-    var readConcurrency = 8
+    var readConcurrency = 10
     var maxReadMemory = 256 << 20
     /// Files fetched ahead of a walk through a directory (0: off).
     var walkReadAhead = 8
@@ -105,7 +105,7 @@ enum CommandLine2 {
       --max-cache-size SIZE    bound of --cache, least recently used objects evicted (default 5G)
       --read-part-size SIZE    ranged GET size of a sequential reader on a link slower per connection than
                                the machine, as S3 (default 8M; 1M to 64M)
-      --read-concurrency N     parts one reader keeps in flight (default 8; 1 reads with one stream)
+      --read-concurrency N     parts one reader keeps in flight (default 10; 1 reads with one stream)
       --max-read-memory SIZE   read buffers of all readers together (default 256M)
       --walk-read-ahead N      files fetched ahead when a program reads a directory's files in listing
                                order: tar, grep -r, cp -r, rsync (default 8; 0 turns it off)

@@ -229,7 +229,8 @@ final class FileReader: @unchecked Sendable {
         guard slow == true, size - s.streamPos > 2 * Int64(shared.partSize) else { return }
         let stop = stream.stop()
         s.streamEnd = stop
-        s.parts = PartWindow(shared: shared, key: key, etag: etag, size: size, from: stop, window: 2 * shared.partSize)
+        // This reader has read sequentially for a while already: the whole window at once.
+        s.parts = PartWindow(shared: shared, key: key, etag: etag, size: size, from: stop, window: shared.maxWindow)
     }
 
     /// Pulls from the stream until it has delivered `target` (or ended); nil when it has.
