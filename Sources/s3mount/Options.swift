@@ -115,6 +115,7 @@ enum CommandLine2 {
       -f, --foreground         stay attached, log to stderr
       -o OPT[,OPT...]          the same options in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...
       -h, --help               this text
+      --version                the version and the commit it was built from
     """
 
     static func parse(_ argv: [String]) throws -> MountConfig {

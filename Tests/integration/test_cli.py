@@ -1,5 +1,6 @@
 """The command: clear one-line errors with exit codes, nothing left mounted, clean unmounts."""
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -89,6 +90,14 @@ def test_bad_options(moto, args, phrase):
 def test_bad_bucket_name():
     out = run([BIN, "a/b", "/tmp"])
     assert out.returncode == 2 and "invalid bucket name" in out.stderr
+
+
+def test_version_names_the_release_and_the_commit():
+    out = run([BIN, "--version"])
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    # A plain `swift build` records no commit; scripts/build-release.sh does (the package's build).
+    assert re.fullmatch(r"s3mount \d+\.\d+\.\d+ \((commit [0-9a-f]{12}(-dirty)?|development build, commit not recorded)\)\n",
+                        out.stdout), out.stdout
 
 
 def test_stats_of_something_else_is_a_clear_error(tmp_path):
