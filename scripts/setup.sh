@@ -9,6 +9,9 @@ APT_PACKAGES+=(rsync git make s3fs)
 # File managers the tests open a bucket folder in (Thunar and PCManFM under Xvfb, mc and ranger
 # under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots.
 APT_PACKAGES+=(xvfb thunar pcmanfm dbus-x11 mc ranger tmux imagemagick)
+# The shells whose completions the tests try (scripts/completions/), and man for the man page.
+APT_PACKAGES+=(bash-completion zsh fish)
+command -v man >/dev/null 2>&1 || APT_PACKAGES+=(man-db)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)

@@ -90,7 +90,7 @@ enum CommandLine2 {
                                or mount-wide --file-mode/--uid for everything (none)
       --metadata-ttl SECONDS|indefinite
                                how long listings, attributes and "no such file" answers are trusted (default 60)
-      --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
+      --log-file PATH          write the log here (default: stderr in the foreground, else syslog)
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
       --no-upload-checksums    send uploads without the CRC-32 that S3 verifies (for stores that mishandle it)
