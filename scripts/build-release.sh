@@ -12,6 +12,9 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
     git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
 fi
 flags=(-c release --static-swift-stdlib)
+# Debian's hardening for the parts that are C (the shims) and for the link: fortified libc calls,
+# relocations resolved at start and then read-only.
+flags+=(-Xcc -D_FORTIFY_SOURCE=2 -Xlinker -z -Xlinker now)
 # Bare tokens (hex, '-dirty'): buildinfo.c turns them into a string.
 [ -n "$commit" ] && flags+=(-Xcc "-DS3MOUNT_COMMIT=$commit")
 
