@@ -12,8 +12,28 @@ import pytest
 from conftest import BIN, CREDS, ROOT, Moto, mounted, run, seed
 
 
+# Mount points try_mount made, removed after each test (once its assertions about them are done).
+made_mountpoints = []
+
+
+@pytest.fixture(autouse=True)
+def remove_made_mountpoints():
+    yield
+    while made_mountpoints:
+        mp = made_mountpoints.pop()
+        if mounted(mp):
+            subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+        try:
+            os.rmdir(mp)
+        except OSError:
+            pass
+
+
 def try_mount(args, env=None, mountpoint=None):
-    mp = mountpoint or tempfile.mkdtemp(prefix="s3m-bad-")
+    mp = mountpoint
+    if mp is None:
+        mp = tempfile.mkdtemp(prefix="s3m-bad-")
+        made_mountpoints.append(mp)
     e = dict(os.environ)
     e.update(CREDS)
     e["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -147,9 +167,9 @@ def test_foreground_mode_logs_to_stderr(moto, s3, bucket, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def auth_moto():
+def auth_moto(tmp_path_factory):
     """A second moto that enforces IAM after its first three actions (bucket, user, key)."""
-    m = Moto(extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    m = Moto(tmp_path_factory.mktemp("auth-moto"), extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     s3 = m.client()
     s3.create_bucket(Bucket="locked")
     iam = boto3.client("iam", endpoint_url=m.endpoint, region_name="us-east-1",
