@@ -20,12 +20,15 @@ flags+=(-Xcc -D_FORTIFY_SOURCE=2 -Xlinker -z -Xlinker now)
 
 echo "build: swift build ${flags[*]} (about a minute when nothing is built yet)"
 start=$SECONDS
+# SwiftPM leaves lock files and TemporaryDirectory.* folders in $TMPDIR: a private one, removed.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 if [ -t 1 ]; then
     # A terminal: SwiftPM's own one-line progress.
-    swift build "${flags[@]}"
+    TMPDIR="$scratch" swift build "${flags[@]}"
 else
     # A log: SwiftPM prints "[n/m] Compiling ..." lines, a handful per module; keep them, less the
     # linker's warnings about the static Foundation that no user can act on.
-    swift build "${flags[@]}" 2>&1 | { grep -vE "warning: the use of .(mktemp|tempnam|tmpnam). is dangerous" || true; }
+    TMPDIR="$scratch" swift build "${flags[@]}" 2>&1 | { grep -vE "warning: the use of .(mktemp|tempnam|tmpnam). is dangerous" || true; }
 fi
 echo "build: .build/release/s3mount built in $((SECONDS - start)) s ($(.build/release/s3mount --version))"

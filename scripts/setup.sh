@@ -47,4 +47,8 @@ if [ ! -e /dev/fuse ]; then
     echo "setup: /dev/fuse is missing; FUSE mounts (and the integration tests) need it" >&2
     exit 1
 fi
-echo "setup: ready ($(swift --version 2>/dev/null | head -1); fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"
+# (`swift --version` leaves a TemporaryDirectory.* behind in $TMPDIR: give it one of its own.)
+swift_tmp=$(mktemp -d)
+swift_version=$(TMPDIR="$swift_tmp" swift --version 2>/dev/null | head -1)
+rm -rf "$swift_tmp"
+echo "setup: ready ($swift_version; fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"
