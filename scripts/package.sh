@@ -105,7 +105,9 @@ else
     # Overrides, with the reason for each, travel in the package (packaging/deb/lintian-overrides).
     # (lintian warns that it runs as root, on stderr: not about the package.)
     echo "package: lintian --pedantic $OUT/$DEB"
-    lintian --fail-on error,warning,info,pedantic --display-info --pedantic "$OUT/$DEB" 2> >(grep -v "running with root privileges" >&2)
+    # (TMPDIR: lintian leaves mldbm-elf-* files in it.)
+    TMPDIR="$stage" lintian --fail-on error,warning,info,pedantic --display-info --pedantic "$OUT/$DEB" \
+        2> >(grep -v "running with root privileges" >&2)
     echo "package: lintian: no errors, warnings, info or pedantic tags (overridden: $(grep -c '^s3mount:' packaging/deb/lintian-overrides))"
 fi
 echo "package: done in $((SECONDS - start)) s"
