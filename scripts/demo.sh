@@ -1,31 +1,102 @@
 #!/usr/bin/env bash
 # First run without a cloud account: builds s3mount, starts a local S3 emulator (moto) with a
-# sample bucket, mounts it, browses it, and prints the request statistics.
+# sample bucket, mounts it, browses it, and prints the request statistics. It leaves the mount and
+# the emulator running for you to try; `stop` unmounts and stops the emulator it started.
 #   bash scripts/demo.sh            # mount at /tmp/s3mount-demo
 #   MOUNTPOINT=~/s3 bash scripts/demo.sh
+#   bash scripts/demo.sh stop       # unmount, stop the emulator (by its PID), remove the logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What the demo left running, for `stop`: KEY=value lines.
+STATE="/tmp/s3mount-demo.state"
+
+state_get() {  # state_get KEY: the value, or nothing
+    if [ -f "$STATE" ]; then sed -n "s/^$1=//p" "$STATE" | head -1; fi
+}
+
+running_moto() {  # running_moto PID: the PID is a moto_server
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null && tr '\0' ' ' < "/proc/$1/cmdline" | grep -q moto_server
+}
+
+stop() {
+    if [ ! -f "$STATE" ]; then
+        echo "demo: nothing to stop ($STATE is missing: no demo running, or stopped already)"
+        return 0
+    fi
+    if [ "$(stat -c %u "$STATE")" != "$(id -u)" ]; then
+        echo "demo: $STATE belongs to another user: not using it" >&2
+        return 1
+    fi
+    local mp daemon moto log motolog
+    mp=$(state_get MOUNTPOINT); daemon=$(state_get DAEMON_PID); moto=$(state_get MOTO_PID)
+    log=$(state_get LOG); motolog=$(state_get MOTO_LOG)
+    if [ -n "$mp" ] && grep -q " $mp fuse" /proc/mounts; then
+        fusermount3 -u "$mp"
+        echo "demo: unmounted $mp"
+    fi
+    if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+        # It exits by itself once unmounted (after its last uploads).
+        for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$daemon" 2>/dev/null && echo "demo: the s3mount daemon (PID $daemon) is still finishing" \
+            || echo "demo: the s3mount daemon (PID $daemon) has exited"
+    fi
+    if running_moto "$moto"; then
+        kill "$moto"
+        for _ in $(seq 100); do kill -0 "$moto" 2>/dev/null || break; sleep 0.1; done
+        echo "demo: stopped the S3 emulator (moto_server, PID $moto)"
+    elif [ -n "$moto" ]; then
+        echo "demo: the S3 emulator (PID $moto) is not running any more"
+    fi
+    [ -n "$mp" ] && rmdir "$mp" 2>/dev/null || true
+    rm -f "$log" "$motolog" "$STATE"
+    echo "demo: removed the logs and $STATE"
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop
+    exit
+elif [ $# -gt 0 ]; then
+    echo "usage: bash scripts/demo.sh [stop]" >&2
+    exit 2
+fi
 
 MOUNTPOINT="${MOUNTPOINT:-/tmp/s3mount-demo}"
 PORT="${S3_PORT:-5900}"
 ENDPOINT="http://127.0.0.1:$PORT"
 BUCKET="demo-bucket"
+LOG=/tmp/s3mount-demo.log
+MOTO_LOG=/tmp/s3mount-demo-moto.log
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-demo}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-demo}" AWS_REGION="${AWS_REGION:-us-east-1}"
 
 bash scripts/setup.sh
 echo "== building (release)"
-swift build -c release 2>&1 | tail -1
+bash scripts/build-release.sh
 BIN="$PWD/.build/release/s3mount"
 
-if ! curl -s -o /dev/null "$ENDPOINT/moto-api/"; then
-    echo "== starting the local S3 emulator on $ENDPOINT (log: /tmp/s3mount-demo-moto.log)"
-    nohup moto_server -H 127.0.0.1 -p "$PORT" > /tmp/s3mount-demo-moto.log 2>&1 &
+MOTO_PID=$(state_get MOTO_PID)
+if running_moto "$MOTO_PID" && curl -s -o /dev/null "$ENDPOINT/moto-api/"; then
+    echo "== the S3 emulator of an earlier demo is running on $ENDPOINT (PID $MOTO_PID)"
+elif curl -s -o /dev/null "$ENDPOINT/moto-api/"; then
+    MOTO_PID=""
+    echo "== an S3 emulator this demo did not start answers on $ENDPOINT: using it (stop will leave it running)"
+else
+    echo "== starting the local S3 emulator on $ENDPOINT (log: $MOTO_LOG)"
+    nohup moto_server -H 127.0.0.1 -p "$PORT" > "$MOTO_LOG" 2>&1 &
+    MOTO_PID=$!
     for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/moto-api/" && break; sleep 0.1; done
+    curl -s -o /dev/null "$ENDPOINT/moto-api/" || { echo "demo: moto_server did not start: see $MOTO_LOG" >&2; exit 1; }
 fi
+# An earlier demo's mount elsewhere is not left behind when this one forgets it.
+old_mp=$(state_get MOUNTPOINT)
+if [ -n "$old_mp" ] && [ "$old_mp" != "$MOUNTPOINT" ] && grep -q " $old_mp fuse" /proc/mounts; then
+    fusermount3 -u "$old_mp" && echo "== unmounted the earlier demo's $old_mp"
+fi
+printf 'MOUNTPOINT=%s\nMOTO_PID=%s\nLOG=%s\nMOTO_LOG=%s\n' "$MOUNTPOINT" "$MOTO_PID" "$LOG" "$MOTO_LOG" > "$STATE"
 
 echo "== seeding s3://$BUCKET (a tree of 2,000 objects and a 64 MiB file)"
 python3 - "$ENDPOINT" "$BUCKET" <<'PY'
-import os, sys
+import os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import boto3
 from botocore.config import Config
@@ -35,17 +106,24 @@ try:
     s3.create_bucket(Bucket=bucket)
 except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
+t = time.time()
 keys = [f"projects/p{p:02d}/{kind}/file-{i:03d}.txt" for p in range(20) for kind in ("src", "docs") for i in range(50)]
 with ThreadPoolExecutor(32) as ex:
-    list(ex.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=f"contents of {k}\n".encode()), keys))
+    for n, _ in enumerate(ex.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=f"contents of {k}\n".encode()), keys), 1):
+        if n % 500 == 0:
+            print(f"   {n} objects", flush=True)
 s3.put_object(Bucket=bucket, Key="README.txt", Body=b"Welcome to the s3mount demo bucket.\n")
 s3.put_object(Bucket=bucket, Key="media/big-video.bin", Body=os.urandom(64 << 20))
+print(f"   seeded in {time.time() - t:.1f} s")
 PY
 
 mkdir -p "$MOUNTPOINT"
 if grep -q " $MOUNTPOINT fuse" /proc/mounts; then fusermount3 -u "$MOUNTPOINT"; fi
 echo "== mounting: s3mount $BUCKET $MOUNTPOINT --endpoint-url $ENDPOINT --force-path-style"
-"$BIN" "$BUCKET" "$MOUNTPOINT" --endpoint-url "$ENDPOINT" --force-path-style --log-file /tmp/s3mount-demo.log
+"$BIN" "$BUCKET" "$MOUNTPOINT" --endpoint-url "$ENDPOINT" --force-path-style --log-file "$LOG"
+# The daemon's PID, from its "mounted" line.
+DAEMON_PID=$(sed -n 's/.* s3mount\[\([0-9]*\)\] info: mounted .*/\1/p' "$LOG" | tail -1)
+echo "DAEMON_PID=$DAEMON_PID" >> "$STATE"
 
 echo "== ls -la $MOUNTPOINT"
 ls -la "$MOUNTPOINT"
@@ -59,7 +137,9 @@ echo "== s3mount stats $MOUNTPOINT"
 "$BIN" stats "$MOUNTPOINT"
 cat <<MSG
 
-The bucket is mounted at $MOUNTPOINT: browse it with ls, find, cat or a file manager.
-Stop:   fusermount3 -u $MOUNTPOINT        (the emulator: pkill -f "moto_server -H 127.0.0.1 -p $PORT")
-Log:    /tmp/s3mount-demo.log
+Left running for you to try:
+  - the bucket mounted at $MOUNTPOINT (s3mount daemon, PID ${DAEMON_PID:-?}; log: $LOG):
+    browse it with ls, find, cat or a file manager
+  - the S3 emulator moto_server on $ENDPOINT$( [ -n "$MOTO_PID" ] && echo " (PID $MOTO_PID; log: $MOTO_LOG)" || echo " (not started by this demo)")
+Stop both:  bash scripts/demo.sh stop
 MSG

@@ -108,8 +108,11 @@ def run_gui(app, folder, seconds, shot, at_3s):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     display = ":" + xvfb.stdout.readline().strip()
     home = tempfile.mkdtemp(prefix="fm-home-")
+    # GVFS_DISABLE_FUSE: the session's gvfsd would mount gvfsd-fuse on HOME/.cache/gvfs, a mount
+    # that outlives the app and keeps HOME from being removed. TMPDIR: what the apps leave there.
     env = dict(os.environ, DISPLAY=display, HOME=home, XDG_CACHE_HOME=os.path.join(home, ".cache"),
-               XDG_CONFIG_HOME=os.path.join(home, ".config"), NO_AT_BRIDGE="1")
+               XDG_CONFIG_HOME=os.path.join(home, ".config"), NO_AT_BRIDGE="1", GVFS_DISABLE_FUSE="1",
+               TMPDIR=home)
     cmd = {"thunar": ["thunar", folder], "pcmanfm": ["pcmanfm", "--no-desktop", folder]}[app]
     p = subprocess.Popen(["dbus-run-session", "--"] + cmd, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
@@ -125,25 +128,44 @@ def run_gui(app, folder, seconds, shot, at_3s):
         p.wait(5)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
-    xvfb.kill()
-    xvfb.wait()
-    shutil.rmtree(home, ignore_errors=True)
+    # SIGTERM: Xvfb removes its /tmp/.X*-lock and socket on the way out (SIGKILL leaves them).
+    xvfb.terminate()
+    try:
+        xvfb.wait(5)
+    except subprocess.TimeoutExpired:
+        xvfb.kill()
+        xvfb.wait()
+    remove_tree(home)
+
+
+def remove_tree(path):
+    """Removes `path`; the session's helpers may still be writing in it for a moment."""
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
+    print(f"filemanagers: could not remove {path}", file=sys.stderr)
 
 
 def run_tui(app, folder, seconds, at_3s):
     """mc (two panels) or ranger moving through 10 entries, under tmux."""
     name = f"fm{os.getpid()}"
     cmd = {"mc": f"mc --nosubshell {folder} {folder}", "ranger": f"ranger {folder}"}[app]
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd], check=True,
-                   env=dict(os.environ, TERM="xterm-256color"))
+    # A tmux server of its own (socket) and a TMPDIR (mc's mc-USER) in a folder removed afterwards.
+    work = tempfile.mkdtemp(prefix="fm-tui-")
+    tmux = ["tmux", "-S", os.path.join(work, "tmux.sock")]
+    subprocess.run(tmux + ["new-session", "-d", "-s", name, "-x", "200", "-y", "50", cmd], check=True,
+                   env=dict(os.environ, TERM="xterm-256color", TMPDIR=work))
     time.sleep(3)
     at_3s()
     if app == "ranger":
         for _ in range(10):
-            subprocess.run(["tmux", "send-keys", "-t", name, "j"])
+            subprocess.run(tmux + ["send-keys", "-t", name, "j"])
             time.sleep(0.3)
     time.sleep(max(0, seconds - 6))
-    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+    subprocess.run(tmux + ["kill-server"], capture_output=True)
+    remove_tree(work)
 
 
 def main():

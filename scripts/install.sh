@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds s3mount in release mode and installs it: the binary in /usr/local/bin, the systemd unit
-# in /etc/systemd/system, an example configuration in /etc/s3mount, and fuse.s3mount in updatedb's
-# PRUNEFS (so the nightly locate index does not walk mounted buckets). Run as root.
+# Builds s3mount in release mode (scripts/build-release.sh: no Swift libraries needed at run time)
+# and installs it: the binary in /usr/local/bin, the systemd unit in /etc/systemd/system, an
+# example configuration in /etc/s3mount, and fuse.s3mount in updatedb's PRUNEFS (so the nightly
+# locate index does not walk mounted buckets). Run as root. (A Debian package: scripts/package.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-/usr/local}"
 bash scripts/setup.sh
-swift build -c release 2>&1 | tail -1
+bash scripts/build-release.sh
 install -D -m 0755 .build/release/s3mount "$PREFIX/bin/s3mount"
 install -D -m 0644 systemd/s3mount@.service /etc/systemd/system/s3mount@.service
 install -d -m 0700 /etc/s3mount

@@ -9,6 +9,9 @@ APT_PACKAGES+=(rsync git make s3fs)
 # File managers the tests open a bucket folder in (Thunar and PCManFM under Xvfb, mc and ranger
 # under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots.
 APT_PACKAGES+=(xvfb thunar pcmanfm dbus-x11 mc ranger tmux imagemagick)
+# The shells whose completions the tests try (scripts/completions/), and man for the man page.
+APT_PACKAGES+=(bash-completion zsh fish)
+command -v man >/dev/null 2>&1 || APT_PACKAGES+=(man-db)
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 command -v python3 >/dev/null 2>&1 || APT_PACKAGES+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
@@ -44,4 +47,8 @@ if [ ! -e /dev/fuse ]; then
     echo "setup: /dev/fuse is missing; FUSE mounts (and the integration tests) need it" >&2
     exit 1
 fi
-echo "setup: ready ($(swift --version 2>/dev/null | head -1); fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"
+# (`swift --version` leaves a TemporaryDirectory.* behind in $TMPDIR: give it one of its own.)
+swift_tmp=$(mktemp -d)
+swift_version=$(TMPDIR="$swift_tmp" swift --version 2>/dev/null | head -1)
+rm -rf "$swift_tmp"
+echo "setup: ready ($swift_version; fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"

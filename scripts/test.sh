@@ -1,17 +1,75 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds, and runs every test: Swift unit and client integration tests,
-# then the mount integration tests (real FUSE mounts against moto_server).
+# Sets up the machine, builds, and runs every test: Swift unit and client integration tests
+# (XCTest), then the mount integration tests (pytest: real FUSE mounts against moto_server).
+# The last line sums up both suites: "N passed, N failed". Nothing is left in /tmp: pytest's
+# folders and the toolchain's own temporary files go to a scratch folder removed at the end.
+#   bash scripts/test.sh [PYTEST ARGS]      # e.g. -k fstab -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-swift build --build-tests 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-swift build --build-tests >/dev/null
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/s3mount-test.XXXXXX")
+trap 'rm -rf --one-file-system "$scratch"' EXIT
+# SwiftPM and the compiler leave lock files and TemporaryDirectory.* folders in $TMPDIR.
+swift_() { TMPDIR="$scratch" swift "$@"; }
 
-echo "== swift test"
-swift test --skip-build 2>&1 | grep -vE "^Test Case .*(started|passed)" | tail -n 40
-test "${PIPESTATUS[0]}" -eq 0
+echo "== build (debug, with the tests)"
+swift_ build --build-tests 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]' || true; }
 
-echo "== integration tests (real mounts)"
+echo "== unit tests (XCTest)"
+# Only XCTest: Swift Testing has no tests here and would end on "0 tests in 0 suites passed".
+# Shown: what the tests print, failures and the suites that failed; not each test that passed.
+set +e
+swift_ test --skip-build --disable-swift-testing > "$scratch/xctest.log" 2>&1
+xctest_rc=$?
+set -e
+grep -vE "^Test Case '.*' (started|passed)|^Test Suite '.*' (started|passed)|^[[:space:]]*Executed [0-9]+ tests?, with 0 failures|^\[[0-9]+/[0-9]+\] |^Building for|^Build complete" \
+    "$scratch/xctest.log" || true
+
+echo "== integration tests (pytest: real mounts)"
 export S3MOUNT_BIN="$PWD/.build/debug/s3mount"
-python3 -m pytest -q -p no:cacheprovider Tests/integration "$@"
+set +e
+python3 -m pytest -q -p no:cacheprovider --basetemp="$scratch/pytest" --junitxml="$scratch/pytest.xml" \
+    -o junit_family=xunit2 Tests/integration "$@"
+pytest_rc=$?
+set -e
+
+# One line for both suites: XCTest's last "Executed" line (all tests), pytest's JUnit report. A suite
+# that ended without its figures (a crash) counts as one failure.
+python3 - "$scratch/xctest.log" "$xctest_rc" "$scratch/pytest.xml" "$pytest_rc" <<'PY'
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+def xctest(path, rc):
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        text = ""
+    found = re.findall(r"Executed (\d+) tests?, with (?:(\d+) tests? skipped and )?(\d+) failures?", text)
+    if not found:
+        return 0, 1, 0, f"no summary, exit {rc}"
+    total, skipped, failed = (int(x or 0) for x in found[-1])
+    return total - failed - skipped, failed, skipped, ""
+
+def pytest(path, rc):
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return 0, 1, 0, f"no report, exit {rc}"
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    total = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    return total - failed - skipped, failed, skipped, ""
+
+parts, passed, failed = [], 0, 0
+for name, parse, path, rc in (("XCTest", xctest, sys.argv[1], int(sys.argv[2])), ("pytest", pytest, sys.argv[3], int(sys.argv[4]))):
+    p, f, s, note = parse(path, rc)
+    if rc != 0 and f == 0:
+        f, note = 1, f"exit {rc} without a failed test"
+    passed, failed = passed + p, failed + f
+    parts.append(f"{name} {p} passed, {f} failed" + (f", {s} skipped" if s else "") + (f" ({note})" if note else ""))
+print(f"== {passed} passed, {failed} failed ({'; '.join(parts)})")
+PY
+[ "$xctest_rc" -eq 0 ] && [ "$pytest_rc" -eq 0 ]

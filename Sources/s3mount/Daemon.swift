@@ -128,7 +128,7 @@ enum Daemon {
                 dup2(devnull, 1)
                 dup2(devnull, 2)
                 if devnull > 2 { close(devnull) }
-                chdir("/")
+                _ = chdir("/")
                 Log.info(msg)
             }
         })

@@ -90,7 +90,7 @@ enum CommandLine2 {
                                or mount-wide --file-mode/--uid for everything (none)
       --metadata-ttl SECONDS|indefinite
                                how long listings, attributes and "no such file" answers are trusted (default 60)
-      --log-file PATH          write the log here (default: stderr in the foreground, else discarded)
+      --log-file PATH          write the log here (default: stderr in the foreground, else syslog)
       --spool-dir DIR          where files being written wait for upload (default: $TMPDIR or /var/tmp)
       --credentials-file PATH  AWS shared-credentials file to use (must be chmod 600)
       --no-upload-checksums    send uploads without the CRC-32 that S3 verifies (for stores that mishandle it)
@@ -115,6 +115,7 @@ enum CommandLine2 {
       -f, --foreground         stay attached, log to stderr
       -o OPT[,OPT...]          the same options in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...
       -h, --help               this text
+      --version                the version and the commit it was built from
     """
 
     static func parse(_ argv: [String]) throws -> MountConfig {

@@ -15,7 +15,7 @@ if args.contains("-h") || args.contains("--help") || args.isEmpty {
     exit(args.isEmpty ? 2 : 0)
 }
 if args.contains("--version") {
-    print("s3mount 0.1.0")
+    print(Version.line)
     exit(0)
 }
 do {

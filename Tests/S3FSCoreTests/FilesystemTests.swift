@@ -146,12 +146,20 @@ final class FilesystemTests: XCTestCase {
     func testFileAndPrefixCollisionShowsDirectoryAndBadNamesAreSkipped() {
         let long = String(repeating: "n", count: 256)
         let (fs, _) = make(["both", "both/in", "x//y", "x/./dot", "x/../up", "x/\(long)", "x/ok"])
-        XCTAssertEqual(lookup(fs, 1, "both")?.kind, .directory)
-        let root = readAll(fs, 1).map { $0.0 }
-        XCTAssertEqual(root.filter { $0 == "both" }.count, 1)
-        let x = lookup(fs, 1, "x")!
-        XCTAssertEqual(readAll(fs, x.ino).map { $0.0 }, [".", "..", "ok"])
+        let (x, log) = capturingLog { () -> Attributes in
+            XCTAssertEqual(lookup(fs, 1, "both")?.kind, .directory)
+            let root = readAll(fs, 1).map { $0.0 }
+            XCTAssertEqual(root.filter { $0 == "both" }.count, 1)
+            let x = lookup(fs, 1, "x")!
+            XCTAssertEqual(readAll(fs, x.ino).map { $0.0 }, [".", "..", "ok"])
+            return x
+        }
         XCTAssertEqual(fs.counters.skippedNames, 4)
+        // Each skipped key is named once in the log, with the reason.
+        for (key, why) in [("x/../up", "'.' or '..'"), ("x/./dot", "'.' or '..'"), ("x//y", "empty name (from '//')"),
+                           ("x/\(long)", "longer than 255 bytes")] {
+            XCTAssertEqual(log.components(separatedBy: "warning: skipping key \"\(key)\": \(why)").count - 1, 1, log)
+        }
         XCTAssertEqual(try? fs.lookup(parent: x.ino, name: b(long)).get().map { $0.ino }, nil)
         if case .failure(let e) = fs.lookup(parent: x.ino, name: Array(repeating: 0x61, count: 256)) { XCTAssertEqual(e.errno, ENAMETOOLONG) } else { XCTFail() }
     }
@@ -204,7 +212,9 @@ final class FilesystemTests: XCTestCase {
         fs.release(handle: h)
         let h2 = try! fs.open(ino: f.ino, flags: O_RDONLY).get()
         store.put(b("f"), [9, 9, 9])
-        if case .failure(let e) = fs.read(handle: h2, offset: 0, size: 10) { XCTAssertEqual(e.errno, ESTALE) } else { XCTFail("changed object must be detected") }
+        let (changed, log) = capturingLog { fs.read(handle: h2, offset: 0, size: 10) }
+        if case .failure(let e) = changed { XCTAssertEqual(e.errno, ESTALE) } else { XCTFail("changed object must be detected") }
+        XCTAssertTrue(log.contains("warning: f changed since it was opened (ETag differs)"), log)
         fs.release(handle: h2)
     }
 

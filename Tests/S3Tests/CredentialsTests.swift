@@ -8,6 +8,7 @@ final class CredentialsTests: XCTestCase {
     func tempFile(_ text: String) -> String {
         let p = NSTemporaryDirectory() + "/s3mount-cred-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: p, contents: Data(text.utf8))
+        addTeardownBlock { unlink(p) }
         return p
     }
 

@@ -32,11 +32,11 @@ def free_port():
 
 
 class Moto:
-    def __init__(self, extra_env=None):
+    def __init__(self, logdir, extra_env=None):
+        """`logdir`: where moto's request log goes (a pytest tmp_path, which pytest removes)."""
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.logdir = tempfile.mkdtemp(prefix="moto-")
-        self.logpath = os.path.join(self.logdir, "moto.log")
+        self.logpath = os.path.join(str(logdir), "moto.log")
         env = dict(os.environ)
         env.update(extra_env or {})
         exe = shutil.which("moto_server")
@@ -85,8 +85,8 @@ class Moto:
 
 
 @pytest.fixture(scope="session")
-def moto():
-    m = Moto()
+def moto(tmp_path_factory):
+    m = Moto(tmp_path_factory.mktemp("moto"))
     yield m
     m.stop()
 
@@ -129,14 +129,21 @@ def mounted(path):
 
 
 class Mount:
-    def __init__(self, moto, bucket, args=(), env=None, source=None):
+    def __init__(self, moto, bucket, workdir, args=(), env=None, source=None):
+        """Mounts `bucket` on a new directory in /tmp (removed at unmount; in /tmp so that a second
+        user can reach it), with its log and its spool ($TMPDIR) in `workdir`, the test's
+        tmp_path, which pytest removes."""
         self.moto = moto
         self.bucket = bucket
         self.path = tempfile.mkdtemp(prefix="s3m-")
-        self.logpath = self.path + ".log"
+        name = os.path.basename(self.path)
+        self.logpath = os.path.join(str(workdir), name + ".log")
+        spool = os.path.join(str(workdir), name + "-spool")
+        os.mkdir(spool)
         self.env = dict(os.environ)
         self.env.update(CREDS)
         self.env["AWS_EC2_METADATA_DISABLED"] = "true"
+        self.env["TMPDIR"] = spool  # the default spool directory: what an upload that failed leaves is kept there
         self.env.update(env or {})
         cmd = [BIN, source or bucket, self.path, "--endpoint-url", moto.endpoint, "--force-path-style",
                "--log-file", self.logpath, *args]
@@ -186,11 +193,11 @@ class Mount:
 
 
 @pytest.fixture()
-def mount(moto):
+def mount(moto, tmp_path):
     made = []
 
     def make(bucket, *args, env=None, source=None):
-        m = Mount(moto, bucket, args, env=env, source=source)
+        m = Mount(moto, bucket, tmp_path, args, env=env, source=source)
         made.append(m)
         return m
     yield make

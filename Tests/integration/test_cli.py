@@ -1,5 +1,6 @@
 """The command: clear one-line errors with exit codes, nothing left mounted, clean unmounts."""
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -11,8 +12,28 @@ import pytest
 from conftest import BIN, CREDS, ROOT, Moto, mounted, run, seed
 
 
+# Mount points try_mount made, removed after each test (once its assertions about them are done).
+made_mountpoints = []
+
+
+@pytest.fixture(autouse=True)
+def remove_made_mountpoints():
+    yield
+    while made_mountpoints:
+        mp = made_mountpoints.pop()
+        if mounted(mp):
+            subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+        try:
+            os.rmdir(mp)
+        except OSError:
+            pass
+
+
 def try_mount(args, env=None, mountpoint=None):
-    mp = mountpoint or tempfile.mkdtemp(prefix="s3m-bad-")
+    mp = mountpoint
+    if mp is None:
+        mp = tempfile.mkdtemp(prefix="s3m-bad-")
+        made_mountpoints.append(mp)
     e = dict(os.environ)
     e.update(CREDS)
     e["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -91,6 +112,14 @@ def test_bad_bucket_name():
     assert out.returncode == 2 and "invalid bucket name" in out.stderr
 
 
+def test_version_names_the_release_and_the_commit():
+    out = run([BIN, "--version"])
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    # A plain `swift build` records no commit; scripts/build-release.sh does (the package's build).
+    assert re.fullmatch(r"s3mount \d+\.\d+\.\d+ \((commit [0-9a-f]{12}(-dirty)?|development build, commit not recorded)\)\n",
+                        out.stdout), out.stdout
+
+
 def test_stats_of_something_else_is_a_clear_error(tmp_path):
     out = run([BIN, "stats", str(tmp_path)])
     assert out.returncode == 1 and "is not an s3mount mount" in out.stderr, out.stderr
@@ -138,9 +167,9 @@ def test_foreground_mode_logs_to_stderr(moto, s3, bucket, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def auth_moto():
+def auth_moto(tmp_path_factory):
     """A second moto that enforces IAM after its first three actions (bucket, user, key)."""
-    m = Moto(extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    m = Moto(tmp_path_factory.mktemp("auth-moto"), extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     s3 = m.client()
     s3.create_bucket(Bucket="locked")
     iam = boto3.client("iam", endpoint_url=m.endpoint, region_name="us-east-1",

@@ -4,7 +4,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 
@@ -152,7 +151,7 @@ def test_secret_files_must_be_private(moto, s3, bucket, tmp_path):
         run(["fusermount3", "-u", str(mp)])
 
 
-def test_metrics_sigusr1_and_debug_log(moto, s3, bucket, mount):
+def test_metrics_sigusr1_and_debug_log(moto, s3, bucket, mount, tmp_path):
     seed(s3, bucket, ["d/a.txt", "d/b.txt"])
     port = free_port()
     m = mount(bucket, "--metrics-address", f"127.0.0.1:{port}", "--debug")
@@ -167,6 +166,7 @@ def test_metrics_sigusr1_and_debug_log(moto, s3, bucket, mount):
     assert "fuse lookup" in log and "s3 ListObjectsV2" in log and "s3 GetObject key=d/a.txt status=" in log
     assert CREDS["AWS_SECRET_ACCESS_KEY"] + "\n" not in log and "Signature=" not in log
     assert mounted(m.path), "SIGUSR1 does not stop the daemon"
-    bad = run([BIN, bucket, tempfile.mkdtemp(), "--endpoint-url", moto.endpoint, "--force-path-style",
+    (tmp_path / "bad").mkdir()
+    bad = run([BIN, bucket, str(tmp_path / "bad"), "--endpoint-url", moto.endpoint, "--force-path-style",
                "--metrics-address", "nonsense"], env=env_with_creds())
     assert bad.returncode == 1 and "--metrics-address" in bad.stderr
