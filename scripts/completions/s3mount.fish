@@ -64,7 +64,7 @@ complete -c s3mount -n 'not __s3mount_stats' -l no-guess-content-type -d 'upload
 complete -c s3mount -n 'not __s3mount_stats' -l cache -x -a '(__fish_complete_directories)' -d 'keep file data read once on local disk'
 complete -c s3mount -n 'not __s3mount_stats' -l max-cache-size -x -d 'bound of --cache (5G)'
 complete -c s3mount -n 'not __s3mount_stats' -l read-part-size -x -d 'ranged GET size of a sequential reader (8M)'
-complete -c s3mount -n 'not __s3mount_stats' -l read-concurrency -x -d 'parts one reader keeps in flight (8)'
+complete -c s3mount -n 'not __s3mount_stats' -l read-concurrency -x -d 'parts one reader keeps in flight (10)'
 complete -c s3mount -n 'not __s3mount_stats' -l max-read-memory -x -d 'read buffers of all readers together (256M)'
 complete -c s3mount -n 'not __s3mount_stats' -l walk-read-ahead -x -d 'files fetched ahead of a directory walk (8)'
 complete -c s3mount -n 'not __s3mount_stats' -l read-ahead -x -d 'kernel read-ahead of the mount in KiB (4096)'
