@@ -30,6 +30,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("S3MOUNT_BIN", os.path.join(ROOT, ".build", "release", "s3mount"))
 BUCKET = "fmbench"
 TYPES = ["py", "jpg", "png", "txt", "md", "json", "csv", "html"]
+GUI_APPS = ("thunar", "pcmanfm", "nemo", "caja")
 
 
 def free_port():
@@ -113,7 +114,8 @@ def run_gui(app, folder, seconds, shot, at_3s):
     env = dict(os.environ, DISPLAY=display, HOME=home, XDG_CACHE_HOME=os.path.join(home, ".cache"),
                XDG_CONFIG_HOME=os.path.join(home, ".config"), NO_AT_BRIDGE="1", GVFS_DISABLE_FUSE="1",
                TMPDIR=home)
-    cmd = {"thunar": ["thunar", folder], "pcmanfm": ["pcmanfm", "--no-desktop", folder]}[app]
+    cmd = {"thunar": ["thunar", folder], "pcmanfm": ["pcmanfm", "--no-desktop", folder],
+           "nemo": ["nemo", "--no-desktop", folder], "caja": ["caja", "--no-desktop", "--browser", folder]}[app]
     p = subprocess.Popen(["dbus-run-session", "--"] + cmd, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(3)
@@ -207,7 +209,7 @@ def main():
                 def at_3s():
                     early["gets"] = sum(1 for op, _, _ in emu.since(pos) if op == "GetObject")
                 shot = os.path.join(args.shots, f"fm-{app}-{tool}{args.label}.png")
-                if app in ("thunar", "pcmanfm"):
+                if app in GUI_APPS:
                     run_gui(app, os.path.join(mnt, "folder"), args.seconds, shot, at_3s)
                 else:
                     run_tui(app, os.path.join(mnt, "folder"), args.seconds, at_3s)

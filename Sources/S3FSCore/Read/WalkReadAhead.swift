@@ -152,8 +152,9 @@ final class WalkPrefetch: @unchecked Sendable {
             walk.extensions.insert(Self.extensionOf(name))
             if firstTake { walk.used += 1 }
             // Files of this directory the walk went well past without opening them: wasted. (Parallel
-            // readers open in roughly, not exactly, listing order.)
-            let passed = s.fetches.filter { $0.value.dir == dir && walk.passed($0.value.fetch.position, span(walk)) }
+            // readers open in roughly, not exactly, listing order: 16 threads of one program are
+            // up to 16 positions apart, so what is dropped lies four windows behind.)
+            let passed = s.fetches.filter { $0.value.dir == dir && walk.passed($0.value.fetch.position, 4 * span(walk)) }
             for k in passed.keys { s.fetches[k] = nil }
             let wasted = passed.values.filter { !$0.fetch.taken }.count
             s.unused += wasted
