@@ -163,14 +163,21 @@ final class ReadTests: XCTestCase {
 
     // MARK: - walks
 
-    func testWalkInListingOrderFetchesAheadWithinItsWindow() {
+    /// A filesystem over `count` objects named by `format` (one %03d) in directory `dir`, listed
+    /// once the way `ls` does, with the walk window `window`.
+    func listedDirectory(_ dir: String, _ count: Int, name format: (Int) -> String, size: (Int) -> Int, window: Int)
+        -> (Filesystem, InMemoryStore, [String: [UInt8]]) {
         var objects: [String: [UInt8]] = [:]
-        for i in 0..<40 { objects[String(format: "w/f%03d", i)] = random(3000 + i, seed: UInt64(i + 100)) }
-        let (fs, store) = make(objects) { $0.walkReadAhead = 4 }
-        let dir = ino(fs, "w")
-        let h = try! fs.opendir(ino: dir).get()
+        for i in 0..<count { objects[format(i)] = random(size(i), seed: UInt64(i + 100)) }
+        let (fs, store) = make(objects) { $0.walkReadAhead = window }
+        let h = try! fs.opendir(ino: ino(fs, dir)).get()
         _ = fs.readdir(handle: h, offset: 0, plus: true) { _ in true }
         fs.releasedir(handle: h)
+        return (fs, store, objects)
+    }
+
+    func testWalkInListingOrderFetchesAheadWithinItsWindow() {
+        let (fs, store, objects) = listedDirectory("w", 40, name: { String(format: "w/f%03d", $0) }, size: { 3000 + $0 }, window: 4)
         // Ten files in order, then the walk stops.
         for i in 0..<10 {
             let name = String(format: "w/f%03d", i)
@@ -184,13 +191,7 @@ final class ReadTests: XCTestCase {
     }
 
     func testSniffingWalkFetchesOnlyHeadsAhead() {
-        var objects: [String: [UInt8]] = [:]
-        for i in 0..<30 { objects[String(format: "s/f%03d", i)] = random(200_000 + i, seed: UInt64(i + 300)) }
-        let (fs, store) = make(objects) { $0.walkReadAhead = 6 }
-        let dir = ino(fs, "s")
-        let h = try! fs.opendir(ino: dir).get()
-        _ = fs.readdir(handle: h, offset: 0, plus: true) { _ in true }
-        fs.releasedir(handle: h)
+        let (fs, store, objects) = listedDirectory("s", 30, name: { String(format: "s/f%03d", $0) }, size: { 200_000 + $0 }, window: 6)
         // A file manager guessing types: the first 16 KiB of each file, in listing order.
         for i in 0..<30 {
             let name = String(format: "s/f%03d", i)
@@ -211,13 +212,8 @@ final class ReadTests: XCTestCase {
 
     func testReverseWalkOfOneTypeFetchesAheadOnlyThatType() {
         // Thunar goes through a folder from its end and opens only what it cannot tell by name.
-        var objects: [String: [UInt8]] = [:]
-        for i in 0..<60 { objects[String(format: "t/f%03d.%@", i, i % 3 == 0 ? "py" : "txt")] = random(2000 + i, seed: UInt64(i + 500)) }
-        let (fs, store) = make(objects) { $0.walkReadAhead = 4 }
-        let dir = ino(fs, "t")
-        let h = try! fs.opendir(ino: dir).get()
-        _ = fs.readdir(handle: h, offset: 0, plus: true) { _ in true }
-        fs.releasedir(handle: h)
+        let (fs, store, objects) = listedDirectory("t", 60, name: { String(format: "t/f%03d.%@", $0, $0 % 3 == 0 ? "py" : "txt") },
+                                                   size: { 2000 + $0 }, window: 4)
         let pys = (0..<60).filter { $0 % 3 == 0 }.reversed().map { String(format: "t/f%03d.py", $0) }
         for name in pys { XCTAssertEqual(readFile(fs, name, size: objects[name]!.count), objects[name]!) }
         usleep(200_000)
