@@ -148,11 +148,9 @@ final class FileReader: @unchecked Sendable {
                     restart(&s, from: from)
                 } else {
                     // A random read: exactly the bytes asked for.
-                    let out: [UInt8]
-                    do { out = try fetch(offset..<end) } catch { return failure(error) }
-                    if s.stream == nil && s.parts == nil { s.lastEnd = end }
-                    out.withUnsafeBytes { reply([$0]) }
-                    return nil
+                    let e = fetchAndReply(offset..<end, reply)
+                    if e == nil && s.stream == nil && s.parts == nil { s.lastEnd = end }
+                    return e
                 }
             }
             // The stream's share of [offset, end), then the parts' share.
@@ -176,10 +174,7 @@ final class FileReader: @unchecked Sendable {
                 case .success(let p?): pieces = p
                 case .success(nil):
                     // Bytes the window let go already (read once, now asked again): on their own.
-                    let out: [UInt8]
-                    do { out = try fetch(offset..<end) } catch { return failure(error) }
-                    out.withUnsafeBytes { reply([$0]) }
-                    return nil
+                    return fetchAndReply(offset..<end, reply)
                 case .failure(let e): return e
                 }
             }
@@ -204,7 +199,7 @@ final class FileReader: @unchecked Sendable {
             s.streamEnd = from
             s.parts = PartWindow(shared: shared, key: key, etag: etag, size: size, from: from, window: ReadShared.firstWindow)
         } else {
-            s.stream = ObjectStream(store: store, key: key, from: from, etag: etag, limit: readAhead)
+            s.stream = newStream(from: from)
             shared.counters.withLock { $0.streamReaders += 1 }
         }
     }
@@ -258,7 +253,7 @@ final class FileReader: @unchecked Sendable {
                     if !retried {
                         retried = true
                         Log.warning("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes; reading again from there")
-                        s.stream = ObjectStream(store: store, key: key, from: s.streamPos, etag: etag, limit: readAhead)
+                        s.stream = newStream(from: s.streamPos)
                         continue
                     }
                     Log.error("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes twice; failing the read")
@@ -273,7 +268,7 @@ final class FileReader: @unchecked Sendable {
                 if !retried && e.isRetryable {
                     retried = true
                     Log.info("resuming read of \(Names.display(key)) at \(s.streamPos) after: \(e)")
-                    s.stream = ObjectStream(store: store, key: key, from: s.streamPos, etag: etag, limit: readAhead)
+                    s.stream = newStream(from: s.streamPos)
                     continue
                 }
                 s.stream = nil
@@ -290,6 +285,19 @@ final class FileReader: @unchecked Sendable {
 
     private func fetch(_ range: Range<Int64>) throws -> [UInt8] {
         try Self.fetch(shared, key: key, etag: etag, size: size, range: range)
+    }
+
+    /// One ranged GET of just `range`, handed to `reply` (bytes kept nowhere but the caches).
+    private func fetchAndReply(_ range: Range<Int64>, _ reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+        let out: [UInt8]
+        do { out = try fetch(range) } catch { return failure(error) }
+        out.withUnsafeBytes { reply([$0]) }
+        return nil
+    }
+
+    /// A streaming GET from `offset` to the object's end.
+    private func newStream(from offset: Int64) -> ObjectStream {
+        ObjectStream(store: store, key: key, from: offset, etag: etag, limit: readAhead)
     }
 
     /// One ranged GET of `range`, guarded by the ETag the file was opened with. An answer of the

@@ -113,11 +113,11 @@ final class ReadPart: @unchecked Sendable {
     var received = 0
     /// Bytes handed to readers so far; a part read whole is dropped.
     var served = 0
-    var finished = false
+    /// Set when the GET ended (whole, failed or stopped), with `failure` when it is short.
+    var fetchDone = false
     var failure: FSError? = nil
     /// The reader no longer wants it: the fetch stops, and whoever finishes last frees the buffer.
     var dropped = false
-    var fetchDone = false
     /// Bytes a waiting reader needs before it is worth waking (Int.max: nobody waits).
     var wanted = Int.max
 
@@ -194,7 +194,7 @@ final class PartWindow: @unchecked Sendable {
             cond.wait(until: {
                 interrupted = interrupts.generation != generation
                 if p.received >= hi { p.wanted = Int.max; return true }
-                if p.finished || interrupted { p.wanted = Int.max; failure = p.failure ?? FSError(EIO); return true }
+                if p.fetchDone || interrupted { p.wanted = Int.max; failure = p.failure ?? FSError(EIO); return true }
                 p.wanted = hi
                 return false
             })
@@ -283,7 +283,6 @@ final class PartWindow: @unchecked Sendable {
         }
         let free = cond.locked { () -> Bool in
             p.received = filled
-            p.finished = true
             if filled < p.length { p.failure = failure ?? FSError(EIO) }
             p.fetchDone = true
             return p.dropped

@@ -4,18 +4,19 @@ import S3
 /// Walks that read ahead: `grep -r`, `tar c`, `rsync` and `cp -r` from the mount, and data
 /// loaders, open the files of a directory one after another in listing order (Thunar in reverse
 /// order), each paying a request's latency. When two files of a directory are opened in that
-/// order (or its reverse), the next
-/// `window` files (each at most `maxSize` bytes) are fetched whole on the read pool, and the open
-/// of each takes its bytes instead of asking S3. Nothing is fetched beyond the window ahead of
-/// the walk, so a walk that stops wastes at most the window; files the walk passed without
-/// opening are dropped (counted as unused).
+/// order (or its reverse), the next `window` files of the extensions the walk opens are fetched
+/// on the read pool, and the open of each takes its bytes instead of asking S3. Nothing is
+/// fetched beyond the window ahead of the walk, so a walk that stops wastes at most the window;
+/// files the walk passed without opening are dropped (counted as unused).
 ///
 /// Programs that only sniff (a file manager guessing types, `head -c`, `file` on big files,
-/// thumbnailers of small images) read the first bytes of each file and close it. Once a file of
-/// the walk larger than `headSize` was closed having been read no further than that, the walk is
-/// a sniffing one: its files are fetched ahead as their first `headSize` bytes only (a ranged GET,
-/// whatever the file's size), and an open that is not fetched ahead reads only that much first.
-/// A file read further goes on with a stream from there; one read whole turns the walk back.
+/// thumbnailers of small images) read the first bytes of each file and close it. What the walk
+/// did with the last closed file of an extension decides for the others: read no further than
+/// `headSize` (of a larger file), they are fetched ahead as their first `headSize` bytes only (a
+/// ranged GET, whatever the file's size), and an open that is not fetched ahead reads only that
+/// much first; read whole, they are fetched whole (at most `maxSize` bytes). Until one was closed,
+/// files larger than `headSize` are fetched as heads. A reader that goes on past a head streams
+/// from there.
 final class WalkPrefetch: @unchecked Sendable {
     static let headSize: Int64 = 64 << 10
     let window: Int
@@ -37,8 +38,6 @@ final class WalkPrefetch: @unchecked Sendable {
         var taken = false
         init(etag: String, position: Int, length: Int64) { self.etag = etag; self.position = position; self.length = length }
     }
-    /// Per directory: the furthest position opened, when, and every position opened (never
-    /// fetched ahead: a reader has it already).
     /// Per directory: the position opened last, the walk's direction (Thunar goes through a folder
     /// from its end) and the furthest position reached that way, when, every position opened
     /// (never fetched ahead: a reader has it already), and whether the walk sniffs.
@@ -171,8 +170,7 @@ final class WalkPrefetch: @unchecked Sendable {
         return bytes
     }
 
-    /// Starts fetches for the files after the walk's furthest position in `dir`'s listing order,
-    /// up to the window.
+    /// Starts fetches for the files ahead of the walk's front in its direction, up to the window.
     private func fetchAhead(dir: [UInt8]) {
         guard let walk = state.withLock({ $0.walks[dir] }), walk.direction != 0 else { return }
         // Up to `span` files of the extensions the walk opens, looked for within 4 x span positions:
@@ -216,7 +214,8 @@ final class WalkPrefetch: @unchecked Sendable {
             s.walks = s.walks.filter { t - $0.value.at < Self.walkTimeout }
             let stale = s.fetches.filter { s.walks[$0.value.dir] == nil }
             for k in stale.keys { s.fetches[k] = nil }
-            s.unused += stale.count
+            // Only those no open took were wasted (a taken one stays for a second open).
+            s.unused += stale.values.filter { !$0.fetch.taken }.count
         }
     }
 }
