@@ -10,6 +10,9 @@ public struct ObjectInfo: Sendable {
     /// Whether the ETag is the MD5 of the bytes as far as S3 promises it: not for objects
     /// encrypted with KMS or a customer key (nor multipart uploads, whose ETags say "-N").
     public var etagIsMD5 = true
+    /// The CRC-32 of the whole object (base64), when S3 sent it (`x-amz-checksum-mode: ENABLED`
+    /// on a GET of the whole object) and it covers the whole object rather than its parts.
+    public var checksumCRC32: String? = nil
 
     public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil, metadata: [String: String] = [:]) {
         self.size = size
@@ -345,6 +348,7 @@ public final class S3Client: Sendable {
                               contentType: h["content-type"], metadata: meta)
         info.etagIsMD5 = !(h["x-amz-server-side-encryption"]?.hasPrefix("aws:kms") ?? false)
             && h["x-amz-server-side-encryption-customer-algorithm"] == nil && !info.etag.contains("-")
+        if let crc = h["x-amz-checksum-crc32"], !crc.contains("-"), h["x-amz-checksum-type"] != "COMPOSITE" { info.checksumCRC32 = crc }
         return info
     }
 
@@ -363,10 +367,11 @@ public final class S3Client: Sendable {
         return Self.objectInfo(resp.headers)
     }
 
-    /// GET with an open-ended range from `offset` (a streaming reader's request).
+    /// GET with an open-ended range from `offset` (a streaming reader's request). From 0 it is
+    /// a GET of the whole object that asks for its checksum, so the reader can verify it.
     @discardableResult
     public func getObject(_ key: [UInt8], from offset: Int64, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
-        var h: [(String, String)] = [("Range", "bytes=\(offset)-")]
+        var h: [(String, String)] = offset == 0 ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
         if let e = ifMatch { h.append(("If-Match", e)) }
         let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
         return Self.objectInfo(resp.headers)

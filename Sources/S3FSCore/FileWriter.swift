@@ -53,8 +53,13 @@ final class FileWriter: @unchecked Sendable {
     /// Serialises writes, truncates and uploads of this handle.
     private let ioLock = Locked(())
 
-    init(store: ObjectStore, key: [UInt8], ino: UInt64, meta: PosixMeta, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int) throws {
+    /// Where multipart uploads are recorded until they end (nil: not recorded).
+    let journal: UploadJournal?
+
+    init(store: ObjectStore, key: [UInt8], ino: UInt64, meta: PosixMeta, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int,
+         journal: UploadJournal? = nil) throws {
         self.store = store
+        self.journal = journal
         self.state = Locked(State(meta: meta))
         self.key = key
         self.ino = ino
@@ -68,6 +73,8 @@ final class FileWriter: @unchecked Sendable {
             throw FSError([ENOSPC, EMFILE, ENFILE, EDQUOT].contains(errno) ? errno : EIO)
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        // Locked while in use: another mount sharing the spool directory tells it from a leftover.
+        _ = flock(fd, LOCK_EX)
         self.fd = fd
         self.spoolPath = String(cString: template)
         self.spoolDir = spoolDir
@@ -107,27 +114,41 @@ final class FileWriter: @unchecked Sendable {
     /// Call with ioLock held.
     private func ensureLoaded() -> FSError? {
         guard let p = pendingLoad else { return nil }
-        pendingLoad = nil
-        return load(size: p.size, etag: p.etag)
+        let e = load(size: p.size, etag: p.etag)
+        // Loaded, or still to load: a write after a failed load must never go to a spool
+        // without the object's bytes (it would upload zeros over them).
+        if e == nil { pendingLoad = nil }
+        return e
     }
 
     /// Fills the spool with the object's current bytes (download-modify-upload of an overwrite).
+    /// A body cut off midway (a reset) goes on from where it stopped, a few times; the spool
+    /// must end up with exactly `size` bytes.
     func load(size: Int64, etag: String) -> FSError? {
         var off: Int64 = 0
         var writeErr: Int32 = 0
-        do {
-            if size > 0 {
-                try store.get(key, range: nil, from: 0, ifMatch: etag.isEmpty ? nil : etag) { buf in
+        var resumes = 0
+        while off < size {
+            let before = off
+            do {
+                try store.get(key, range: nil, from: off, ifMatch: etag.isEmpty ? nil : etag) { buf in
                     let n = pwrite(self.fd, buf.baseAddress, buf.count, off_t(off))
                     if n != buf.count { writeErr = n < 0 ? errno : ENOSPC; return false }
                     off += Int64(n)
                     return true
                 }
+                if off < size { throw S3Error(kind: .transport, status: 0, code: "ShortBody", message: "the object ended at \(off) of \(size) bytes", operation: "GetObject") }
+            } catch let e as S3Error {
+                if writeErr != 0 { return FSError(writeErr) }
+                resumes += 1
+                guard e.isRetryable || e.code == "ShortBody", resumes <= 3 || (off > before && resumes <= 10) else {
+                    Log.error("loading \(Names.display(key)) before changing it: \(e)")
+                    return FSError(e.errno == ENOENT ? EIO : e.errno)
+                }
+                Log.info("loading \(Names.display(key)) before changing it: going on at \(off) after: \(e)")
+            } catch {
+                return FSError(EIO)
             }
-        } catch let e as S3Error {
-            return FSError(writeErr != 0 ? writeErr : e.errno)
-        } catch {
-            return FSError(EIO)
         }
         state.withLock { s in
             s.size = off
@@ -237,6 +258,7 @@ final class FileWriter: @unchecked Sendable {
         do {
             let m = meta
             let upload = try store.createMultipart(key, metadata: Self.headers(m))
+            journal?.started(key, uploadId: upload.id)
             state.withLock { $0.upload = upload; $0.creatingUpload = false; $0.multipartMeta = m }
         } catch let e as S3Error {
             state.withLock { $0.creatingUpload = false; $0.partError = e }
@@ -360,6 +382,7 @@ final class FileWriter: @unchecked Sendable {
                         })
                     }
                     etag = try store.completeMultipart(key, uploadId: uploadId, parts: parts)
+                    journal?.ended(uploadId: uploadId)
                     let createdWith = state.withLock { s -> PosixMeta? in
                         s.upload = nil; s.parts = [:]; s.scanFrom = 1
                         defer { s.multipartMeta = nil }
@@ -400,10 +423,27 @@ final class FileWriter: @unchecked Sendable {
             s.sequentialEnd = 0
             return id
         }
-        if let id { try? store.abortMultipart(key, uploadId: id) }
+        guard let id else { return }
+        do {
+            try store.abortMultipart(key, uploadId: id)
+            journal?.ended(uploadId: id)
+        } catch {
+            // Retried within the write budget already; the journal keeps it for the next mount.
+            Log.warning("could not abort the multipart upload of \(Names.display(key)) (\(id)): \(error); the next mount tries again")
+        }
     }
 
-    func rename(to newKey: [UInt8]) { ioLock.withLock { _ in key = newKey } }
+    /// A rename while a multipart upload runs: that upload belongs to the old key, so it is
+    /// aborted and the file goes up whole under its new name at the next flush.
+    func rename(to newKey: [UInt8]) {
+        ioLock.withLock { _ in
+            if state.withLock({ $0.upload != nil || $0.creatingUpload }) {
+                abortMultipart()
+                state.withLock { $0.dirty = true }
+            }
+            key = newKey
+        }
+    }
 
     /// Closes the spool. When the last upload failed, the spool is kept (renamed so it is easy
     /// to find) and its path logged: the data is recoverable.

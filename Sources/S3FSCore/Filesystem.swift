@@ -57,8 +57,12 @@ public final class Filesystem: @unchecked Sendable {
     let reads: ReadShared
     lazy var walkPrefetch = WalkPrefetch(fs: self, window: options.walkReadAhead, maxSize: options.walkReadAheadMaxSize)
 
-    public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil) {
+    /// Multipart uploads in progress, recorded so a later mount can abort what this one leaves.
+    let journal: UploadJournal?
+
+    public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil, journal: UploadJournal? = nil) {
         self.store = store
+        self.journal = journal
         self.options = options
         self.reads = ReadShared(store: store, options: options, cache: cache)
         self.mountTime = Double(time(nil))
@@ -948,6 +952,7 @@ public final class Filesystem: @unchecked Sendable {
         let reader = FileReader(shared: reads, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead,
                                 kernelReadAhead: kernelReadAhead, prefetched: prefetched,
                                 headFirst: mode == .head && entry.size > WalkPrefetch.headSize ? WalkPrefetch.headSize : nil)
+        reader.ino = ino
         return .success(state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
@@ -971,6 +976,9 @@ public final class Filesystem: @unchecked Sendable {
             // The object changed since it was listed: forget what we knew so the next open sees it anew.
             state.withLock { s in s.attrs[r.key] = nil }
         }
+        // Bytes served that turned out wrong (a checksum checked at the end): the kernel must not
+        // keep them (keep_cache) for the next open.
+        if e != nil && r.servedBadBytes { invalidator?(.inode(r.ino)) }
         return e
     }
 

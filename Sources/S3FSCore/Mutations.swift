@@ -55,7 +55,7 @@ extension Filesystem {
 
     func makeWriter(key: [UInt8], ino: UInt64, meta m: PosixMeta) throws -> FileWriter {
         try FileWriter(store: store, key: key, ino: ino, meta: m, spoolDir: options.spoolDir, multipartThreshold: options.multipartThreshold,
-                       partSize: options.partSize, parallelParts: options.parallelParts)
+                       partSize: options.partSize, parallelParts: options.parallelParts, journal: journal)
     }
 
     // MARK: - POSIX metadata
@@ -679,7 +679,7 @@ extension Filesystem {
         var unsaved = 0, spool = 0
         while let e = Glibc.readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name.hasPrefix("s3mount-unsaved-") { unsaved += 1 } else if name.hasPrefix("s3mount-spool-") { spool += 1 }
+            if name.hasPrefix("s3mount-unsaved-") { unsaved += 1 } else if name.hasPrefix("s3mount-spool-"), !Self.inUse(options.spoolDir + "/" + name) { spool += 1 }
         }
         if unsaved > 0 {
             Log.warning("\(unsaved) file(s) an earlier run could not upload are kept in \(options.spoolDir) as s3mount-unsaved-*: copy back what you need, then delete them")
@@ -687,6 +687,14 @@ extension Filesystem {
         if spool > 0 {
             Log.warning("\(spool) spool file(s) from a run that ended abruptly are in \(options.spoolDir) as s3mount-spool-* (they may hold data that was never uploaded)")
         }
+    }
+
+    /// A spool file a running mount holds (locked): not a leftover.
+    static func inUse(_ path: String) -> Bool {
+        let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard f >= 0 else { return false }
+        defer { Glibc.close(f) }
+        return flock(f, LOCK_EX | LOCK_NB) != 0
     }
 
     /// Uploads what open files still hold (the kernel will never send their release after an

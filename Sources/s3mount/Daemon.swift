@@ -216,8 +216,17 @@ enum Daemon {
                 return 1
             }
         }
-        let fs = Filesystem(store: client, options: fsOptions, cache: cache)
+        let storeName = "\(endpoint ?? "aws")/\(config.bucket)"
+        let journal = config.readOnly ? nil : UploadJournal(spoolDir: fsOptions.spoolDir, store: storeName)
+        let fs = Filesystem(store: client, options: fsOptions, cache: cache, journal: journal)
         fs.reportLeftovers()
+        if let journal {
+            // Multipart uploads an earlier run started and never ended: their parts cost money.
+            Thread {
+                s3m_set_thread_name("s3m-journal")
+                journal.cleanUpAfterEarlierRuns { try client.abortMultipartUpload($0, uploadId: $1) }
+            }.start()
+        }
         fs.noteRootIndexListing(checked, at: checkedAt)
         var metrics: MetricsServer? = nil
         if let addr = config.metricsAddress {
@@ -247,6 +256,7 @@ enum Daemon {
         SdNotify.send("STOPPING=1\nSTATUS=Unmounting \(mountpoint)")
         // Files still open for writing when the mount went away: upload them before exiting.
         fs.shutdown(timeout: 300)
+        journal?.close()
         // libfuse reports the signal that ended the loop as its result: that is a clean stop.
         let clean = rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP
         Log.info("unmounted \(mountpoint)\(clean ? "" : " (session loop error \(rc))")")

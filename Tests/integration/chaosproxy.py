@@ -2,13 +2,27 @@
 trickles the body, cuts it short (with or without saying so), sends wrong bytes, resets the
 connection, answers a listing with HTML, or pages a listing forever. Everything else is forwarded
 unchanged. Each fault fires a set number of times (or forever), so a test can also watch the
-mount heal."""
+mount heal.
+
+Run as a program it is the chaos run's proxy (scripts/chaos.sh): in front of one mount, it answers
+a random share of requests with 503 SlowDown (before they reach the store) and resets a random
+share of connections after the store has served them (mid-body when there is a body), and writes
+each fault it injected as a JSON line, so that the tests can tell injected requests from the
+mount's own."""
+import argparse
 import http.client
+import json
+import os
+import random
+import sys
 import socket
 import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import s3log  # noqa: E402  (names the operation of each injected fault, as the tests count them)
 
 ENDLESS_PAGE = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><Prefix></Prefix>'
                 '<KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>'
@@ -25,9 +39,14 @@ class Fault:
 
 
 class ChaosProxy:
-    def __init__(self, upstream_port):
+    def __init__(self, upstream_port, port=0, odds=None, seed=None, record=None):
+        """`odds`: {kind: probability} of random faults (slowdown, reset_any) for requests no rule
+        picks; each one injected is appended to the file `record` as a JSON line."""
         self.upstream_port = upstream_port
         self.faults = []
+        self.odds = odds or {}
+        self.rng = random.Random(seed)
+        self.record = open(record, "a", buffering=1) if record else None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         proxy = self
@@ -42,6 +61,9 @@ class ChaosProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 fault = proxy.pick(self.command, self.path)
+                if fault and fault.kind == "reset_any":
+                    self.reset_after_upstream(body)
+                    return
                 if fault and fault.kind == "stall":
                     # No status line, no headers: until the client gives up (or the test ends).
                     proxy.stopping.wait(fault.seconds)
@@ -66,6 +88,14 @@ class ChaosProxy:
                 data = resp.read()
                 conn.close()
                 out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+                if self.command == "HEAD":
+                    # A HEAD's Content-Length is the object's size, and it has no body.
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.end_headers()
+                    return
                 if fault is None or resp.status >= 300 or not data:
                     self.reply(resp.status, out_headers, data)
                     return
@@ -99,6 +129,27 @@ class ChaosProxy:
                         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
 
+            def reset_after_upstream(self, body):
+                """The store serves the request; the client gets half the body (or nothing, for a
+                body-less answer) and then a connection reset: as when a server dies mid-answer."""
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if data and self.command != "HEAD":
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+
             def reply(self, status, headers, data):
                 self.send_response(status)
                 for k, v in headers:
@@ -109,7 +160,7 @@ class ChaosProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -132,9 +183,34 @@ class ChaosProxy:
                 if (f.times is None or f.fired < f.times) and f.match(method, path):
                     f.fired += 1
                     return f
+            draw = self.rng.random() if self.odds else 1.0
+            for kind, p in self.odds.items():
+                if draw < p:
+                    if self.record:
+                        op = s3log.classify(method, path)
+                        self.record.write(json.dumps({"t": time.time(), "kind": kind, "op": op, "method": method, "target": path}) + "\n")
+                    return Fault(kind, None)
+                draw -= p
         return None
 
     def stop(self):
         self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="a proxy in front of an S3 store that injects random faults")
+    ap.add_argument("--upstream", type=int, required=True, help="the store's port on 127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--slowdown", type=float, default=0.05, help="share of requests answered 503 SlowDown")
+    ap.add_argument("--reset", type=float, default=0.01, help="share of connections reset after the store answered")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--record", help="JSON lines, one per fault injected")
+    a = ap.parse_args()
+    p = ChaosProxy(a.upstream, a.port, {"slowdown": a.slowdown, "reset_any": a.reset}, a.seed, a.record)
+    print(p.port, flush=True)
+    try:
+        p.thread.join()
+    except KeyboardInterrupt:
+        pass

@@ -22,6 +22,19 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import s3log  # noqa: E402  (the benchmark counts requests with the same code)
 BIN = os.environ.get("S3MOUNT_BIN", os.path.join(ROOT, ".build", "debug", "s3mount"))
+# The chaos run (scripts/chaos.sh): S3M_CHAOS="SLOWDOWN,RESET" (shares, e.g. "0.05,0.01") puts a
+# proxy that injects random 503 SlowDowns and connection resets in front of every mount. Requests
+# counted by the tests leave out the ones a fault hit (each proxy records them), so every test
+# asserts what it asserts in a normal run.
+CHAOS = os.environ.get("S3M_CHAOS")
+CHAOS_RECORDS = []  # every chaos proxy's record file, for moto's request log
+CHAOS_PORTS = {}  # a test's first chaos port: a remount in the same test gets the same endpoint
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so
+# would every program it starts (an ignored signal stays ignored across exec): the daemon, whose
+# libfuse then leaves SIGINT alone, and the `cat` a test interrupts. A handler here is reset to
+# the default in each child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
@@ -66,14 +79,34 @@ class Moto:
 
     def log_position(self):
         self.logf.flush()
-        return os.path.getsize(self.logpath)
+        pos = os.path.getsize(self.logpath)
+        self.position_times = getattr(self, "position_times", {})
+        self.position_times.setdefault(pos, time.time())
+        return pos
 
-    def requests_since(self, pos, bucket=None):
-        """[(operation, status, target)] that moto served since `pos` (for `bucket` only if given)."""
+    def served_since(self, pos, bucket=None):
+        """Every request moto answered since `pos`, chaos or not."""
         time.sleep(0.05)
         with open(self.logpath, "rb") as f:
             f.seek(pos)
             return s3log.requests(f.read().decode("utf-8", "replace"), bucket)
+
+    def requests_since(self, pos, bucket=None):
+        """[(operation, status, target)] that moto served since `pos` (for `bucket` only if given),
+        less those a chaos proxy cut off after moto served them."""
+        time.sleep(0.05)
+        with open(self.logpath, "rb") as f:
+            f.seek(pos)
+            served = s3log.requests(f.read().decode("utf-8", "replace"), bucket)
+        since = getattr(self, "position_times", {}).get(pos)
+        if CHAOS and since is not None:
+            for fault in chaos_faults(CHAOS_RECORDS, since):
+                if fault["kind"] != "reset_any":
+                    continue  # a SlowDown never reached moto
+                hit = next((i for i, r in enumerate(served) if r[2] == fault["target"]), None)
+                if hit is not None:
+                    del served[hit]
+        return served
 
     def stop(self):
         self.proc.terminate()
@@ -123,6 +156,50 @@ def alive(pid):
         return False
 
 
+def chaos_faults(records, since=0.0):
+    out = []
+    for path in records:
+        try:
+            with open(path) as f:
+                out += [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            pass
+    return [r for r in out if r["t"] >= since]
+
+
+class ChaosProcess:
+    """scripts/chaos.sh: the fault proxy in front of one mount, in its own process."""
+
+    def __init__(self, moto, record, test):
+        slowdown, reset = (CHAOS.split(",") + ["0.01"])[:2] if "," in CHAOS else ("0.05", "0.01")
+        self.record = record
+        CHAOS_RECORDS.append(record)
+        cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "chaosproxy.py"), "--upstream", str(moto.port),
+               "--slowdown", slowdown, "--reset", reset, "--record", record]
+        if os.environ.get("S3M_CHAOS_SEED"):
+            cmd += ["--seed", os.environ["S3M_CHAOS_SEED"]]
+        # The endpoint is part of what the data cache is keyed on: a remount within a test asks
+        # for the port its first mount had (free again once that mount is gone).
+        for port in ([CHAOS_PORTS[test]] if test in CHAOS_PORTS else []) + [0]:
+            self.proc = subprocess.Popen(cmd + ["--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            line = self.proc.stdout.readline()
+            if line.strip():
+                break
+            self.proc.wait()
+        CHAOS_PORTS.setdefault(test, int(line))
+        self.endpoint = f"http://127.0.0.1:{int(line)}"
+
+    def faults(self):
+        return chaos_faults([self.record])
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def mounted(path):
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
@@ -145,10 +222,14 @@ class Mount:
         self.env["AWS_EC2_METADATA_DISABLED"] = "true"
         self.env["TMPDIR"] = spool  # the default spool directory: what an upload that failed leaves is kept there
         self.env.update(env or {})
-        cmd = [BIN, source or bucket, self.path, "--endpoint-url", moto.endpoint, "--force-path-style",
+        self.chaos = ChaosProcess(moto, os.path.join(str(workdir), name + "-chaos.jsonl"), str(workdir)) if CHAOS else None
+        endpoint = self.chaos.endpoint if self.chaos else moto.endpoint
+        cmd = [BIN, source or bucket, self.path, "--endpoint-url", endpoint, "--force-path-style",
                "--log-file", self.logpath, *args]
         self.result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
         if self.result.returncode != 0:
+            if self.chaos:
+                self.chaos.stop()
             raise RuntimeError(f"mount failed ({self.result.returncode}): {self.result.stderr}")
         assert mounted(self.path)
 
@@ -158,8 +239,13 @@ class Mount:
         return json.loads(out.stdout)
 
     def requests(self):
-        """{operation: count} sent by the daemon so far, from its own statistics."""
-        return {op: v["total"] for op, v in self.stats()["requests"].items()}
+        """{operation: count} sent by the daemon so far, from its own statistics (less the
+        requests a chaos proxy failed: those the daemon sent again)."""
+        counts = {op: v["total"] for op, v in self.stats()["requests"].items()}
+        if self.chaos:
+            for fault in self.chaos.faults():
+                counts[fault["op"]] = counts.get(fault["op"], 0) - 1
+        return counts
 
     def daemon_pid(self):
         out = subprocess.run(["pgrep", "-f", f"s3mount .* {re.escape(self.path)} "], capture_output=True, text=True)
@@ -186,6 +272,8 @@ class Mount:
             deadline = time.time() + 30
             while pid and alive(pid) and time.time() < deadline:
                 time.sleep(0.05)
+        if self.chaos:
+            self.chaos.stop()
         try:
             os.rmdir(self.path)
         except OSError:

@@ -3,12 +3,14 @@ nothing hangs past its deadline, no wrong byte is served as the file, and an upl
 trouble that lasts seconds. Each test failed before its fix."""
 import os
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from chaosproxy import ChaosProxy
-from conftest import alive, run
+from conftest import alive, free_port, run
 
 FAST = ["--stall-timeout", "2", "--read-retry-time", "3"]
 
@@ -215,3 +217,110 @@ def test_the_metrics_endpoint_serves_scrapes_past_idle_clients_and_only_at_metri
     finally:
         for s in idle:
             s.close()
+
+
+def multipart_uploads(s3, bucket):
+    return [(u["Key"], u["UploadId"]) for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_a_multipart_upload_a_killed_daemon_left_is_aborted_at_the_next_mount(moto, s3, bucket, mount, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    m = mount(bucket, "--spool-dir", str(spool))
+    # 24 MiB written and held open: the multipart upload has started, its first parts are up.
+    # (By another process: every close of a copy of the descriptor, as in a fork, is a flush.)
+    writer = subprocess.Popen([sys.executable, "-c", "import os, sys, time\nf = open(sys.argv[1], 'wb')\n"
+                               "f.write(os.urandom(24 << 20))\nf.flush()\ntime.sleep(600)", os.path.join(m.path, "big.bin")])
+    try:
+        deadline = time.time() + 20
+        while not multipart_uploads(s3, bucket) and time.time() < deadline:
+            time.sleep(0.2)
+        assert [k for k, _ in multipart_uploads(s3, bucket)] == ["big.bin"]
+        # A second mount sharing the spool directory leaves a running mount's upload alone.
+        other = mount(bucket, "--spool-dir", str(spool))
+        time.sleep(1.5)
+        assert [k for k, _ in multipart_uploads(s3, bucket)] == ["big.bin"]
+        assert "spool file(s) from a run that ended abruptly" not in other.log(), "the running mount's spool file is no leftover"
+        other.unmount()
+        pid = m.daemon_pid()
+        os.kill(pid, 9)
+        while alive(pid):
+            time.sleep(0.05)
+        m.unmount()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert [k for k, _ in multipart_uploads(s3, bucket)] == ["big.bin"], "the killed daemon's upload is left"
+    again = mount(bucket, "--spool-dir", str(spool))
+    deadline = time.time() + 20
+    while multipart_uploads(s3, bucket) and time.time() < deadline:
+        time.sleep(0.2)
+    assert multipart_uploads(s3, bucket) == [], "the next mount aborted it"
+    assert "aborted the multipart upload of big.bin that an earlier run left" in again.log()
+    again.unmount()
+    assert list(spool.glob("s3mount-uploads-*.journal")) == [], "nothing left to record after a clean exit"
+
+
+def test_an_upload_survives_the_server_going_away_and_coming_back(moto, s3, bucket, mount, tmp_path):
+    """The endpoint is killed mid-upload (connections refused, then reset) and started again
+    8 s later: close() returns 0 and the object is whole in S3."""
+    port = free_port()
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), "chaosproxy.py"), "--upstream", str(moto.port),
+           "--port", str(port), "--slowdown", "0", "--reset", "0"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    server.stdout.readline()
+    restarted = []
+    try:
+        m = mount(bucket, "--endpoint-url", f"http://127.0.0.1:{port}", "--stall-timeout", "2")
+        data = os.urandom(40 << 20)
+        t0 = time.time()
+        with open(os.path.join(m.path, "survivor.bin"), "wb") as f:
+            f.write(data[:20 << 20])
+            server.kill()
+            server.wait()
+            f.write(data[20 << 20:])
+            # The close waits: the server is down for 8 s.
+            threading.Timer(8, lambda: restarted.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))).start()
+        took = time.time() - t0
+        assert took >= 7, f"close returned after {took:.1f} s, before the server was back"
+        assert s3.get_object(Bucket=bucket, Key="survivor.bin")["Body"].read() == data
+        assert m.stats()["retries"] > 0
+        print(f"upload of 40 MiB across an 8 s outage: close returned 0 after {took:.1f} s")
+    finally:
+        for p in [server] + restarted:
+            p.kill()
+
+
+def test_a_file_removed_after_its_close_failed_stays_removed(moto, s3, bucket, mount, tmp_path):
+    chaos = ChaosProxy(moto.port)
+    try:
+        m = mount(bucket, "--endpoint-url", chaos.endpoint, "--write-retry-time", "2")
+        puts = lambda method, path: method == "PUT" and "/doomed" in path
+        chaos.add("slowdown", puts)  # every PUT of it: close fails, the release tries once more
+        f = open(os.path.join(m.path, "doomed"), "wb")
+        f.write(b"d" * 1000)
+        with pytest.raises(OSError):
+            f.close()
+        assert run(["rm", os.path.join(m.path, "doomed")]).returncode == 0
+        chaos.clear()  # the store heals: nothing may upload it now
+        time.sleep(4)
+        assert "doomed" not in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert not os.path.exists(os.path.join(m.path, "doomed"))
+    finally:
+        chaos.stop()
+
+
+def test_a_large_object_with_wrong_bytes_fails_its_read_at_the_end(moto, s3, bucket, mount, chaos):
+    """A streamed object (over 1 MiB) is checked against the CRC-32 S3 keeps for it: a body of
+    wrong bytes fails the read that reaches its end (cat exits with an error), is counted, and
+    the right bytes are served once the store answers right."""
+    data = os.urandom(5 << 20)
+    s3.put_object(Bucket=bucket, Key="big", Body=data, ChecksumAlgorithm="CRC32")
+    m = mount(bucket, "--endpoint-url", chaos.endpoint, *FAST)
+    os.listdir(m.path)
+    chaos.add("garbage", is_get("big"), times=1)
+    out = subprocess.run(["cat", os.path.join(m.path, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    assert out.returncode != 0 and b"Input/output error" in out.stderr, out
+    assert m.stats()["bad_answers"]["verification_failures"] >= 1
+    time.sleep(0.5)  # the kernel drops the pages it was given (an invalidation from another thread)
+    assert open(os.path.join(m.path, "big"), "rb").read() == data

@@ -113,6 +113,12 @@ public final class DataCache: @unchecked Sendable {
         }
     }
 
+    /// Forgets what is kept of `key` (bytes that turned out wrong).
+    func drop(key: [UInt8]) {
+        let n = name(key)
+        state.withLock { s in remove(&s, n) }
+    }
+
     /// Whether every block of the object is here for this ETag.
     func contains(key: [UInt8], etag: String, size: Int64) -> Bool {
         let n = name(key)

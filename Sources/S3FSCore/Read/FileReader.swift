@@ -16,6 +16,10 @@ final class FileReader: @unchecked Sendable {
     let size: Int64
     let etag: String
     let readAhead: Int
+    /// The inode it was opened for (set by `Filesystem.open`).
+    var ino: UInt64 = 0
+    /// Bytes it served did not match the object's checksum.
+    var servedBadBytes: Bool { state.withLock { $0.badBytes } }
 
     struct Chunk {
         var start: Int64
@@ -38,6 +42,9 @@ final class FileReader: @unchecked Sendable {
         /// End of the furthest read so far: a read starting near it continues a sequential reader.
         var lastEnd: Int64 = 0
         var closed = false
+        /// The bytes did not match the object's checksum: every later read of this open fails
+        /// too (a failed kernel read-ahead is not the caller's error; the read after it must be).
+        var badBytes = false
         /// End of the furthest read the program asked for (what it wanted, not what was fetched).
         var requested: Int64 = 0
         var windowStart: Int64 { chunks.first?.start ?? (stream != nil ? streamPos : parts?.firstStart ?? streamPos) }
@@ -92,7 +99,10 @@ final class FileReader: @unchecked Sendable {
         let end = min(size, offset + Int64(length))
         return state.withLock { s -> FSError? in
             if s.closed { return FSError(EBADF) }
+            if s.badBytes { return FSError(EIO) }
             if interrupted?() == true { return FSError(EINTR) }
+            interrupts.running(interrupted)
+            defer { interrupts.running(nil) }
             s.requested = max(s.requested, end)
             if offset >= s.windowStart && end <= s.streamPos && !s.chunks.isEmpty {
                 serve(&s, offset, end, [], reply)
@@ -240,6 +250,14 @@ final class FileReader: @unchecked Sendable {
                     s.chunks.append(Chunk(start: s.streamPos, bytes: seg))
                     s.streamPos += Int64(seg.count)
                 }
+                // At the object's end: the stream's end, and its checksum, are awaited so that a
+                // body that does not match it fails this last read (no later read would ask).
+                if s.streamPos == size, let e = awaitVerifiedEnd(stream) {
+                    s.stream = nil
+                    s.chunks = []
+                    s.badBytes = true
+                    return e
+                }
             case .end:
                 if let stop = s.streamEnd, s.streamPos == stop {
                     // Stopped for parts, which go on from here.
@@ -276,6 +294,16 @@ final class FileReader: @unchecked Sendable {
             }
         }
         return nil
+    }
+
+    /// The end of a stream that delivered the whole object: EIO when its bytes did not match the
+    /// checksum S3 sent (what it delivered is dropped from the data cache).
+    private func awaitVerifiedEnd(_ stream: ObjectStream) -> FSError? {
+        guard case .failed(let e) = stream.take(needed: 1, interrupts: interrupts), e.code == "BadChecksum" else { return nil }
+        Self.verificationFailures.withLock { $0 += 1 }
+        shared.cache?.drop(key: key)
+        Log.error("\(Names.display(key)): \(e.message); failing the read")
+        return FSError(EIO)
     }
 
     /// Answers that were shorter than asked, and whole objects whose bytes did not match their
@@ -410,10 +438,19 @@ final class FileReader: @unchecked Sendable {
 /// Interrupts of the reads of one file: a generation that each interrupt moves on, and the stream
 /// condition a read waits on now, woken by an interrupt.
 final class ReadInterrupts: @unchecked Sendable {
-    private struct State { var generation = 0; var waitingOn: Condition? = nil }
+    private struct State { var generation = 0; var waitingOn: Condition? = nil; var request: (() -> Bool)? = nil }
     private let state = Locked(State())
 
     var generation: Int { state.withLock { $0.generation } }
+
+    /// The FUSE request of the read now running (reads of one file run one at a time).
+    func running(_ request: (() -> Bool)?) { state.withLock { $0.request = request } }
+
+    /// Whether that request was interrupted before its wait began (`begin`): an interrupt that
+    /// came between the read's first check and `begin` found no wait to wake. Asked after `begin`
+    /// and outside the wait's lock (libfuse calls the interrupt callback under its request lock,
+    /// and the callback takes the wait's lock: asking inside would invert that order).
+    func requestInterrupted() -> Bool { state.withLock { $0.request }?() == true }
 
     func begin(waitingOn c: Condition) -> Int { state.withLock { s in s.waitingOn = c; return s.generation } }
     func end() { state.withLock { $0.waitingOn = nil } }

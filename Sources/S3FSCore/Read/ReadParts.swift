@@ -190,14 +190,14 @@ final class PartWindow: @unchecked Sendable {
             let lo = Int(max(from, p.start) - p.start), hi = Int(min(to, p.end) - p.start)
             let generation = interrupts.begin(waitingOn: cond)
             var failure: FSError? = nil
-            var interrupted = false
-            cond.wait(until: {
+            var interrupted = interrupts.requestInterrupted()
+            if !interrupted { cond.wait(until: {
                 interrupted = interrupts.generation != generation
                 if p.received >= hi { p.wanted = Int.max; return true }
                 if p.fetchDone || interrupted { p.wanted = Int.max; failure = p.failure ?? FSError(EIO); return true }
                 p.wanted = hi
                 return false
-            })
+            }) }
             interrupts.end()
             if interrupted && p.received < hi { return .failure(FSError(EINTR)) }
             if let failure, p.received < hi { return .failure(failure) }
