@@ -8,6 +8,9 @@
 
 void s3m_malloc_trim(void) { malloc_trim(0); }
 
+static __thread int bulk_thread;
+void s3m_set_bulk_thread(int bulk) { bulk_thread = bulk; }
+int s3m_is_bulk_thread(void) { return bulk_thread; }
 void s3m_set_thread_name(const char *name) {
     char short_name[16];
     strncpy(short_name, name, 15);

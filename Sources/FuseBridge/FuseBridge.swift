@@ -467,12 +467,15 @@ public final class FuseBridge: @unchecked Sendable {
         fuse_reply_err(req, err?.errno ?? 0)
     }
 
-    /// Sends kernel cache invalidations from a separate thread: libfuse forbids sending them on
-    /// the path of a request that may hold the same inode's locks.
+    /// Sends kernel cache invalidations from their own threads: libfuse forbids sending them on
+    /// the path of a request that may hold the same inode's locks. A few threads, so that one
+    /// waiting for a page lock does not hold up the rest.
+    let notifyPool = WorkerPool(name: "s3m-notify", maxThreads: 4)
+
     func installInvalidator(session: OpaquePointer) {
         let se = session
-        fs.invalidator = { what in
-            let t = Thread {
+        fs.invalidator = { [notifyPool] what in
+            notifyPool.submit {
                 switch what {
                 case .inode(let ino): _ = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0)
                 case .entry(let parent, let name):
@@ -480,7 +483,6 @@ public final class FuseBridge: @unchecked Sendable {
                     _ = cname.withUnsafeBufferPointer { fuse_lowlevel_notify_inval_entry(se, parent, $0.baseAddress, name.count) }
                 }
             }
-            t.start()
         }
     }
 

@@ -51,6 +51,10 @@ public struct S3Config: Sendable {
     /// Uploads get a Content-Type guessed from the key's extension (`--no-guess-content-type`: all
     /// `application/octet-stream`).
     public var guessContentType = true
+    /// S3 requests in flight at once for the whole mount, and the share of them bulk work
+    /// (uploads, copies, prefetch) leaves to interactive requests (`RequestGate`).
+    public var maxRequests = 64
+    public var interactiveReserve = 16
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 100) {
         self.bucket = bucket
@@ -91,6 +95,7 @@ public final class S3Client: Sendable {
     public let credentials: CredentialsProvider
     public let transport: HTTPTransport
     public let stats = RequestStats()
+    public let gate: RequestGate
     private let regionState: Locked<String>
     /// Set once the store refused checksum headers (and took the same request without them).
     private let checksumsRefused = Locked(false)
@@ -109,6 +114,7 @@ public final class S3Client: Sendable {
         self.credentials = credentials
         self.transport = transport
         self.traceRequests = traceRequests
+        self.gate = RequestGate(limit: config.maxRequests, reserved: config.interactiveReserve)
         self.regionState = Locked(config.region ?? "us-east-1")
         self.endpointParts = config.endpoint.flatMap(S3Client.parseEndpoint)
     }
@@ -270,6 +276,8 @@ public final class S3Client: Sendable {
             do {
                 var request = HTTPRequest(method: method, url: url, headers: allHeaders, body: body, timeoutMs: timeoutMs)
                 request.stallSeconds = stallSeconds
+                gate.acquire()
+                defer { gate.release() }
                 result = .success(try transport.perform(request, sink: countingSink))
             } catch {
                 result = .failure(error)

@@ -101,6 +101,8 @@ public final class Thread: @unchecked Sendable {
 public final class WorkerPool: @unchecked Sendable {
     private let name: String
     private let maxThreads: Int
+    /// Its jobs are bulk work: their S3 requests leave `RequestGate.reserved` slots to others.
+    private let bulk: Bool
     private let cond = Condition()
     private var queue: [() -> Void] = []
     private var head = 0
@@ -108,9 +110,10 @@ public final class WorkerPool: @unchecked Sendable {
     private var idle = 0
 
     /// `name`: at most 11 characters (threads are named "name-N", Linux keeps 15).
-    public init(name: String, maxThreads: Int) {
+    public init(name: String, maxThreads: Int, bulk: Bool = false) {
         self.name = name
         self.maxThreads = max(1, maxThreads)
+        self.bulk = bulk
     }
 
     public func submit(_ job: @escaping () -> Void) {
@@ -128,6 +131,7 @@ public final class WorkerPool: @unchecked Sendable {
             let label = "\(name)-\(number)"
             Thread { [self] in
                 s3m_set_thread_name(label)
+                s3m_set_bulk_thread(bulk ? 1 : 0)
                 run()
             }.start()
         }
@@ -151,4 +155,41 @@ public final class WorkerPool: @unchecked Sendable {
             job?()
         }
     }
+}
+
+/// The mount-wide bound on S3 requests in flight, with two classes: bulk work (uploads, copies,
+/// prefetch; threads marked by their pool) waits while `limit - reserved` requests are in flight,
+/// so a `stat` or an `ls` (FUSE threads, listings) always finds a connection and never queues
+/// behind a bulk upload. Interactive requests never wait: they are counted, and what bounds them
+/// is the FUSE threads and listing pool that make them (a reader's stream may sit paused for as
+/// long as its reader does not read; a slot it held could starve a `stat`). A request holds its
+/// slot for one attempt, not across the backoff between retries.
+public final class RequestGate: @unchecked Sendable {
+    public let limit: Int
+    public let reserved: Int
+    private let cond = Condition()
+    private var inFlight = 0
+    private var waits = 0
+
+    public init(limit: Int, reserved: Int) {
+        self.limit = max(2, limit)
+        self.reserved = min(max(1, reserved), self.limit - 1)
+    }
+
+    public func acquire() {
+        guard s3m_is_bulk_thread() != 0 else { cond.locked { inFlight += 1 }; return }
+        let cap = limit - reserved
+        var waited = false
+        cond.wait(until: {
+            if inFlight < cap { inFlight += 1; return true }
+            waited = true
+            return false
+        })
+        if waited { cond.locked { waits += 1 } }
+    }
+
+    public func release() { cond.broadcast { inFlight -= 1 } }
+
+    /// Requests in flight now, and how many had to wait for a slot since the start.
+    public var load: (inFlight: Int, waits: Int) { cond.locked { (inFlight, waits) } }
 }

@@ -294,8 +294,7 @@ final class FileWriter: @unchecked Sendable {
             }
         }
         for (n, upload) in toStart {
-            let t = Thread { [self] in self.uploadPart(n, upload: upload) }
-            t.start()
+            Pools.uploads.submit { [self] in self.uploadPart(n, upload: upload) }
         }
     }
 

@@ -314,8 +314,7 @@ public final class Filesystem: @unchecked Sendable {
             case .wait(let c, let done): c.wait(until: done); continue
             case .listing(let job, let start):
                 if start {
-                    let t = Thread { [self] in self.runListing(job) }
-                    t.start()
+                    Pools.listings.submit { [self] in self.runListing(job) }
                 }
                 // Wait until the listing is done or has gone past the name (keys come sorted).
                 let dirKey = key + [Names.slash]
@@ -612,8 +611,7 @@ public final class Filesystem: @unchecked Sendable {
             return ((dh, dh.job!), start)
         }
         if start, let job = found?.1 {
-            let t = Thread { [self] in self.runListing(job) }
-            t.start()
+            Pools.listings.submit { [self] in self.runListing(job) }
         }
         return found
     }

@@ -72,7 +72,7 @@ final class HeadPrefetch: @unchecked Sendable {
             return max(0, more)
         }
         for _ in 0..<start2 {
-            let t = Thread { [self] in
+            Pools.heads.submit { [self] in
                 while let (d, n) = state.withLock({ s -> ([UInt8], [UInt8])? in
                     if s.queue.isEmpty { s.workers -= 1; return nil }
                     return s.queue.removeFirst()
@@ -80,7 +80,6 @@ final class HeadPrefetch: @unchecked Sendable {
                     fs.learnHeaders(dir: d, name: n)
                 }
             }
-            t.start()
         }
     }
 }

@@ -624,7 +624,7 @@ extension Filesystem {
         let workers = min(16, max(1, keys.count))
         for _ in 0..<workers {
             cond.broadcast { running += 1 }
-            let t = Thread { [self] in
+            Pools.copies.submit { [self] in
                 while true {
                     var i = -1
                     cond.broadcast {
@@ -641,7 +641,6 @@ extension Filesystem {
                 }
                 cond.broadcast { running -= 1 }
             }
-            t.start()
         }
         cond.wait(until: { running == 0 })
         return failure

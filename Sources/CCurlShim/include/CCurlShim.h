@@ -32,6 +32,10 @@ void s3m_malloc_arenas(int count);
 size_t s3m_heap_in_use(void);
 /* Names the calling thread (at most 15 bytes are kept), for top -H and gdb. */
 void s3m_set_thread_name(const char *name);
+/* Whether the calling thread does bulk work (uploads, copies, prefetch): its S3 requests yield to
+   interactive ones (FUSE threads, listings) when the mount's request slots run short. */
+void s3m_set_bulk_thread(int bulk);
+int s3m_is_bulk_thread(void);
 
 /* Options used from Swift, re-exported as plain ints so the importer never has to guess. */
 extern const CURLoption S3M_OPT_URL, S3M_OPT_CUSTOMREQUEST, S3M_OPT_HTTPHEADER, S3M_OPT_NOBODY,

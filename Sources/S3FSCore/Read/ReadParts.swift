@@ -26,7 +26,7 @@ final class ReadShared: @unchecked Sendable {
         partSize = max(1 << 20, options.readPartSize)
         concurrency = max(1, options.readConcurrency)
         parallelBelow = options.parallelBelowBytesPerSecond
-        pool = WorkerPool(name: "s3m-read", maxThreads: max(4, options.readThreads))
+        pool = WorkerPool(name: "s3m-read", maxThreads: max(4, options.readThreads), bulk: true)
         memory = MemoryBudget(limit: options.maxReadMemory)
         self.cache = cache
     }
