@@ -132,3 +132,16 @@ def test_zsh_completion_parses():
         pytest.fail("zsh missing: scripts/setup.sh installs it")
     out = run(["zsh", "-n", os.path.join(COMPLETIONS, "_s3mount")])
     assert out.returncode == 0, out.stderr
+
+
+def test_install_puts_man_page_and_completions_where_shells_and_man_look(tmp_path):
+    env = dict(os.environ, DESTDIR=str(tmp_path), SKIP_BUILD="1", BIN=BIN)
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "install.sh")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    for src, dest in (("docs/s3mount.1", "usr/local/share/man/man1/s3mount.1"),
+                      ("scripts/completions/s3mount.bash", "usr/local/share/bash-completion/completions/s3mount"),
+                      ("scripts/completions/_s3mount", "usr/local/share/zsh/site-functions/_s3mount"),
+                      ("scripts/completions/s3mount.fish", "usr/local/share/fish/vendor_completions.d/s3mount.fish")):
+        assert read(os.path.join(tmp_path, dest)) == read(os.path.join(ROOT, src)), dest
+    assert os.access(tmp_path / "usr/local/bin/s3mount", os.X_OK)
