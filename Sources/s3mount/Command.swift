@@ -18,8 +18,8 @@ struct S3MountCommand: ParsableCommand {
             s3mount [<options>] s3://<bucket>/<prefix> <mountpoint>
             s3mount stats <mountpoint>
             """,
+        discussion: "s3mount stats MOUNTPOINT prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses.",
         version: Version.line,
-        subcommands: [StatsCommandLine.self],
         helpNames: [.short, .long])
 
     /// Completed with nothing but the subcommand's name, `stats`, as the first word.
@@ -200,10 +200,12 @@ struct S3MountCommand: ParsableCommand {
     var mountOptions: [String] = []
 }
 
-/// `s3mount stats MOUNTPOINT`. main.swift routes a first argument `stats` here.
+/// `s3mount stats MOUNTPOINT`: main.swift routes a first argument `stats` here. Not a declared
+/// subcommand of S3MountCommand, whose two positional arguments come first (a bucket may be
+/// called `help`); the bucket's completion offers `stats` as the first word instead.
 struct StatsCommandLine: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats",
+        commandName: "s3mount stats",
         abstract: "Prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses.")
 
     @Argument(help: ArgumentHelp("the mount point of a running s3mount", valueName: "mountpoint"), completion: .directory)

@@ -29,7 +29,9 @@ enum Fstab {
         struct Command: Decodable { var arguments: [Argument]? }
         struct Argument: Decodable { var kind: String; var names: [Name]? }
         struct Name: Decodable { var kind: String; var name: String }
-        guard let dump = try? JSONDecoder().decode(Dump.self, from: Data(S3MountCommand._dumpHelp().utf8)) else { return [:] }
+        guard let dump = try? JSONDecoder().decode(Dump.self, from: Data(S3MountCommand._dumpHelp().utf8)) else {
+            fatalError("s3mount: cannot read the command line's declarations (the argument parser's dump changed?)")
+        }
         var options: [String: Bool] = [:]
         for a in dump.command.arguments ?? [] where a.kind == "option" || a.kind == "flag" {
             for n in a.names ?? [] where n.kind == "long" && n.name != "help" && n.name != "version" {
@@ -40,6 +42,7 @@ enum Fstab {
     }()
 
     /// The -o option's help: the names that are not simply the long option's, and what is ignored.
+    /// (scripts/gen-cli-files.py reads the aliases from this sentence for the man page.)
     static var help: String {
         let byOption = Dictionary(grouping: aliases, by: \.option)
         let names = byOption.keys.sorted().map { option in

@@ -28,7 +28,7 @@ if args.first == "stats" {
         exit(StatsCommand.run(stats.mountpoint))
     } catch {
         if StatsCommandLine.exitCode(for: error) == .success {
-            print(S3MountCommand.helpMessage(for: StatsCommandLine.self))
+            print(StatsCommandLine.helpMessage())
             exit(0)
         }
         fputs("usage: s3mount stats MOUNTPOINT\n", stderr)

@@ -290,29 +290,13 @@ _s3mount() {
     unset 'unparsed_words[0]'
     unparsed_words=("${unparsed_words[@]}")
     case "${subcommand}" in
-    stats|help)
+    help)
         # Offer subcommand argument completions
         "_s3mount_${subcommand}"
         ;;
     *)
         # Offer subcommand completions
-        COMPREPLY+=($(compgen -W 'stats help' -- "${cur}"))
-        ;;
-    esac
-}
-
-_s3mount_stats() {
-    repeating_flags=()
-    non_repeating_flags=(--version -h --help)
-    repeating_options=()
-    non_repeating_options=()
-    __s3mount_offer_flags_options 1
-
-    # Offer positional completions
-    case "${positional_number}" in
-    1)
-        __s3mount_add_completions -d
-        return
+        COMPREPLY+=($(compgen -W 'help' -- "${cur}"))
         ;;
     esac
 }

@@ -23,8 +23,6 @@ function __s3mount_parse_tokens -S
     case 's3mount'
         __s3mount_parse_subcommand 2 'endpoint-url=' 'region=' 'force-path-style' 'profile=' 'credentials-file=' 'no-sign-request' 'prefix=' 'read-only' 'uid=' 'gid=' 'file-mode=' 'dir-mode=' 'allow-other' 'allow-root' 'metadata=' 'metadata-ttl=' 'log-file=' 'spool-dir=' 'no-upload-checksums' 'stall-timeout=' 'read-retry-time=' 'write-retry-time=' 'no-guess-content-type' 'cache=' 'max-cache-size=' 'read-part-size=' 'read-concurrency=' 'max-read-memory=' 'walk-read-ahead=' 'read-ahead=' 'metrics-address=' 'd/debug' 'f/foreground' 'o=+' 'version' 'h/help'
         switch $unparsed_tokens[1]
-        case 'stats'
-            __s3mount_parse_subcommand 1 'version' 'h/help'
         case 'help'
             __s3mount_parse_subcommand -r 1 'version'
         end
@@ -118,9 +116,5 @@ complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_option
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount"' -s 'o' -d 'the options above in fstab form: ro, allow_other, uid=1000, endpoint_url=URL, ...' -rfka '(__s3mount_custom_completion ---completion -- -o (count (__s3mount_tokens -pc)) (__s3mount_tokens -tC))'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" version' -l 'version' -d 'Show the version.'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" h help' -s 'h' -l 'help' -d 'Show help information.'
-complete -c 's3mount' -n '__s3mount_should_offer_completions_for_positional "s3mount" -eq 3' -fa 'stats' -d 'Prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches\' hits and misses.'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_positional "s3mount" -eq 3' -fa 'help' -d 'Show subcommand help information.'
-complete -c 's3mount' -n '__s3mount_should_offer_completions_for_positional "s3mount stats" -eq 1' -fa '(__s3mount_complete_directories)'
-complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount stats" version' -l 'version' -d 'Show the version.'
-complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount stats" h help' -s 'h' -l 'help' -d 'Show help information.'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount help" version' -l 'version' -d 'Show the version.'
