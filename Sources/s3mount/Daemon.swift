@@ -151,7 +151,7 @@ enum Daemon {
         let transport = CurlTransport(options: transportOptions)
         let endpoint = config.endpointURL ?? env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
         if let ep = endpoint, config.endpointURL == nil, let why = S3Client.endpointProblem(ep) {
-            report(false, "invalid endpoint URL \(CommandLine2.redacted(ep)) in the environment: \(why)")
+            report(false, "invalid endpoint URL \(OptionValues.redacted(ep)) in the environment: \(why)")
             return 1
         }
         var region = config.region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"]
@@ -278,17 +278,13 @@ enum Daemon {
 }
 
 enum StatsCommand {
-    static func run(_ args: [String]) -> Int32 {
-        guard args.count == 1 else {
-            fputs("usage: s3mount stats MOUNTPOINT\n", stderr)
-            return 2
-        }
-        guard let json = FuseBridge.readStats(mountpoint: args[0]) else {
+    static func run(_ mountpoint: String) -> Int32 {
+        guard let json = FuseBridge.readStats(mountpoint: mountpoint) else {
             let e = errno
             if e == ENOTTY || e == EINVAL || e == ENOSYS {
-                fputs("s3mount: \(args[0]) is not an s3mount mount\n", stderr)
+                fputs("s3mount: \(mountpoint) is not an s3mount mount\n", stderr)
             } else {
-                fputs("s3mount: cannot read statistics from \(args[0]): \(String(cString: strerror(e)))\n", stderr)
+                fputs("s3mount: cannot read statistics from \(mountpoint): \(String(cString: strerror(e)))\n", stderr)
             }
             return 1
         }

@@ -107,6 +107,39 @@ def test_bad_options(moto, args, phrase):
     assert_failed_cleanly(out, mp, 2, phrase)
 
 
+@pytest.mark.parametrize("opts,phrase", [
+    ("file_mode=999", "file_mode expects octal permission bits"),
+    ("uid", "option uid needs a value (uid=...)"),
+    ("endpoint_url=", "option endpoint_url needs a value"),
+    ("read_part_size=1G", "read_part_size expects a size like 512M or 5G"),
+    ("metadata=all", "--metadata expects one of index, head, none"),
+    # mount(8)'s generic options (and x-*, comment=) are ignored; the options after them still count.
+    ("rw,defaults,user,nofail,noauto,_netdev,x-systemd.automount,x-systemd.mount-timeout=30,comment=x,nosuid,nodev,"
+     "allow_other,use_path_request_style,url=ftp://x", "invalid endpoint URL ftp://x"),
+])
+def test_bad_fstab_options(opts, phrase):
+    # -o translated into the same options: its errors are the options', named as in fstab.
+    for args in (["b-bucket", "/tmp", "-o", opts], ["b-bucket", "/tmp", "-o" + opts]):
+        out = run([BIN, *args])
+        assert out.returncode == 2 and out.stderr.startswith("s3mount: ") and phrase in out.stderr, out.stderr
+
+
+def test_usage_help_and_stats_usage():
+    out = run([BIN])
+    assert out.returncode == 2 and "USAGE: s3mount" in out.stdout
+    for args in (["--help"], ["-h"], ["b-bucket", "/tmp", "--read-only", "--help"]):
+        out = run([BIN, *args])
+        assert out.returncode == 0 and "--endpoint-url <URL>" in out.stdout and "-o <OPT[,OPT...]>" in out.stdout, args
+    out = run([BIN, "stats", "--help"])
+    assert out.returncode == 0 and "USAGE: s3mount stats <mountpoint>" in out.stdout
+    out = run([BIN, "stats"])
+    assert out.returncode == 2 and "usage: s3mount stats MOUNTPOINT" in out.stderr
+    out = run([BIN, "b-bucket"])
+    assert out.returncode == 2 and "expected BUCKET[:PREFIX] and MOUNTPOINT" in out.stderr
+    out = run([BIN, "b-bucket", "/tmp", "extra"])
+    assert out.returncode == 2 and "unexpected argument extra" in out.stderr
+
+
 def test_bad_bucket_name():
     out = run([BIN, "a/b", "/tmp"])
     assert out.returncode == 2 and "invalid bucket name" in out.stderr
