@@ -228,14 +228,14 @@ enum Daemon {
             }.start()
         }
         fs.noteRootIndexListing(checked, at: checkedAt)
+        let bridge = FuseBridge(fs: fs, trace: config.debug)
         var metrics: MetricsServer? = nil
         if let addr = config.metricsAddress {
-            do { metrics = try MetricsServer(address: addr, fs: fs) } catch {
+            do { metrics = try MetricsServer(address: addr, bridge: bridge) } catch {
                 report(false, "\(error)")
                 return 1
             }
         }
-        let bridge = FuseBridge(fs: fs, trace: config.debug)
         var mo = FuseSession.MountOptions(fsname: "s3mount:\(config.bucket)")
         mo.allowOther = config.allowOther
         mo.allowRoot = config.allowRoot
@@ -249,7 +249,7 @@ enum Daemon {
             return 1
         }
         metrics?.start()
-        StatsSignal.start(fs)
+        StatsSignal.start(bridge)
         report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
         SdNotify.send("READY=1\nMAINPID=\(getpid())\nSTATUS=Mounted \(config.bucket) on \(mountpoint)")
         let rc = session.run()

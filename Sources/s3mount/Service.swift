@@ -1,5 +1,6 @@
 import Glibc
 import S3
+import FuseBridge
 import S3FSCore
 
 /// The systemd notify protocol, spoken directly: one datagram to $NOTIFY_SOCKET.
@@ -39,14 +40,14 @@ enum StatsSignal {
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
-    static func start(_ fs: Filesystem) {
+    static func start(_ bridge: FuseBridge) {
         let t = Thread {
             var set = sigset_t()
             sigemptyset(&set)
             sigaddset(&set, SIGUSR1)
             var sig: Int32 = 0
             while sigwait(&set, &sig) == 0 {
-                Log.info(fs.statsSummary())
+                Log.info(bridge.statsSummary())
             }
         }
         t.start()
@@ -56,11 +57,11 @@ enum StatsSignal {
 /// A minimal HTTP endpoint serving GET /metrics in the Prometheus text format.
 final class MetricsServer: @unchecked Sendable {
     let fd: Int32
-    let fs: Filesystem
+    let bridge: FuseBridge
 
     /// `address` is "HOST:PORT" (an IPv4 address, usually 127.0.0.1).
-    init(address: String, fs: Filesystem) throws {
-        self.fs = fs
+    init(address: String, bridge: FuseBridge) throws {
+        self.bridge = bridge
         guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
             throw MountFailure("invalid --metrics-address \(address) (expected HOST:PORT)")
         }
@@ -135,7 +136,7 @@ final class MetricsServer: @unchecked Sendable {
         let method = line[0], path = line[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
         guard method == "GET" || method == "HEAD" else { respond(c, status: "405 Method Not Allowed", body: "GET /metrics\n"); return }
         guard path == "/metrics" else { respond(c, status: "404 Not Found", body: "not found; try /metrics\n"); return }
-        respond(c, status: "200 OK", body: fs.prometheusText(), headOnly: method == "HEAD")
+        respond(c, status: "200 OK", body: bridge.prometheusText(), headOnly: method == "HEAD")
     }
 
     private static func containsEnd(_ b: [UInt8]) -> Bool {

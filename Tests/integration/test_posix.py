@@ -439,3 +439,20 @@ def test_s3mount_shows_what_s3fs_wrote_with_metadata_head(moto, s3, bucket, moun
     d2 = delta(before, m.requests())
     assert d2.get("HeadObject", 0) == 21, d2  # once per file, however often it is stat'ed
     assert m.stats()["not_found_404"] == 0
+
+
+def test_error_replies_are_counted_per_operation_and_failures_logged(moto, s3, bucket, mount):
+    """Every error the mount answers is counted by FUSE operation and errno; answers programs
+    expect (ENOTEMPTY, EPERM for a hard link) stay out of the log."""
+    m = mount(bucket)
+    os.mkdir(os.path.join(m.path, "d"))
+    open(os.path.join(m.path, "d", "f"), "w").close()
+    assert run(["rmdir", os.path.join(m.path, "d")]).returncode != 0
+    assert run(["rmdir", os.path.join(m.path, "d")]).returncode != 0
+    assert run(["ln", os.path.join(m.path, "d", "f"), os.path.join(m.path, "d", "g")]).returncode != 0
+    errors = m.stats()["fuse_errors"]
+    assert errors["rmdir"] == {"ENOTEMPTY": 2}, errors
+    assert errors["link"] == {"EPERM": 1}, errors
+    assert "ENOTEMPTY" not in m.log() and "EPERM" not in m.log()
+    pools = m.stats()["pools"]
+    assert set(pools) >= {"s3m-list", "s3m-upload", "s3m-copy", "s3m-head", "s3m-read"}, pools

@@ -89,19 +89,12 @@ extension Filesystem {
 
     /// The metadata an inode has now: an open writer's, its record's, or the defaults.
     func currentMeta(_ n: Node) -> PosixMeta {
-        if n.kind == .file, let w = state.withLock({ s in s.writers.values.first { $0.ino == n.ino } }) { return w.meta }
+        if n.kind == .file, let w = handles.writer(where: { $0.ino == n.ino }) { return w.meta }
         let e = state.withLock { $0.attrs.entry(of: n) }
         return metadata(of: n, e) ?? defaultMeta(n.kind)
     }
 
-    func register(_ w: FileWriter) -> UInt64 {
-        state.withLock { s in
-            let h = s.nextHandle
-            s.nextHandle += 1
-            s.writers[h] = w
-            return h
-        }
-    }
+    func register(_ w: FileWriter) -> UInt64 { handles.add(.write(w)) }
 
     // MARK: - files
 
@@ -162,14 +155,14 @@ extension Filesystem {
     }
 
     public func write(handle: UInt64, offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
-        guard let w = state.withLock({ $0.writers[handle] }) else { return .failure(FSError(EBADF)) }
+        guard let w = handles.writer(handle) else { return .failure(FSError(EBADF)) }
         return w.write(offset: offset, data: data)
     }
 
     /// Uploads what the handle wrote (or the empty object a new or truncated file is); close()
     /// and fsync() return only once S3 has it. `final` marks release and shutdown.
     public func flush(handle: UInt64, final: Bool = false) -> FSError? {
-        guard let w = state.withLock({ $0.writers[handle] }) else { return nil }
+        guard let w = handles.writer(handle) else { return nil }
         switch w.upload(final: final) {
         case .failure(let e): return e
         case .success(nil): return nil
@@ -187,7 +180,7 @@ extension Filesystem {
     /// fsync: the file's data, and its directory's metadata index, are in S3 when it returns.
     public func fsync(handle: UInt64) -> FSError? {
         if let e = flush(handle: handle, final: true) { return e }
-        guard let w = state.withLock({ $0.writers[handle] }) else { return nil }
+        guard let w = handles.writer(handle) else { return nil }
         let dir = state.withLock { $0.nodes[w.ino]?.parentPath } ?? splitKey(w.key).0
         meta.runCopies(where: { $0.key == w.key })
         return meta.write(dir) ? nil : FSError(EIO)
@@ -200,7 +193,7 @@ extension Filesystem {
 
     /// Size of the file as the writers see it, when one is open.
     func openWriterSize(ino: UInt64) -> Int64? {
-        state.withLock { s in s.writers.values.first { $0.ino == ino }?.size }
+        handles.writer { $0.ino == ino }?.size
     }
 
     /// Attribute changes: size (truncate), and mode, owner, group and mtime, stored in the object's
@@ -220,10 +213,7 @@ extension Filesystem {
         if let newSize = size {
             if options.readOnly { return .failure(FSError(EROFS)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
-            let open = state.withLock { s -> FileWriter? in
-                if let h = handle, let w = s.writers[h] { return w }
-                return s.writers.values.first { $0.ino == ino }
-            }
+            let open = handle.flatMap { handles.writer($0) } ?? handles.writer { $0.ino == ino }
             if let w = open {
                 if let e = w.truncate(to: newSize) { return .failure(e) }
             } else {
@@ -231,7 +221,7 @@ extension Filesystem {
                 guard case .success(let h) = openForWrite(ino: ino, flags: newSize == 0 ? O_WRONLY | O_TRUNC : O_WRONLY) else {
                     return .failure(FSError(EIO))
                 }
-                let w = state.withLock { $0.writers[h]! }
+                guard let w = handles.writer(h) else { return .failure(FSError(EIO)) }
                 if let e = w.truncate(to: newSize) { release(handle: h); return .failure(e) }
                 let err = flush(handle: h, final: true)
                 release(handle: h)
@@ -263,10 +253,7 @@ extension Filesystem {
             }
             return nil
         }
-        let writer = state.withLock { s -> FileWriter? in
-            if let h = handle, let w = s.writers[h] { return w }
-            return s.writers.values.first { $0.ino == n.ino }
-        }
+        let writer = handle.flatMap { handles.writer($0) } ?? handles.writer { $0.ino == n.ino }
         writer?.setMeta(m)
         let entry: CachedEntry
         switch resolve(dirPath: n.parentPath, name: n.name) {
@@ -413,7 +400,7 @@ extension Filesystem {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         // Files still open under this name live on until closed, and are then discarded: marked
         // first, so that no close uploads them again after the delete.
-        let (open, reading) = state.withLock { s in (s.writers.values.filter { $0.key == key }, s.fileHandles.values.contains { $0.key == key }) }
+        let (open, reading) = (handles.writers.filter { $0.key == key }, handles.isReading(key: key))
         for w in open {
             if let e = w.loadBeforeUnlink() { return e }
             w.markUnlinked()
@@ -435,304 +422,4 @@ extension Filesystem {
         return nil
     }
 
-    // MARK: - directories
-
-    /// mkdir writes a "name/" marker object so the directory survives a remount and other tools see it.
-    public func mkdir(parent: UInt64, name: [UInt8], mode: UInt32 = 0o755, caller: Caller? = nil) -> Result<Attributes, FSError> {
-        if let e = checkWritable(name) { return .failure(e) }
-        let dirPath: [UInt8]
-        switch newName(parent: parent, name: name) {
-        case .failure(let e): return .failure(e)
-        case .success(let p): dirPath = p
-        }
-        let marker = Names.dirPath(parentPath: dirPath, name: name)
-        let m = newMeta(S_IFDIR, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
-        do { _ = try store.put(marker, body: .none, metadata: headers(m)) } catch { return .failure(FSError(error)) }
-        let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
-        record(dirPath: dirPath, name: name, entry)
-        recordMeta(dirPath: dirPath, name: name, kind: .directory, etag: "", m)
-        // Nothing is known of the new directory's index but that there is none.
-        meta.noteListed(dir: marker, etag: nil, at: now())
-        // A new directory is empty: it is complete without a listing.
-        state.withLock { s in s.attrs.markEmpty(marker, at: now()) }
-        return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .directory), entry) })
-    }
-
-    /// Keys under a directory prefix, all pages (no delimiter).
-    func allKeys(under prefix: [UInt8], limit: Int? = nil) throws -> [ListedObject] {
-        var out: [ListedObject] = []
-        var token: String? = nil
-        var pageGuard = PageGuard()
-        repeat {
-            let page = try store.list(prefix: prefix, delimiter: nil, continuationToken: token, maxKeys: limit.map { min($0, 1000) } ?? 1000)
-            try pageGuard.check(page, prefix: prefix)
-            out += page.objects
-            if let l = limit, out.count >= l { break }
-            token = page.isTruncated ? page.nextContinuationToken : nil
-        } while token != nil
-        return out
-    }
-
-    public func rmdir(parent: UInt64, name: [UInt8]) -> FSError? {
-        let dirPath: [UInt8]
-        switch existing(.directory, parent: parent, name: name) {
-        case .failure(let e): return e
-        case .success(let p): dirPath = p
-        }
-        let marker = Names.dirPath(parentPath: dirPath, name: name)
-        let index = MetadataIndex.key(dir: marker)
-        do {
-            // Listed completely within the TTL: its emptiness is known. Deleting a marker that
-            // does not exist is harmless in S3 (204), so no listing is needed (rm -r). Its
-            // metadata index is not an entry: it goes with the marker.
-            let t = now()
-            let knownEmpty: Bool? = state.withLock { s in
-                guard freshListing(s, marker, at: t) != nil else { return nil }
-                return s.attrs.isEmpty(marker)
-            }
-            if knownEmpty == false { return FSError(ENOTEMPTY) }
-            var remove = [marker]
-            if knownEmpty == true {
-                if meta.mayExist(marker) { remove.append(index) }
-            } else {
-                let keys = try allKeys(under: marker, limit: 3)
-                if keys.contains(where: { $0.key != marker && $0.key != index }) { return FSError(ENOTEMPTY) }
-                remove = keys.map { $0.key }
-            }
-            // No write of its index or its marker may bring the directory back after this.
-            meta.discard(where: { $0 == marker })
-            meta.takeCopy(marker)
-            if remove.count == 1 {
-                try store.delete(remove[0])
-            } else if remove.count > 1, !(try store.deleteMany(remove)).isEmpty {
-                return FSError(EIO)
-            }
-        } catch {
-            return FSError(error)
-        }
-        record(dirPath: dirPath, name: name, nil)
-        meta.update(dir: dirPath, name: name, nil)
-        state.withLock { s in s.attrs.removeTable(marker) }
-        detachNode(parent: parent, name: name, kind: .directory)
-        return nil
-    }
-
-    /// A removed name no longer finds its inode (which lives on while the kernel holds it): the
-    /// next object of that name gets a new one.
-    func detachNode(parent: UInt64, name: [UInt8], kind: EntryKind) {
-        state.withLock { s in
-            s.nodes.detach(parent: parent, name: name, kind: kind)
-        }
-    }
-
-    // MARK: - rename
-
-    public func rename(parent: UInt64, name: [UInt8], newParent: UInt64, newName: [UInt8], flags: UInt32) -> FSError? {
-        if options.readOnly { return FSError(EROFS) }
-        if flags & Self.renameExchange != 0 { return FSError(EINVAL) }
-        if let e = checkWritable(newName) { return e }
-        let srcDir: [UInt8], dstDir: [UInt8]
-        switch (directory(parent), directory(newParent)) {
-        case (.success(let a), .success(let b)): srcDir = a; dstDir = b
-        case (.failure(let e), _), (_, .failure(let e)): return e
-        }
-        let src: CachedEntry
-        switch resolve(dirPath: srcDir, name: name) {
-        case .failure(let e): return e
-        case .success(nil): return FSError(ENOENT)
-        case .success(let e?): src = e
-        }
-        var dst: CachedEntry? = nil
-        switch resolve(dirPath: dstDir, name: newName) {
-        case .failure(let e): return e
-        case .success(let e): dst = e
-        }
-        if srcDir == dstDir && name == newName { return nil }
-        if dst != nil && flags & Self.renameNoReplace != 0 { return FSError(EEXIST) }
-        let srcKey = Names.entryKey(dirPath: srcDir, name: name)
-        let dstKey = Names.entryKey(dirPath: dstDir, name: newName)
-        if src.kind == .file {
-            if dst?.kind == .directory { return FSError(EISDIR) }
-            // Its metadata moves with it: in the copy's headers (kept, or written whole when known,
-            // since a multipart copy above 5 GiB starts with none) and in the new directory's index.
-            let rec = meta.anyRecord(dir: srcDir, name: name).flatMap { MetadataIndex.sameETag($0.etag, src.etag) ? $0 : nil }
-            // A header change still waiting goes with this copy.
-            let pending = meta.takeCopy(srcKey)
-            do {
-                let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
-                                          metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
-                try store.delete(srcKey)
-                var moved = src
-                moved.at = now()
-                if !etag.isEmpty { moved.etag = etag }
-                record(dirPath: dstDir, name: newName, moved)
-                meta.update(dir: dstDir, name: newName, rec.map { MetaRecord(etag: moved.etag, meta: $0.meta) })
-                meta.update(dir: srcDir, name: name, nil)
-            } catch {
-                if let pending { meta.deferCopy(pending) }
-                return FSError(error)
-            }
-            record(dirPath: srcDir, name: name, nil)
-            moveNodes(fromPath: srcKey, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
-            return nil
-        }
-        // A directory: copy every key under the prefix in parallel, then delete the originals.
-        if dst?.kind == .file { return FSError(ENOTDIR) }
-        let srcPrefix = srcKey + [Names.slash], dstPrefix = dstKey + [Names.slash]
-        if dstPrefix.starts(with: srcPrefix) { return FSError(EINVAL) }
-        let dirRecord = meta.anyRecord(dir: srcDir, name: name)
-        do {
-            if dst != nil, try allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
-                return FSError(ENOTEMPTY)
-            }
-            // The indexes below move with the keys: what they hold must be in S3 first.
-            meta.flush(where: { $0.starts(with: srcPrefix) })
-            let keys = try allKeys(under: srcPrefix)
-            if let failure = parallelCopy(keys, from: srcPrefix, to: dstPrefix) {
-                Log.error("rename of directory \(Names.display(srcPrefix)) stopped: \(failure); keys copied so far exist under both names, run the mv again to finish")
-                return FSError(failure.errno)
-            }
-            let failed = try store.deleteMany(keys.map { $0.key })
-            if !failed.isEmpty {
-                Log.error("rename of directory \(Names.display(srcPrefix)): \(failed.count) originals could not be deleted")
-                return FSError(EIO)
-            }
-        } catch {
-            return FSError(error)
-        }
-        meta.discard(where: { $0.starts(with: srcPrefix) || $0.starts(with: dstPrefix) })
-        meta.update(dir: dstDir, name: newName, dirRecord)
-        meta.update(dir: srcDir, name: name, nil)
-        state.withLock { s in
-            // Everything cached under the old prefix is gone; the new directory is relisted on demand.
-            s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
-            s.attrs.forgetListings(where: { $0.starts(with: dstPrefix) })
-            for k in s.negatives.keys where k.starts(with: dstPrefix) { s.negatives[k] = nil }
-        }
-        record(dirPath: srcDir, name: name, nil)
-        record(dirPath: dstDir, name: newName, CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now()))
-        moveNodes(fromPath: srcPrefix, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: true)
-        return nil
-    }
-
-    /// Copies keys in parallel (16 at a time); returns the first failure.
-    func parallelCopy(_ keys: [ListedObject], from: [UInt8], to: [UInt8]) -> S3Error? {
-        let cond = Condition()
-        var next = 0
-        var running = 0
-        var failure: S3Error? = nil
-        let workers = min(16, max(1, keys.count))
-        for _ in 0..<workers {
-            cond.broadcast { running += 1 }
-            Pools.copies.submit { [self] in
-                while true {
-                    var i = -1
-                    cond.broadcast {
-                        if failure == nil && next < keys.count { i = next; next += 1 }
-                    }
-                    if i < 0 { break }
-                    let k = keys[i]
-                    do {
-                        _ = try store.copy(from: k.key, to: to + Array(k.key[from.count...]), size: k.size, metadata: nil, sourceETag: nil)
-                    } catch {
-                        let e = error as? S3Error ?? S3Error(kind: .transport, status: 0, code: "Copy", message: "\(error)", operation: "CopyObject")
-                        cond.broadcast { if failure == nil { failure = e } }
-                    }
-                }
-                cond.broadcast { running -= 1 }
-            }
-        }
-        cond.wait(until: { running == 0 })
-        return failure
-    }
-
-    /// Keeps inode numbers across a rename: the moved node (and, for a directory, every known
-    /// node below it) now lives under the new path.
-    func moveNodes(fromPath: [UInt8], parent: UInt64, name: [UInt8], toParentPath: [UInt8], toName: [UInt8], newParent: UInt64, isDirectory: Bool) {
-        let kind: EntryKind = isDirectory ? .directory : .file
-        state.withLock { s in
-            guard let n = s.nodes.find(parent: parent, name: name, kind: kind) else { return }
-            // What the kernel knew under the new name was replaced.
-            s.nodes.detach(parent: newParent, name: toName, kind: kind)
-            s.nodes.move(n.ino, parent: newParent, parentPath: toParentPath, name: storedName(s, dir: toParentPath, name: toName))
-            guard isDirectory else { return }
-            // Nodes below keep their parents and names; their parent paths change.
-            let newPrefix = Names.dirPath(parentPath: toParentPath, name: toName)
-            s.nodes.updateAll { c in
-                if c.parentPath.starts(with: fromPath) { c.parentPath = newPrefix + Array(c.parentPath[fromPath.count...]) }
-            }
-        }
-        for w in state.withLock({ Array($0.writers.values) }) where w.key.starts(with: fromPath) || w.key == fromPath {
-            let rest = w.key == fromPath ? [] : Array(w.key[fromPath.count...])
-            w.rename(to: (isDirectory ? Names.dirPath(parentPath: toParentPath, name: toName) : Names.entryKey(dirPath: toParentPath, name: toName)) + rest)
-        }
-    }
-
-    // MARK: - shutdown
-
-    /// Says in the log where files an earlier run could not upload wait (`s3mount-unsaved-*`) and
-    /// spool files a run that ended abruptly left (`s3mount-spool-*`).
-    public func reportLeftovers() {
-        guard let d = Glibc.opendir(options.spoolDir) else { return }
-        defer { closedir(d) }
-        var unsaved = 0, spool = 0
-        while let e = Glibc.readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name.hasPrefix("s3mount-unsaved-") { unsaved += 1 } else if name.hasPrefix("s3mount-spool-"), !Self.inUse(options.spoolDir + "/" + name) { spool += 1 }
-        }
-        if unsaved > 0 {
-            Log.warning("\(unsaved) file(s) an earlier run could not upload are kept in \(options.spoolDir) as s3mount-unsaved-*: copy back what you need, then delete them")
-        }
-        if spool > 0 {
-            Log.warning("\(spool) spool file(s) from a run that ended abruptly are in \(options.spoolDir) as s3mount-spool-* (they may hold data that was never uploaded)")
-        }
-    }
-
-    /// A spool file a running mount holds (locked): not a leftover.
-    static func inUse(_ path: String) -> Bool {
-        let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { return false }
-        defer { Glibc.close(f) }
-        return flock(f, LOCK_EX | LOCK_NB) != 0
-    }
-
-    /// Uploads what open files still hold (the kernel will never send their release after an
-    /// unmount). Bounded by `timeout` seconds; logs what it does.
-    public func shutdown(timeout: Double) {
-        defer {
-            // Metadata changes still waiting for their directory's index to be written.
-            if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
-            reads.cache?.flush()
-        }
-        // Files the kernel never released (umount -l, SIGTERM) whose data is already in S3: their
-        // spool files go now, not left behind in the spool directory.
-        let clean = state.withLock { s -> [FileWriter] in
-            let c = s.writers.filter { !$0.value.isDirty }
-            for h in c.keys { s.writers[h] = nil }
-            return Array(c.values)
-        }
-        for w in clean { w.close() }
-        let dirty = state.withLock { s in s.writers.filter { $0.value.isDirty } }
-        guard !dirty.isEmpty else { return }
-        Log.info("unmount: uploading \(dirty.count) file(s) still open for writing (up to \(Int(timeout)) s)")
-        let cond = Condition()
-        var left = dirty.count
-        for (h, w) in dirty {
-            let t = Thread { [self] in
-                if let e = flush(handle: h, final: true) { Log.error("unmount: \(Names.display(w.key)) not uploaded: \(e)") }
-                w.close()
-                cond.broadcast { left -= 1 }
-            }
-            t.start()
-        }
-        if !cond.wait(timeout: timeout, until: { left == 0 }) {
-            Log.error("unmount: gave up waiting for \(left) upload(s) after \(Int(timeout)) s; their spool files are kept in \(options.spoolDir)")
-        }
-    }
-}
-
-/// What the core asks the bridge to tell the kernel.
-public enum Invalidation: Sendable {
-    case inode(UInt64)
-    case entry(parent: UInt64, name: [UInt8])
 }

@@ -1,0 +1,110 @@
+import CCurlShim
+import Glibc
+import S3
+
+/// Files opened for reading: open, read and release, handed to the read part (Read/); reads of a
+/// file open for writing come from its spool.
+extension Filesystem {
+    // MARK: - files
+
+    public func open(ino: UInt64, flags: Int32) -> Result<UInt64, FSError> {
+        if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
+            return openForWrite(ino: ino, flags: flags)
+        }
+        let t = now()
+        enum Step { case ready(CachedEntry, Node), revalidate(Node) }
+        let step: Result<Step, FSError> = state.withLock { s in
+            guard let n = s.nodes[ino] else { return .failure(FSError(ENOENT)) }
+            guard n.kind == .file else { return .failure(FSError(EISDIR)) }
+            if let e = s.attrs.entry(of: n), e.kind == .file, fresh(e.at, t) { return .success(.ready(e, n)) }
+            return .success(.revalidate(n))
+        }
+        var entry: CachedEntry
+        var node: Node
+        switch step {
+        case .failure(let e): return .failure(e)
+        case .success(.ready(let e, let n)): entry = e; node = n
+        case .success(.revalidate(let n)):
+            // Attributes older than the TTL: re-list the name (never a HeadObject) so a changed
+            // object is seen at open.
+            switch fetchEntry(dirPath: n.parentPath, name: n.name) {
+            case .failure(let e): return .failure(e)
+            case .success(let e?) where e.kind == .file: entry = e; node = n
+            case .success: return .failure(FSError(ENOENT))
+            }
+        }
+        // Only a streamed file has a window to size from the kernel's read-ahead (asked then, not at
+        // every open): a small one is fetched whole.
+        let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead
+        // A walk through the directory may have fetched this file already.
+        let mode = walkPrefetch.mode(dir: node.parentPath, name: node.name)
+        let prefetched = entry.size <= options.walkReadAheadMaxSize || mode == .head
+            ? walkPrefetch.opened(dir: node.parentPath, name: node.name, key: node.entryKey, etag: entry.etag, size: entry.size) : nil
+        let reader = FileReader(shared: reads, key: node.entryKey, size: entry.size, etag: entry.etag, readAhead: options.readAhead,
+                                kernelReadAhead: kernelReadAhead, prefetched: prefetched,
+                                headFirst: mode == .head && entry.size > WalkPrefetch.headSize ? WalkPrefetch.headSize : nil)
+        reader.ino = ino
+        return .success(handles.add(.read(reader)))
+    }
+
+    /// Reads into buffers handed to `reply` (valid only during the call): no copy of the data in
+    /// between for the streaming path. Returns the error instead when there is one.
+    public func read(handle: UInt64, offset: Int64, size: Int, interrupted: (() -> Bool)? = nil, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
+        if let w = handles.writer(handle) {
+            switch w.read(offset: offset, length: size) {
+            case .success(let d): d.withUnsafeBytes { reply([$0]) }; return nil
+            case .failure(let e): return e
+            }
+        }
+        guard let r = handles.reader(handle) else { return FSError(EBADF) }
+        let e = r.read(offset: offset, length: size, interrupted: interrupted, reply: reply)
+        if let e, e.errno == ESTALE {
+            // The object changed since it was listed: forget what we knew so the next open sees it anew.
+            state.withLock { s in s.attrs[r.key] = nil }
+        }
+        // Bytes served that turned out wrong (a checksum checked at the end): the kernel must not
+        // keep them (keep_cache) for the next open.
+        if e != nil && r.servedBadBytes { invalidator?(.inode(r.ino)) }
+        return e
+    }
+
+    /// The kernel interrupted a read of `handle`: reads waiting for its stream answer EINTR.
+    public func interruptReads(handle: UInt64) {
+        handles.reader(handle)?.interrupts.interrupt()
+    }
+
+    /// The same read, into one array.
+    public func read(handle: UInt64, offset: Int64, size: Int) -> Result<[UInt8], FSError> {
+        var out = [UInt8]()
+        if let e = read(handle: handle, offset: offset, size: size, reply: { parts in
+            for p in parts { out.append(contentsOf: p) }
+        }) { return .failure(e) }
+        return .success(out)
+    }
+
+    public func release(handle: UInt64) {
+        if let w = handles.writer(handle) {
+            if let e = flush(handle: handle, final: true) {
+                Log.error("release of \(Names.display(w.key)): upload failed (\(e)); nobody is left to tell")
+            }
+            _ = handles.remove(handle)
+            w.close()
+            return
+        }
+        guard case .read(let r)? = handles.remove(handle) else { return }
+        let (dir, name) = AttrCache.split(r.key)
+        walkPrefetch.closed(dir: dir, name: name, size: r.size, readTo: r.readTo)
+        r.close()
+        // The last reader of a file unlinked while open: now its object goes.
+        let last = state.withLock { s -> Bool in
+            guard s.deferredDeletes.contains(r.key), !handles.isReading(key: r.key) else { return false }
+            s.deferredDeletes.remove(r.key)
+            return true
+        }
+        if last {
+            do { try store.delete(r.key) } catch { Log.error("deleting \(Names.display(r.key)) after its last close: \(error)") }
+        }
+    }
+
+    public func statfs() -> StatfsInfo { StatfsInfo() }
+}
