@@ -100,6 +100,7 @@ final class FileReader: @unchecked Sendable {
         return state.withLock { s -> FSError? in
             if s.closed { return FSError(EBADF) }
             if s.badBytes { return FSError(EIO) }
+            if let t = troubleAt.withLock({ $0 }), monotonicSeconds() - t < Self.troubleMemory { return FSError(EIO) }
             if interrupted?() == true { return FSError(EINTR) }
             interrupts.running(interrupted)
             defer { interrupts.running(nil) }
@@ -276,6 +277,7 @@ final class FileReader: @unchecked Sendable {
                     }
                     Log.error("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes twice; failing the read")
                     s.stream = nil
+                    troubleAt.withLock { $0 = monotonicSeconds() }
                     return FSError(EIO)
                 }
                 return nil
@@ -337,9 +339,16 @@ final class FileReader: @unchecked Sendable {
         for attempt in 0..<2 {
             var out = [UInt8]()
             out.reserveCapacity(Int(range.count))
-            let info = try shared.store.get(key, range: range, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in
-                out.append(contentsOf: b)
-                return out.count <= range.count
+            let info: ObjectInfo
+            do {
+                info = try shared.store.get(key, range: range, from: nil, ifMatch: etag.isEmpty ? nil : etag) { b in
+                    out.append(contentsOf: b)
+                    return out.count <= range.count
+                }
+            } catch let e as S3Error where attempt == 0 && e.isRetryable {
+                // Broken off after some bytes had come (the client retries only before the first).
+                Log.warning("\(Names.display(key)): \(e); reading it again")
+                continue
             }
             if out.count != range.count {
                 Self.shortReads.withLock { $0 += 1 }
@@ -377,8 +386,16 @@ final class FileReader: @unchecked Sendable {
         if (error as? S3Error)?.kind == .preconditionFailed {
             Log.warning("\(Names.display(key)) changed since it was opened (ETag differs)")
         }
+        // The store failed this read after its whole retry budget: the kernel's other reads of
+        // this open (read-ahead, then the page it retries) fail at once instead of each paying
+        // the budget again (a body stalling midway cost minutes). A new open tries again.
+        if let e = error as? S3Error, e.isRetryable || e.code == "ShortBody" { troubleAt.withLock { $0 = monotonicSeconds() } }
         return FSError(error)
     }
+
+    /// When a read of this open last failed for the store's trouble (see `failure`).
+    private let troubleAt = Locked<Double?>(nil)
+    static let troubleMemory: Double = 30
 
     /// Calls `reply` with buffers pointing into the chunks that cover [from, to), followed by the
     /// parts' pieces, then counts those bytes as read and drops what is no longer wanted.
