@@ -425,6 +425,7 @@ def test_s3mount_shows_what_s3fs_wrote_with_metadata_head(moto, s3, bucket, moun
     m = mount(bucket, "--metadata", "head")
     mp = os.path.join(m.path, "from-s3fs")
     before = m.requests()
+    pos = moto.log_position()
     names = os.listdir(mp)
     assert sorted(names) == sorted([f"f{i:02d}" for i in range(20)] + ["link"])
     assert delta(before, m.requests()).get("HeadObject", 0) == 0, "listing names sends no HeadObject"
@@ -436,8 +437,10 @@ def test_s3mount_shows_what_s3fs_wrote_with_metadata_head(moto, s3, bucket, moun
     st = os.stat(os.path.join(mp, "f03"))
     assert (st.st_uid, st.st_gid) == (1234, 5678)
     assert os.readlink(os.path.join(mp, "link")) == "f01" and "link -> f01" in out.stdout
-    d2 = delta(before, m.requests())
-    assert d2.get("HeadObject", 0) == 21, d2  # once per file, however often it is stat'ed
+    # Once per file, however often it is stat'ed: counted where they arrive (in the chaos run, the
+    # mount also counts its attempts that a fault cut off before an answer).
+    heads = [r for r in moto.requests_since(pos, bucket) if r[0] == "HeadObject"]
+    assert len(heads) == 21, heads
     assert m.stats()["not_found_404"] == 0
 
 
