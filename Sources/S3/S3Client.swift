@@ -55,6 +55,9 @@ public struct S3Config: Sendable {
     /// (uploads, copies, prefetch) leaves to interactive requests (`RequestGate`).
     public var maxRequests = 64
     public var interactiveReserve = 16
+    /// A GET of a whole object asks for its checksum (`x-amz-checksum-mode`), which the reader
+    /// checks (`--no-verify-reads` turns both off).
+    public var verifyReads = true
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 100) {
         self.bucket = bucket
@@ -379,7 +382,7 @@ public final class S3Client: Sendable {
     /// a GET of the whole object that asks for its checksum, so the reader can verify it.
     @discardableResult
     public func getObject(_ key: [UInt8], from offset: Int64, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
-        var h: [(String, String)] = offset == 0 ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
+        var h: [(String, String)] = offset == 0 && config.verifyReads ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
         if let e = ifMatch { h.append(("If-Match", e)) }
         let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
         return Self.objectInfo(resp.headers)

@@ -48,6 +48,8 @@ public struct FSOptions: Sendable {
     /// `walkReadAheadMaxSize` bytes) are fetched ahead; 0 turns it off.
     public var walkReadAhead = 8
     public var walkReadAheadMaxSize: Int64 = 1 << 20
+    /// Streams of whole objects check the CRC-32 S3 sends with them (`--no-verify-reads`: not).
+    public var verifyReads = true
     /// Where modes, owners, mtimes and symlinks live (docs/SEMANTICS.md, "POSIX metadata").
     public var metadata: MetadataMode = .index
     /// Seconds a metadata change may wait before its directory's index is written back.

@@ -137,6 +137,10 @@ struct S3MountCommand: ParsableCommand {
             completion: .list([]))
     var writeRetryTime: String?
 
+    @Flag(name: .customLong("no-verify-reads"),
+          help: "do not check the CRC-32 S3 keeps for an object against the bytes a whole-object read receives (default: checked when S3 has one; costs about 1 ns of CPU per byte read)")
+    var noVerifyReads = false
+
     @Flag(name: .customLong("no-guess-content-type"),
           help: "upload everything as application/octet-stream (default: the type of the extension, from /etc/mime.types or a built-in table, as s3fs and rclone do)")
     var noGuessContentType = false

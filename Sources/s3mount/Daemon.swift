@@ -170,6 +170,7 @@ enum Daemon {
         var s3Config = S3Config(bucket: config.bucket, endpoint: endpoint, region: region, forcePathStyle: config.forcePathStyle)
         s3Config.uploadChecksums = config.uploadChecksums
         s3Config.guessContentType = config.guessContentType
+        s3Config.verifyReads = config.verifyReads
         s3Config.readRetrySeconds = config.readRetryTime
         s3Config.writeRetrySeconds = config.writeRetryTime
         let client = S3Client(config: s3Config,
@@ -207,6 +208,7 @@ enum Daemon {
         fsOptions.readConcurrency = config.readConcurrency
         fsOptions.maxReadMemory = config.maxReadMemory
         fsOptions.walkReadAhead = config.walkReadAhead
+        fsOptions.verifyReads = config.verifyReads
         var cache: DataCache? = nil
         if let dir = config.cacheDir {
             do {

@@ -16,6 +16,8 @@ struct MountConfig {
     var uploadChecksums = true
     /// Uploads get a Content-Type from their extension (`--no-guess-content-type` turns it off).
     var guessContentType = true
+    /// Whole-object reads are checked against S3's CRC-32 (`--no-verify-reads` turns it off).
+    var verifyReads = true
     /// Seconds a request may go below 1 KiB/s (or wait for its first byte) before it is retried.
     var stallTimeout = 10
     /// Seconds of retries (with backoff) a read, and an upload, may spend before failing.
@@ -76,6 +78,7 @@ extension S3MountCommand {
         c.noSignRequest = noSignRequest
         c.uploadChecksums = !noUploadChecksums
         c.guessContentType = !noGuessContentType
+        c.verifyReads = !noVerifyReads
         if let v = stallTimeout { c.stallTimeout = Int(try V.seconds(name("stall-timeout"), v, max: 3600)) }
         if let v = readRetryTime { c.readRetryTime = try V.seconds(name("read-retry-time"), v, max: 3600) }
         if let v = writeRetryTime { c.writeRetryTime = try V.seconds(name("write-retry-time"), v, max: 86400) }

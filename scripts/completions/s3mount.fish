@@ -21,7 +21,7 @@ function __s3mount_parse_tokens -S
     set -l unparsed_tokens (__s3mount_tokens -pc)
     switch $unparsed_tokens[1]
     case 's3mount'
-        __s3mount_parse_subcommand 2 'endpoint-url=' 'region=' 'force-path-style' 'profile=' 'credentials-file=' 'no-sign-request' 'prefix=' 'read-only' 'uid=' 'gid=' 'file-mode=' 'dir-mode=' 'allow-other' 'allow-root' 'metadata=' 'metadata-ttl=' 'log-file=' 'spool-dir=' 'no-upload-checksums' 'stall-timeout=' 'read-retry-time=' 'write-retry-time=' 'no-guess-content-type' 'cache=' 'max-cache-size=' 'read-part-size=' 'read-concurrency=' 'max-read-memory=' 'walk-read-ahead=' 'read-ahead=' 'metrics-address=' 'd/debug' 'f/foreground' 'o=+' 'version' 'h/help'
+        __s3mount_parse_subcommand 2 'endpoint-url=' 'region=' 'force-path-style' 'profile=' 'credentials-file=' 'no-sign-request' 'prefix=' 'read-only' 'uid=' 'gid=' 'file-mode=' 'dir-mode=' 'allow-other' 'allow-root' 'metadata=' 'metadata-ttl=' 'log-file=' 'spool-dir=' 'no-upload-checksums' 'stall-timeout=' 'read-retry-time=' 'write-retry-time=' 'no-verify-reads' 'no-guess-content-type' 'cache=' 'max-cache-size=' 'read-part-size=' 'read-concurrency=' 'max-read-memory=' 'walk-read-ahead=' 'read-ahead=' 'metrics-address=' 'd/debug' 'f/foreground' 'o=+' 'version' 'h/help'
         switch $unparsed_tokens[1]
         case 'help'
             __s3mount_parse_subcommand -r 1 'version'
@@ -102,6 +102,7 @@ complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_option
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" stall-timeout' -l 'stall-timeout' -d 'a request slower than 1 KiB/s, or without an answer, for this long is retried on a new connection (default 10; 1 to 3600)' -rfka ''
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" read-retry-time' -l 'read-retry-time' -d 'how long retries with backoff may go on before a read or listing fails with EIO (default 20; 1 to 3600)' -rfka ''
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" write-retry-time' -l 'write-retry-time' -d 'how long retries with backoff may go on before an upload, copy or delete fails with EIO (default 60; 1 to 86400)' -rfka ''
+complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" no-verify-reads' -l 'no-verify-reads' -d 'do not check the CRC-32 S3 keeps for an object against the bytes a whole-object read receives (default: checked when S3 has one; costs about 1 ns of CPU per byte read)'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" no-guess-content-type' -l 'no-guess-content-type' -d 'upload everything as application/octet-stream (default: the type of the extension, from /etc/mime.types or a built-in table, as s3fs and rclone do)'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" cache' -l 'cache' -d 'keep file data read once on local disk, validated by the listing\'s ETag and kept across mounts; created (0700) if missing' -rfa '(__s3mount_complete_directories)'
 complete -c 's3mount' -n '__s3mount_should_offer_completions_for_flags_or_options "s3mount" max-cache-size' -l 'max-cache-size' -d 'bound of --cache, such as 512M or 20G; least recently used objects are evicted (default 5G)' -rfka ''

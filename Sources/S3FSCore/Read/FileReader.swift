@@ -327,7 +327,7 @@ final class FileReader: @unchecked Sendable {
 
     /// A streaming GET from `offset` to the object's end.
     private func newStream(from offset: Int64) -> ObjectStream {
-        ObjectStream(store: store, key: key, from: offset, etag: etag, limit: readAhead)
+        ObjectStream(store: store, key: key, from: offset, etag: etag, limit: readAhead, verify: shared.verify)
     }
 
     /// One ranged GET of `range`, guarded by the ETag the file was opened with. An answer of the

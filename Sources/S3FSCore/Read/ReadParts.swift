@@ -12,6 +12,8 @@ final class ReadShared: @unchecked Sendable {
     /// A stream slower than this (bytes/s, measured while it was not waiting for the reader) means
     /// one connection is capped below what the machine can take: parallel parts pay.
     let parallelBelow: Double
+    /// A stream of a whole object checks the CRC-32 S3 keeps for it (`--no-verify-reads`: not).
+    let verify: Bool
     let pool: WorkerPool
     let memory: MemoryBudget
     let cache: DataCache?
@@ -26,6 +28,7 @@ final class ReadShared: @unchecked Sendable {
         partSize = max(1 << 20, options.readPartSize)
         concurrency = max(1, options.readConcurrency)
         parallelBelow = options.parallelBelowBytesPerSecond
+        verify = options.verifyReads
         pool = WorkerPool(name: "s3m-read", maxThreads: max(4, options.readThreads), bulk: true)
         memory = MemoryBudget(limit: options.maxReadMemory)
         self.cache = cache
