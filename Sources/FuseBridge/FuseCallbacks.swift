@@ -76,7 +76,7 @@ extension FuseBridge {
         }
     }
 
-    static func readdirCommon(_ req: fuse_req_t?, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
+    static func readdirCommon(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
         let b = bridge(req)
         var buf = [CChar](repeating: 0, count: size)
         var used = 0
@@ -112,18 +112,18 @@ extension FuseBridge {
             }
         }
         if let err, used == 0 {
-            b.replyError(req, plus ? "readdirplus" : "readdir", 0, err)
+            b.replyError(req, plus ? "readdirplus" : "readdir", ino, err)
             return
         }
         buf.withUnsafeBufferPointer { _ = fuse_reply_buf(req, $0.baseAddress, used) }
     }
 
-    static let readdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
-        readdirCommon(req, size, off, fi, plus: false)
+    static let readdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, size, off, fi in
+        readdirCommon(req, ino, size, off, fi, plus: false)
     }
 
-    static let readdirplusCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, size, off, fi in
-        readdirCommon(req, size, off, fi, plus: true)
+    static let readdirplusCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, size, off, fi in
+        readdirCommon(req, ino, size, off, fi, plus: true)
     }
 
     static let releasedirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
