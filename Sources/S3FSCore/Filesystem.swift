@@ -215,7 +215,46 @@ public final class Filesystem: @unchecked Sendable {
 
     /// A file open for writing through this mount is what the mount says it is, whatever the TTL
     /// (it may not be in S3 yet: `--metadata-ttl 0` must not make a file just created vanish).
-    func openForWriting(_ s: State, _ key: [UInt8]) -> Bool { handles.isWriting(key: key) }
+    func openForWriting(_ s: State, _ key: [UInt8]) -> Bool { writing(s, key) != nil }
+
+    /// The writer of a file open for writing under `key` (not unlinked since). `s`: the metadata
+    /// lock is held (the handle table is taken after it).
+    func writing(_ s: State, _ key: [UInt8]) -> FileWriter? {
+        handles.writer { $0.key == key && !$0.state.withLock { $0.unlinked } }
+    }
+
+    /// What a file being written is: its entry (one made up when S3 has none yet) with its writer's size.
+    func writingEntry(_ e: CachedEntry?, _ w: FileWriter, at t: Double) -> CachedEntry {
+        var e = e ?? CachedEntry(kind: .file, size: 0, mtime: Double(time(nil)), etag: "", at: t)
+        e.size = w.size
+        return e
+    }
+
+    /// Whether a file is being written somewhere under directory prefix `dir` (it is not empty).
+    func writingUnder(_ s: State, _ dir: [UInt8]) -> Bool {
+        handles.writer { $0.key.starts(with: dir) && !$0.state.withLock { $0.unlinked } } != nil
+    }
+
+    /// The files being written in directory `dir`, and its subdirectories that hold one: a listing
+    /// shows them whether S3 has them yet or not.
+    func writingEntries(_ s: State, in dir: [UInt8]) -> [([UInt8], CachedEntry)] {
+        let writers = handles.writers
+        if writers.isEmpty { return [] }
+        var out: [[UInt8]: CachedEntry] = [:]
+        for w in writers {
+            let key = w.key
+            guard key.count > dir.count, key.starts(with: dir), !w.state.withLock({ $0.unlinked }) else { continue }
+            let rest = key[dir.count...]
+            if let slash = rest.firstIndex(of: Names.slash) {
+                let name = Array(rest[..<slash])
+                out[name] = s.attrs[dir: dir, name: name].flatMap { $0.kind == .directory ? $0 : nil }
+                    ?? CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: now())
+            } else if s.attrs[key]?.kind != .directory && out[Array(rest)]?.kind != .directory {
+                out[Array(rest)] = writingEntry(s.attrs[key], w, at: now())
+            }
+        }
+        return out.map { ($0.key, $0.value) }
+    }
 
     /// Objects unlinked through the mount that stay in S3 until their last reader closes: listings
     /// must not bring their names back.

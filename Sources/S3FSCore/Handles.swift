@@ -57,6 +57,7 @@ final class HandleTable: @unchecked Sendable {
     var readers: [FileReader] { state.withLock { $0.open.values.compactMap { if case .read(let r) = $0 { return r } else { return nil } } } }
 
     func writer(where match: (FileWriter) -> Bool) -> FileWriter? { state.withLock { $0.writers.values.first(where: match) } }
+    var hasWriters: Bool { state.withLock { !$0.writers.isEmpty } }
     func isWriting(key: [UInt8]) -> Bool { state.withLock { s in !s.writers.isEmpty && s.writers.values.contains { $0.key == key } } }
     func isReading(key: [UInt8]) -> Bool { readers.contains { $0.key == key } }
 

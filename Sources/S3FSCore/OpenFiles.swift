@@ -59,8 +59,15 @@ extension Filesystem {
         guard let r = handles.reader(handle) else { return FSError(EBADF) }
         let e = r.read(offset: offset, length: size, interrupted: interrupted, reply: reply)
         if let e, e.errno == ESTALE {
-            // The object changed since it was listed: forget what we knew so the next open sees it anew.
-            state.withLock { s in s.attrs[r.key] = nil }
+            // The object changed since it was listed: forget what we knew (if the cache still says
+            // so) so the next open sees it anew; the directory is then no longer known complete,
+            // or its name would seem gone.
+            state.withLock { s in
+                guard let c = s.attrs[r.key], c.kind == .file, MetadataIndex.sameETag(c.etag, r.etag) else { return }
+                s.attrs[r.key] = nil
+                let dir = AttrCache.split(r.key).0
+                s.attrs.forgetListings(where: { $0 == dir })
+            }
         }
         // Bytes served that turned out wrong (a checksum checked at the end): the kernel must not
         // keep them (keep_cache) for the next open.
@@ -87,7 +94,11 @@ extension Filesystem {
             if let e = flush(handle: handle, final: true) {
                 Log.error("release of \(Names.display(w.key)): upload failed (\(e)); nobody is left to tell")
             }
-            _ = handles.remove(handle)
+            // (It no longer makes what listings show.)
+            state.withLock { s in
+                _ = handles.remove(handle)
+                detachListings(&s, above: w.key)
+            }
             w.close()
             return
         }

@@ -174,6 +174,10 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         try beforeUploadPart?(partNumber)
         let d = Self.read(body)
         lock.lock(); defer { lock.unlock() }
+        // Like S3: a part for an upload completed or aborted meanwhile (a stale part still in flight).
+        guard uploads[upload.id] != nil else {
+            throw S3Error(kind: .notFound, status: 404, code: "NoSuchUpload", message: "", operation: "UploadPart")
+        }
         uploads[upload.id]![partNumber] = d
         return CompletedPart(partNumber: partNumber, etag: "\"p\(partNumber)\"", checksumCRC32: upload.checksummed ? CRC32.base64(CRC32.of(.bytes(d))!) : nil)
     }

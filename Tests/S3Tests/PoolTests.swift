@@ -25,7 +25,7 @@ final class PoolTests: XCTestCase {
         let gate = RequestGate(limit: 4, reserved: 2)
         let bulk = WorkerPool(name: "t-bulk", maxThreads: 4, bulk: true)
         let cond = Condition()
-        var holding = 0
+        var holding = 0, finished = 0
         var release = false
         for _ in 0..<4 {
             bulk.submit {
@@ -33,7 +33,7 @@ final class PoolTests: XCTestCase {
                 cond.broadcast { holding += 1 }
                 cond.wait(until: { release })
                 gate.release()
-                cond.broadcast { holding -= 1 }
+                cond.broadcast { holding -= 1; finished += 1 }
             }
         }
         // Two bulk requests get slots; the other two wait for them.
@@ -48,7 +48,8 @@ final class PoolTests: XCTestCase {
         XCTAssertEqual(gate.load.inFlight, 5)
         gate.release(); gate.release(); gate.release()
         cond.broadcast { release = true }
-        XCTAssertTrue(cond.wait(timeout: 5, until: { holding == 0 && gate.load.inFlight == 0 }))
+        XCTAssertTrue(cond.wait(timeout: 5, until: { finished == 4 }))
+        XCTAssertEqual(gate.load.inFlight, 0)
         XCTAssertGreaterThanOrEqual(gate.load.waits, 2, "the bulk requests past the bulk share waited")
     }
 }

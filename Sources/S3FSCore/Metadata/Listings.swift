@@ -47,8 +47,16 @@ extension Filesystem {
             guard var dh = handles.dir(handle) else { return (nil, false) }
             if let j = dh.job { return ((dh, j), false) }
             var start = false
-            if let l = freshListing(s, dh.dirPath, at: t), let entries = s.attrs.completeEntries(dh.dirPath) {
+            if let l = freshListing(s, dh.dirPath, at: t), var entries = s.attrs.completeEntries(dh.dirPath) {
                 s.counters.listingHits += 1
+                // With the files being written (and directories they make), whether S3 has them yet or not.
+                let writing = writingEntries(s, in: dh.dirPath)
+                if !writing.isEmpty {
+                    let at = Dictionary(entries.enumerated().map { ($0.element.0, $0.offset) }, uniquingKeysWith: { a, _ in a })
+                    for (name, e) in writing {
+                        if let i = at[name] { if e.kind == .directory { entries[i].1 = e } } else { entries.append((name, e)) }
+                    }
+                }
                 dh.job = ListingJob(dirPath: dh.dirPath, completed: entries)
                 s.attrs.noteKernelRead(dh.dirPath, listedAt: l)
             } else if let running = s.listings[dh.dirPath],
@@ -83,7 +91,9 @@ extension Filesystem {
     /// entries to readers as each page arrives.
     func runListing(_ job: ListingJob) {
         let started = now()
-        job.cond.broadcast { job.startedAt = started }
+        // Files being written (and directories they make) first: what S3 lists does not replace them.
+        let writing = state.withLock { writingEntries($0, in: job.dirPath) }
+        job.cond.broadcast { job.startedAt = started; job.append(writing) }
         var token: String? = nil
         var startAfter: [UInt8]? = nil
         var previous: [UInt8]? = nil
@@ -100,11 +110,8 @@ extension Filesystem {
                 pages += 1
                 let complete = !flat.isTruncated
                 let last = flat.objects.last?.key ?? []
-                let direct = primeSubtree(root: job.dirPath, flat.objects, pageStart: nil, lastKey: last, complete: complete, at: started).direct
-                job.cond.broadcast {
-                    job.append(direct)
-                    job.lastKey = complete ? ListingJob.pastEverything : last
-                }
+                let direct = primeSubtree(root: job.dirPath, flat.objects, pageStart: nil, lastKey: last, complete: complete, at: started, job: job).direct
+                job.cond.broadcast { job.add(direct, through: complete ? ListingJob.pastEverything : last) }
                 if complete {
                     finishListing(job, started: started)
                     return
@@ -118,15 +125,14 @@ extension Filesystem {
                 try pageGuard.check(page, prefix: job.dirPath)
                 pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started, listPrefix: job.dirPath, after: token == nil ? startAfter : previous)
-                prime(dirPath: job.dirPath, entries, at: started)
+                prime(dirPath: job.dirPath, entries, at: started, job: job)
                 let last = page.lastListed
                 previous = last
                 token = page.isTruncated ? page.nextContinuationToken : nil
                 // Past the last page, nothing sorts after: every name has been passed.
                 var stop = false
                 job.cond.broadcast {
-                    job.append(entries)
-                    job.lastKey = token == nil ? ListingJob.pastEverything : last
+                    job.add(entries, through: token == nil ? ListingJob.pastEverything : last)
                     if let m = job.maxPages, pages >= m, token != nil { stop = true }
                 }
                 if stop {
@@ -147,13 +153,17 @@ extension Filesystem {
     }
 
     func finishListing(_ job: ListingJob, started: Double) {
+        let writing = state.withLock { writingEntries($0, in: job.dirPath) }
         let count = job.cond.locked { () -> Int in
+            job.append(writing) // the names S3 does not list yet
             job.indexByName = [:] // only needed while pages arrive
             return job.entries.count
         }
         state.withLock { s in
-            markComplete(&s, dirPath: job.dirPath, at: started)
-            if job.readByKernel { s.attrs.noteKernelRead(job.dirPath, listedAt: started) }
+            if !job.changedSince {
+                markComplete(&s, dirPath: job.dirPath, at: started)
+                if job.readByKernel { s.attrs.noteKernelRead(job.dirPath, listedAt: started) }
+            }
             if s.listings[job.dirPath] === job { s.listings[job.dirPath] = nil }
         }
         job.cond.broadcast { job.done = true }
@@ -202,7 +212,7 @@ extension Filesystem {
             let last = page.objects.last?.key ?? []
             let complete = !page.isTruncated
             carry = primeSubtree(root: parent, page.objects, pageStart: token == nil ? justBefore : pageStart, lastKey: last, complete: complete,
-                                 at: at, carry: carry, markRoot: false).carry
+                                 at: at, carry: carry, markRoot: false, job: job).carry
             pageStart = last
             token = page.isTruncated ? page.nextContinuationToken : nil
             if carry[dir] != nil {
@@ -233,7 +243,7 @@ extension Filesystem {
     /// page's, so a directory spread over pages is marked complete with all its names.
     /// `markRoot: false` leaves marking `root` to the caller (which holds all of its pages).
     func primeSubtree(root: [UInt8], _ objects: [ListedObject], pageStart: [UInt8]?, lastKey: [UInt8], complete: Bool, at t: Double,
-                      carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:], markRoot: Bool = true)
+                      carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:], markRoot: Bool = true, job: ListingJob? = nil)
         -> (direct: [([UInt8], CachedEntry)], carry: [[UInt8]: [([UInt8], CachedEntry)]]) {
         var entries: [[UInt8]: [([UInt8], CachedEntry)]] = [root: []]
         var index: [[UInt8]: [[UInt8]: Int]] = [root: [:]]
@@ -259,7 +269,9 @@ extension Filesystem {
         let hidden = unlinkedKeys()
         for o in objects {
             guard o.key.count > root.count, o.key.starts(with: root) else { continue } // root's own marker
-            if !hidden.isEmpty && hidden.contains(o.key) { continue }
+            // Unlinked while open for reading: not an entry, but its directories are there (as a
+            // delimiter listing shows their prefixes) until its object goes at the last close.
+            let isHidden = !hidden.isEmpty && hidden.contains(o.key)
             var parent = root
             var rest = o.key[root.count...]
             while true {
@@ -276,7 +288,7 @@ extension Filesystem {
                     let comp = Array(rest)
                     if MetadataIndex.isIndex(name: comp) { indexes[parent] = o.etag; break }
                     if let why = Names.invalidReason(comp) { skip(o.key, why); break }
-                    add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t))
+                    if !isHidden { add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t)) }
                     break
                 }
             }
@@ -292,6 +304,7 @@ extension Filesystem {
             }
         }
         state.withLock { s in
+            if job?.changedSince == true { return }
             for dir in order {
                 storeEntries(&s, dirPath: dir, entries[dir]!, at: t, logShadowed: false)
                 let passed = dir != root && !lastKey.starts(with: dir)
@@ -356,7 +369,11 @@ extension Filesystem {
                 // Its type is not known before its headers are read: no inode yet (the kernel looks
                 // it up when a program stats it, and that lookup reads them).
             } else if plus {
-                attr = state.withLock { s in attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e) }
+                attr = state.withLock { s in
+                    var e = e
+                    if e.kind == .file && handles.hasWriters, let w = writing(s, dirPath + name) { e.size = w.size } // being written
+                    return attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e)
+                }
                 symlink = attr?.isSymlink ?? false
             } else if e.kind == .file && options.metadata != .none {
                 symlink = name.withUnsafeBytes { meta.record(dir: dirPath, name: $0, etag: e.etag, isDirectory: false)?.isSymlink ?? false }
@@ -400,6 +417,10 @@ final class ListingJob: @unchecked Sendable {
     /// Read through readdir (guarded by the filesystem's lock): what it lists ends up in the
     /// kernel's cache of the directory.
     var readByKernel = false
+    /// Something changed through the mount in its directory (or below) since it began (guarded by
+    /// the filesystem's lock): it still answers the readdirs that joined it, but no longer primes
+    /// the caches, which it would take back to what it saw before the change.
+    var changedSince = false
 
     init(dirPath: [UInt8], maxPages: Int? = nil) {
         self.dirPath = dirPath
@@ -411,6 +432,28 @@ final class ListingJob: @unchecked Sendable {
         self.entries = completed
         self.done = true
         self.lastKey = ListingJob.pastEverything
+    }
+
+    /// Files whose name may still turn out to be a directory: listed up to "x", and "x/…" not passed
+    /// yet (S3 sorts "x-1", "x.txt" between them). Handed out with the next page, so that no
+    /// readdir shows a file the directory of the same name hides a page later.
+    var held: [([UInt8], CachedEntry)] = []
+
+    /// Adds a page's entries and where the listing has got (`last`); guarded by `cond`.
+    func add(_ page: [([UInt8], CachedEntry)], through last: [UInt8]) {
+        // A directory replaces a file of the same name in place (a page lists its files before
+        // its prefixes), before deciding what is settled.
+        var all: [([UInt8], CachedEntry)] = []
+        var at: [[UInt8]: Int] = [:]
+        for (name, e) in held + page {
+            if let i = at[name] { if e.kind == .directory { all[i].1 = e }; continue }
+            at[name] = all.count
+            all.append((name, e))
+        }
+        let cut = all.firstIndex { $0.1.kind == .file && last.lexicographicallyPrecedes(dirPath + $0.0 + [Names.slash]) } ?? all.count
+        append(Array(all[..<cut]))
+        held = Array(all[cut...])
+        lastKey = last
     }
 
     /// Adds a page's entries, once per name; a directory replaces a file of the same name.

@@ -10,7 +10,13 @@ extension Filesystem {
     /// What the caches say of `key` (a name in `dirPath`) at time `t`: the entry, known missing
     /// (`.some(nil)`: a complete listing or a negative entry), or nothing (`nil`: ask S3).
     func cachedAnswer(_ s: State, dirPath: [UInt8], key: [UInt8], at t: Double) -> CachedEntry?? {
-        if let e = s.attrs[key], fresh(e.at, t) || (e.kind == .file && openForWriting(s, key)) { return .some(e) }
+        let e = s.attrs[key]
+        if e?.kind != .directory, let w = writing(s, key) { return .some(writingEntry(e, w, at: t)) }
+        if let e, fresh(e.at, t) { return .some(e) }
+        // A directory that holds a file being written exists, whatever S3 lists yet.
+        if handles.hasWriters && writingUnder(s, key + [Names.slash]) {
+            return .some(e?.kind == .directory ? e : CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t))
+        }
         if freshListing(s, dirPath, at: t) != nil { return .some(nil) }
         if let at = s.negatives[key], fresh(at, t) { return .some(nil) }
         return nil
@@ -85,6 +91,7 @@ extension Filesystem {
                 })
                 if passed && job.error == nil {
                     let answer: Attributes?? = state.withLock { s in
+                        if job.changedSince { return nil } // it no longer primes: ask again
                         if let e = s.attrs[key], e.at >= job.startedAt {
                             s.counters.attrHits += 1
                             return .some(attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: e.kind), e))
@@ -194,8 +201,9 @@ extension Filesystem {
 
     /// Puts listed entries in the attribute cache under their entry keys. A directory beats a file
     /// of the same name learned at the same time (key that is both a file and a prefix).
-    func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double) {
+    func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, job: ListingJob? = nil) {
         state.withLock { s in
+            if job?.changedSince == true { return }
             storeEntries(&s, dirPath: dirPath, entries, at: t, logShadowed: true)
         }
     }
@@ -278,6 +286,9 @@ extension Filesystem {
         let step: Step? = state.withLock { s in
             guard let n = s.nodes[ino] else { return nil }
             if n.ino == Self.rootIno { return .done(attributes(n, nil)) }
+            // A file whose name was removed or given to another file since (unlink, a rename over
+            // it) is not what that name is now: its open handles answer (see getattr).
+            if n.kind == .file && s.nodes.find(parent: n.parent, name: n.name, kind: .file)?.ino != ino { return nil }
             let e = s.attrs.entry(of: n)
             if let e, e.kind == n.kind, fresh(e.at, t) || (n.kind == .file && openForWriting(s, n.entryKey)) {
                 s.counters.attrHits += 1

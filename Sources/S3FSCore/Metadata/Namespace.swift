@@ -59,7 +59,7 @@ extension Filesystem {
                 guard freshListing(s, marker, at: t) != nil else { return nil }
                 return s.attrs.isEmpty(marker)
             }
-            if knownEmpty == false { return FSError(ENOTEMPTY) }
+            if knownEmpty == false || state.withLock({ writingUnder($0, marker) }) { return FSError(ENOTEMPTY) }
             var remove = [marker]
             if knownEmpty == true {
                 if meta.mayExist(marker) { remove.append(index) }
@@ -127,13 +127,27 @@ extension Filesystem {
             let rec = meta.anyRecord(dir: srcDir, name: name).flatMap { MetadataIndex.sameETag($0.etag, src.etag) ? $0 : nil }
             // A header change still waiting goes with this copy.
             let pending = meta.takeCopy(srcKey)
+            // A file open for writing under the name replaced lives on detached, as after an unlink:
+            // loaded now if it meant to modify its object, and never uploaded.
+            let replaced = handles.writers.filter { $0.key == dstKey }
+            for w in replaced { if let e = w.loadBeforeUnlink() { if let pending { meta.deferCopy(pending) }; return e } }
             do {
-                let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
-                                          metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
-                try store.delete(srcKey)
                 var moved = src
                 moved.at = now()
-                if !etag.isEmpty { moved.etag = etag }
+                do {
+                    let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
+                                              metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
+                    try store.delete(srcKey)
+                    if !etag.isEmpty { moved.etag = etag }
+                } catch let notFound as S3Error where [.noSuchKey, .notFound].contains(notFound.kind) && state.withLock({ writing($0, srcKey) != nil }) {
+                    // Created and not closed yet, so not in S3: its writer uploads it under the new
+                    // name when closed (replacing what that name held). One still to download its
+                    // object must have it first (gone from S3 meanwhile: the rename fails).
+                    if let w = state.withLock({ writing($0, srcKey) }) {
+                        if let loadError = w.loadBeforeUnlink() { throw loadError }
+                        w.markPendingEmpty()
+                    }
+                }
                 record(dirPath: dstDir, name: newName, moved)
                 meta.update(dir: dstDir, name: newName, rec.map { MetaRecord(etag: moved.etag, meta: $0.meta) })
                 meta.update(dir: srcDir, name: name, nil)
@@ -141,6 +155,7 @@ extension Filesystem {
                 if let pending { meta.deferCopy(pending) }
                 return FSError(error)
             }
+            for w in replaced { w.markUnlinked() }
             record(dirPath: srcDir, name: name, nil)
             moveNodes(fromPath: srcKey, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
             return nil
@@ -151,7 +166,8 @@ extension Filesystem {
         if dstPrefix.starts(with: srcPrefix) { return FSError(EINVAL) }
         let dirRecord = meta.anyRecord(dir: srcDir, name: name)
         do {
-            if dst != nil, try allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
+            if dst != nil, try state.withLock({ writingUnder($0, dstPrefix) })
+                || allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
                 return FSError(ENOTEMPTY)
             }
             // The indexes below move with the keys: what they hold must be in S3 first.
@@ -176,6 +192,7 @@ extension Filesystem {
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.
             s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
             s.attrs.forgetListings(where: { $0.starts(with: dstPrefix) })
+            for k in Array(s.listings.keys) where k.starts(with: srcPrefix) || k.starts(with: dstPrefix) { s.listings.removeValue(forKey: k)?.changedSince = true }
             for k in s.negatives.keys where k.starts(with: dstPrefix) { s.negatives[k] = nil }
         }
         record(dirPath: srcDir, name: name, nil)

@@ -15,12 +15,24 @@ extension Filesystem {
         state.withLock { s in
             // A walk's unfinished sweep over this directory would bring back what it saw before the change.
             for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
+            // Nor may a readdir that begins after it join a listing begun before it (one a lookup started).
+            detachListings(&s, above: key)
             // In a directory listed completely, the name is now listed (or no longer).
             s.attrs[dir: dirPath, name: name] = entry
             // Written anew through the mount: an unlinked reader's deferred delete must not take it.
-            if entry != nil && !s.deferredDeletes.isEmpty { s.deferredDeletes.remove(key) }
+            // (A directory of that name is another key: the file's object still goes.)
+            if entry?.kind == .file && !s.deferredDeletes.isEmpty { s.deferredDeletes.remove(key) }
             s.negatives[key] = entry == nil ? now() : nil
         }
+    }
+
+    /// Listings under way of the directories above `key` (a change there may make or remove
+    /// implicit directories too): readdirs that begin after a change start their own, and what
+    /// those listings saw before it no longer reaches the caches.
+    func detachListings(_ s: inout State, above key: [UInt8]) {
+        if s.listings.isEmpty { return }
+        for i in key.indices.reversed() where key[i] == Names.slash { s.listings.removeValue(forKey: Array(key[...i]))?.changedSince = true }
+        s.listings.removeValue(forKey: rootPath)?.changedSince = true
     }
 
     /// What `name` in `dirPath` is, from the caches or one listing; no lookup reference taken.
