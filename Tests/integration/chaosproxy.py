@@ -81,12 +81,7 @@ class ChaosProxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
+                resp, data = self.upstream(body)
                 out_headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("content-length", "transfer-encoding", "connection")]
                 if self.command == "HEAD":
                     # A HEAD's Content-Length is the object's size, and it has no body.
@@ -129,15 +124,20 @@ class ChaosProxy:
                         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
 
-            def reset_after_upstream(self, body):
-                """The store serves the request; the client gets half the body (or nothing, for a
-                body-less answer) and then a connection reset: as when a server dies mid-answer."""
+            def upstream(self, body):
+                """The request as the store answers it: (response, whole body)."""
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                return resp, data
+
+            def reset_after_upstream(self, body):
+                """The store serves the request; the client gets half the body (or nothing, for a
+                body-less answer) and then a connection reset: as when a server dies mid-answer."""
+                resp, data = self.upstream(body)
                 if data and self.command != "HEAD":
                     self.send_response(resp.status)
                     for k, v in resp.getheaders():

@@ -109,11 +109,7 @@ class Moto:
         return served
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         self.logf.close()
 
 
@@ -156,6 +152,14 @@ def alive(pid):
         return False
 
 
+def stop_process(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def chaos_faults(records, since=0.0):
     out = []
     for path in records:
@@ -193,11 +197,7 @@ class ChaosProcess:
         return chaos_faults([self.record])
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def mounted(path):
