@@ -45,6 +45,8 @@ final class FileReader: @unchecked Sendable {
         /// The bytes did not match the object's checksum: every later read of this open fails
         /// too (a failed kernel read-ahead is not the caller's error; the read after it must be).
         var badBytes = false
+        /// When a stream of this open last broke (see `pull`).
+        var lastStreamFailure: Double? = nil
         /// End of the furthest read the program asked for (what it wanted, not what was fetched).
         var requested: Int64 = 0
         var windowStart: Int64 { chunks.first?.start ?? (stream != nil ? streamPos : parts?.firstStart ?? streamPos) }
@@ -186,7 +188,10 @@ final class FileReader: @unchecked Sendable {
                 case .success(nil):
                     // Bytes the window let go already (read once, now asked again): on their own.
                     return fetchAndReply(offset..<end, reply)
-                case .failure(let e): return e
+                case .failure(let e):
+                    // A part that failed its resumes: the store's trouble, as in `failure`.
+                    if e.errno != EINTR { troubleAt.withLock { $0 = monotonicSeconds() } }
+                    return e
                 }
             }
             s.lastEnd = max(s.lastEnd, end)
@@ -285,7 +290,13 @@ final class FileReader: @unchecked Sendable {
                 // The kernel interrupted a read of this file (Ctrl-C, kill): the stream stays.
                 return FSError(EINTR)
             case .failed(let e):
-                if !retried && e.isRetryable {
+                // A broken stream goes on from where it stopped; broken again within a minute, the
+                // store is in trouble and the read fails (a server that stalls every answer
+                // midway would otherwise be followed half the rest at a time, a stall each).
+                let t = monotonicSeconds()
+                let recent = s.lastStreamFailure.map { t - $0 < Self.streamFailureWindow } ?? false
+                s.lastStreamFailure = t
+                if !retried && !recent && e.isRetryable {
                     retried = true
                     Log.info("resuming read of \(Names.display(key)) at \(s.streamPos) after: \(e)")
                     s.stream = newStream(from: s.streamPos)
@@ -396,6 +407,7 @@ final class FileReader: @unchecked Sendable {
     /// When a read of this open last failed for the store's trouble (see `failure`).
     private let troubleAt = Locked<Double?>(nil)
     static let troubleMemory: Double = 30
+    static let streamFailureWindow: Double = 60
 
     /// Calls `reply` with buffers pointing into the chunks that cover [from, to), followed by the
     /// parts' pieces, then counts those bytes as read and drops what is no longer wanted.
