@@ -29,11 +29,15 @@ import sys
 
 root, slowdown, reset = sys.argv[1:]
 faults = collections.Counter()
-for path in glob.glob(f"{root}/**/*-chaos.jsonl", recursive=True):
+# pytest's "...current" links name the same folders again: each file once.
+def files(pattern):
+    return sorted({os.path.realpath(p) for p in glob.glob(f"{root}/**/{pattern}", recursive=True)})
+
+for path in files("*-chaos.jsonl"):
     for line in open(path):
         r = json.loads(line)
         faults[("503 SlowDown" if r["kind"] == "slowdown" else "reset", r["op"])] += 1
-logs = [p for p in glob.glob(f"{root}/**/s3m-*.log", recursive=True)]
+logs = files("s3m-*.log")
 unsaved = {}
 for p in logs:
     n = open(p, errors="replace").read().count("could not be uploaded")
