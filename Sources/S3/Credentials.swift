@@ -145,19 +145,6 @@ public enum AWSConfigFile {
         return sections
     }
 
-    public static func read(_ path: String) -> String? {
-        guard let fp = fopen(path, "r") else { return nil }
-        defer { fclose(fp) }
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, fp)
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     public static func home() -> String { String(cString: getenv("HOME") ?? strdup("/root")) }
 
     public static func credentialsPath(_ env: [String: String]) -> String {
@@ -171,13 +158,13 @@ public enum AWSConfigFile {
     /// credentials file's "[x]" on top.
     public static func profile(_ name: String, env: [String: String]) -> [String: String]? {
         var merged: [String: String]? = nil
-        if let text = read(configPath(env)) {
+        if let text = readTextFile(configPath(env)) {
             let s = parse(text)
             if let p = s[name == "default" ? "default" : "profile \(name)"] ?? (name == "default" ? s["profile default"] : nil) {
                 merged = p
             }
         }
-        if let text = read(credentialsPath(env)), let p = parse(text)[name] {
+        if let text = readTextFile(credentialsPath(env)), let p = parse(text)[name] {
             merged = (merged ?? [:]).merging(p) { _, b in b }
         }
         return merged
@@ -221,7 +208,7 @@ public struct WebIdentityCredentialsSource: CredentialsSource {
     }
 
     public func fetch() throws -> Credentials {
-        guard let token = AWSConfigFile.read(tokenFile) else {
+        guard let token = readTextFile(tokenFile) else {
             throw CredentialsError.fetchFailed("cannot read web identity token file \(tokenFile)")
         }
         let q: [(String, String)] = [("Action", "AssumeRoleWithWebIdentity"), ("Version", "2011-06-15"),
@@ -352,7 +339,7 @@ public enum CredentialsChain {
         }
         if let full = env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] ?? env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"].map({ "http://169.254.170.2" + $0 }) {
             var auth = env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
-            if let f = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"], let t = AWSConfigFile.read(f) { auth = t.trimmingCharacters(in: " \t\r\n") }
+            if let f = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"], let t = readTextFile(f) { auth = t.trimmingCharacters(in: " \t\r\n") }
             return try ready(ContainerCredentialsSource(url: full, authorization: auth, transport: transport))
         }
         if env["AWS_EC2_METADATA_DISABLED"]?.lowercased() != "true" {

@@ -45,7 +45,8 @@ extension Filesystem {
         let r = reads.counters.withLock { $0 }
         (s.streamReaders, s.parallelReaders, s.partsFetched, s.partBytes, s.partRetries) = (r.streamReaders, r.parallelReaders, r.partsFetched, r.partBytes, r.partRetries)
         s.readMemoryBytes = reads.memory.inUse
-        s.readThreads = reads.pool.load.threads
+        let readPool = reads.pool.load
+        s.readThreads = readPool.threads
         (s.walkPrefetched, s.walkUsed, s.walkUnused) = (walkPrefetch.prefetched, walkPrefetch.used, walkPrefetch.unused)
         s.recentPrefixHits = reads.recent.hits
         if let dc = reads.cache {
@@ -57,7 +58,7 @@ extension Filesystem {
         s.verificationFailures = FileReader.verificationFailures.withLock { $0 }
         s.heapBytes = Int(s3m_heap_in_use())
         (s.openReaders, s.openWriters, s.openDirectories) = handles.counts
-        s.pools = Pools.load + [("s3m-read", s.readThreads, reads.pool.load.queued)]
+        s.pools = Pools.load + [("s3m-read", readPool.threads, readPool.queued)]
         if let gate = (store as? S3Client)?.gate {
             (s.requestsInFlight, s.bulkWaits) = gate.load
         }

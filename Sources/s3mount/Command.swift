@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import S3
 import S3FSCore
 
 // The command line, declared once. `--help`, the parse errors, the shell completions
@@ -223,7 +224,7 @@ enum AWSProfiles {
         let home = env["HOME"] ?? ""
         var names = Set<String>()
         for path in [env["AWS_SHARED_CREDENTIALS_FILE"] ?? home + "/.aws/credentials", env["AWS_CONFIG_FILE"] ?? home + "/.aws/config"] {
-            guard let text = readText(path) else { continue }
+            guard let text = readTextFile(path) else { continue }
             for line in text.split(separator: "\n") {
                 let t = line.stripping(" \t\r")
                 guard t.hasPrefix("["), let end = t.firstIndex(of: "]") else { continue }
@@ -235,18 +236,6 @@ enum AWSProfiles {
         return names.sorted()
     }
 
-    private static func readText(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var bytes = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 }
 
 extension StringProtocol {

@@ -209,16 +209,18 @@ enum Daemon {
         fsOptions.maxReadMemory = config.maxReadMemory
         fsOptions.walkReadAhead = config.walkReadAhead
         fsOptions.verifyReads = config.verifyReads
+        // What tells this mount's objects apart from another store's or bucket's in shared
+        // folders (the data cache, the record of multipart uploads).
+        let storeName = "\(endpoint ?? "aws")/\(config.bucket)"
         var cache: DataCache? = nil
         if let dir = config.cacheDir {
             do {
-                cache = try DataCache(root: dir, maxBytes: config.maxCacheSize, namespace: "\(endpoint ?? "aws")/\(config.bucket)")
+                cache = try DataCache(root: dir, maxBytes: config.maxCacheSize, namespace: storeName)
             } catch {
                 report(false, "cache directory \(dir): \(error)")
                 return 1
             }
         }
-        let storeName = "\(endpoint ?? "aws")/\(config.bucket)"
         let journal = config.readOnly ? nil : UploadJournal(spoolDir: fsOptions.spoolDir, store: storeName)
         let fs = Filesystem(store: client, options: fsOptions, cache: cache, journal: journal)
         fs.reportLeftovers()

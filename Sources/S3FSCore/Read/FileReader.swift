@@ -190,7 +190,7 @@ final class FileReader: @unchecked Sendable {
                     return fetchAndReply(offset..<end, reply)
                 case .failure(let e):
                     // A part that failed its resumes: the store's trouble, as in `failure`.
-                    if e.errno != EINTR { troubleAt.withLock { $0 = monotonicSeconds() } }
+                    if e.errno != EINTR { noteTrouble() }
                     return e
                 }
             }
@@ -282,7 +282,7 @@ final class FileReader: @unchecked Sendable {
                     }
                     Log.error("\(Names.display(key)): the answer ended at \(s.streamPos) of \(size) bytes twice; failing the read")
                     s.stream = nil
-                    troubleAt.withLock { $0 = monotonicSeconds() }
+                    noteTrouble()
                     return FSError(EIO)
                 }
                 return nil
@@ -379,17 +379,9 @@ final class FileReader: @unchecked Sendable {
 
     /// The MD5 an ETag stands for: a single-part upload's ETag (32 hex digits, no "-N" suffix).
     static func md5OfETag(_ etag: String) -> [UInt8]? {
-        let hex = Array(etag.utf8.filter { $0 != 0x22 })
-        guard hex.count == 32 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(16)
-        var i = 0
-        while i < 32 {
-            guard let v = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-            out.append(v)
-            i += 2
-        }
-        return out
+        let hex = etag.filter { $0 != "\"" }
+        guard hex.utf8.count == 32 else { return nil }
+        return bytesOfHex(hex)
     }
 
     /// The errno for a failed GET; an object replaced since it was listed (If-Match failed) is logged.
@@ -400,12 +392,13 @@ final class FileReader: @unchecked Sendable {
         // The store failed this read after its whole retry budget: the kernel's other reads of
         // this open (read-ahead, then the page it retries) fail at once instead of each paying
         // the budget again (a body stalling midway cost minutes). A new open tries again.
-        if let e = error as? S3Error, e.isRetryable || e.code == "ShortBody" { troubleAt.withLock { $0 = monotonicSeconds() } }
+        if let e = error as? S3Error, e.isRetryable || e.code == "ShortBody" { noteTrouble() }
         return FSError(error)
     }
 
     /// When a read of this open last failed for the store's trouble (see `failure`).
     private let troubleAt = Locked<Double?>(nil)
+    private func noteTrouble() { troubleAt.withLock { $0 = monotonicSeconds() } }
     static let troubleMemory: Double = 30
     static let streamFailureWindow: Double = 60
 

@@ -46,7 +46,7 @@ public final class UploadJournal: @unchecked Sendable {
     public func close() {
         fd.withLock { f in
             guard f >= 0 else { return }
-            if Self.unfinished(in: Self.read(path)).isEmpty { unlink(path) }
+            if Self.unfinished(in: readTextFile(path) ?? "").isEmpty { unlink(path) }
             Glibc.close(f)
             f = -1
         }
@@ -83,7 +83,7 @@ public final class UploadJournal: @unchecked Sendable {
             // Locked: its process still runs (another mount); its uploads are its own.
             guard flock(f, LOCK_EX | LOCK_NB) == 0 else { continue }
             var kept = ""
-            for u in Self.unfinished(in: Self.read(j)) {
+            for u in Self.unfinished(in: readTextFile(j) ?? "") {
                 guard u.store == store, let key = Self.decode(u.key) else {
                     kept += "+ \(u.store) \(u.key) \(u.uploadId)\n"
                     continue
@@ -108,31 +108,6 @@ public final class UploadJournal: @unchecked Sendable {
         return aborted
     }
 
-    private static func read(_ path: String) -> String {
-        guard let f = fopen(path, "r") else { return "" }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     static func encode(_ b: [UInt8]) -> String { b.isEmpty ? "-" : hexString(b) }
-    static func decode(_ s: String) -> [UInt8]? {
-        if s == "-" { return [] }
-        guard s.utf8.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var i = s.utf8.startIndex
-        while i < s.utf8.endIndex {
-            let j = s.utf8.index(i, offsetBy: 2)
-            guard let v = UInt8(String(s[i..<j]), radix: 16) else { return nil }
-            out.append(v)
-            i = j
-        }
-        return out
-    }
+    static func decode(_ s: String) -> [UInt8]? { s == "-" ? [] : bytesOfHex(s) }
 }

@@ -1,0 +1,31 @@
+import Glibc
+
+/// The whole text of a (small) file: a credentials or config file, a token, a journal; nil when
+/// it cannot be opened.
+public func readTextFile(_ path: String) -> String? {
+    guard let fp = fopen(path, "r") else { return nil }
+    defer { fclose(fp) }
+    var out = [UInt8]()
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&buf, 1, buf.count, fp)
+        if n <= 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// The bytes that hex digits (either case) stand for; nil for an odd count or a non-digit.
+public func bytesOfHex<S: StringProtocol>(_ hex: S) -> [UInt8]? {
+    let digits = Array(hex.utf8)
+    guard digits.count % 2 == 0 else { return nil }
+    var out = [UInt8]()
+    out.reserveCapacity(digits.count / 2)
+    var i = 0
+    while i < digits.count {
+        guard let v = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+        out.append(v)
+        i += 2
+    }
+    return out
+}
