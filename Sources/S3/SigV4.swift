@@ -29,6 +29,15 @@ public enum URIEncoding {
 
     /// Decodes %XX escapes into raw bytes (S3's `encoding-type=url` output). `+` is a literal plus.
     public static func decode(_ string: String) -> [UInt8] {
+        decode(string, plusIsSpace: false, strict: false)!
+    }
+
+    /// Decodes a form-encoded value (S3 event keys: `+` is a space); nil for a broken escape.
+    public static func decodeForm(_ string: String) -> [UInt8]? {
+        decode(string, plusIsSpace: true, strict: true)
+    }
+
+    static func decode(_ string: String, plusIsSpace: Bool, strict: Bool) -> [UInt8]? {
         let src = Array(string.utf8)
         var out = [UInt8]()
         out.reserveCapacity(src.count)
@@ -45,8 +54,10 @@ public enum URIEncoding {
             if src[i] == 0x25, i + 2 < src.count, let h = val(src[i + 1]), let l = val(src[i + 2]) {
                 out.append(h << 4 | l)
                 i += 3
+            } else if src[i] == 0x25 && strict {
+                return nil
             } else {
-                out.append(src[i])
+                out.append(plusIsSpace && src[i] == 0x2B ? 0x20 : src[i])
                 i += 1
             }
         }

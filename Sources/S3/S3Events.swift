@@ -1,0 +1,99 @@
+import Foundation
+
+/// One S3 event record, as S3 sends it to SQS (directly or through SNS): which object changed,
+/// how, and when.
+public struct ObjectEvent: Sendable, Equatable {
+    public enum Change: Sendable, Equatable {
+        /// Put, Post, Copy, CompleteMultipartUpload, a restore or replication: the object now is
+        /// this size with this ETag.
+        case created(size: Int64, etag: String)
+        /// Deleted, or hidden by a delete marker, or expired.
+        case removed
+    }
+
+    public var bucket: String
+    /// The key, decoded (S3 sends it form-URL-encoded: "+" for a space).
+    public var key: [UInt8]
+    public var change: Change
+    /// e.g. "ObjectCreated:Put".
+    public var name: String
+    /// When S3 finished the request (epoch seconds).
+    public var time: Double
+    /// S3's per-key order (hex); moto sends none.
+    public var sequencer: String?
+
+    public init(bucket: String, key: [UInt8], change: Change, name: String, time: Double, sequencer: String? = nil) {
+        self.bucket = bucket
+        self.key = key
+        self.change = change
+        self.name = name
+        self.time = time
+        self.sequencer = sequencer
+    }
+
+    /// An ETag as S3's listings and headers give it (quoted); events send it bare.
+    public static func quotedETag(_ e: String) -> String {
+        if e.isEmpty || e.hasPrefix("\"") { return e }
+        return "\"" + e + "\""
+    }
+
+    /// Whether `a` comes after `b` in S3's order of events for one key: sequencers are hex
+    /// numbers of any length (compared as numbers).
+    public static func sequencer(_ a: String, isAfter b: String) -> Bool {
+        func digits(_ s: String) -> Substring {
+            let t = s.drop { $0 == "0" }
+            return Substring(t.uppercased())
+        }
+        let x = digits(a), y = digits(b)
+        if x.count != y.count { return x.count > y.count }
+        return x > y
+    }
+}
+
+/// What one queue message holds.
+public enum EventMessage: Sendable, Equatable {
+    case events([ObjectEvent])
+    /// S3's "s3:TestEvent", sent when a notification configuration is saved.
+    case test
+    /// Not an S3 event (or not readable as one): logged and deleted.
+    case malformed(String)
+}
+
+public enum S3EventParser {
+    /// Reads a message body: S3's `{"Records": [...]}`, or the same inside an SNS envelope (a
+    /// subscription without raw message delivery).
+    public static func parse(_ body: String) -> EventMessage {
+        guard let data = body.data(using: .utf8),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            return .malformed("not a JSON object")
+        }
+        if json["Type"] as? String == "Notification", let inner = json["Message"] as? String {
+            return parse(inner)
+        }
+        if json["Event"] as? String == "s3:TestEvent" { return .test }
+        guard let records = json["Records"] as? [[String: Any]] else { return .malformed("no \"Records\"") }
+        var out: [ObjectEvent] = []
+        for r in records {
+            guard let name = r["eventName"] as? String else { return .malformed("a record without \"eventName\"") }
+            guard let s3 = r["s3"] as? [String: Any], let object = s3["object"] as? [String: Any],
+                  let rawKey = object["key"] as? String else { return .malformed("a record without \"s3.object.key\"") }
+            guard let key = URIEncoding.decodeForm(rawKey) else { return .malformed("an undecodable key \"\(rawKey)\"") }
+            let bucket = (s3["bucket"] as? [String: Any])?["name"] as? String ?? ""
+            guard let timeText = r["eventTime"] as? String, let time = AmzDate.parseISO8601(timeText) else {
+                return .malformed("a record without a readable \"eventTime\"")
+            }
+            let change: ObjectEvent.Change
+            if name.hasPrefix("ObjectRemoved:") || name.hasPrefix("LifecycleExpiration:") {
+                change = .removed
+            } else if name.hasPrefix("ObjectCreated:") || name.hasPrefix("ObjectRestore:Completed") || name.hasPrefix("Replication:") && name.contains("Completed") {
+                let size = (object["size"] as? NSNumber)?.int64Value ?? (object["size"] as? String).flatMap { Int64($0) }
+                guard let size, size >= 0 else { return .malformed("\(name) without the object's size") }
+                change = .created(size: size, etag: ObjectEvent.quotedETag(object["eTag"] as? String ?? ""))
+            } else {
+                continue // tagging, ACL, transitions, restores begun: nothing a listing shows changes
+            }
+            out.append(ObjectEvent(bucket: bucket, key: key, change: change, name: name, time: time, sequencer: object["sequencer"] as? String))
+        }
+        return .events(out)
+    }
+}
