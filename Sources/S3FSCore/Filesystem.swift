@@ -44,6 +44,9 @@ public final class Filesystem: @unchecked Sendable {
         var skippedKeys = Set<[UInt8]>()
         /// Keys unlinked while readers had them open: deleted at the last reader's close.
         var deferredDeletes = Set<[UInt8]>()
+        /// Directory markers ("dir/" objects) seen, and when: a directory listed completely that
+        /// becomes empty by events stays only if it has one (see `applyEvent`).
+        var markers: [[UInt8]: Double] = [:]
         var counters = CacheCounters()
     }
 
@@ -57,14 +60,25 @@ public final class Filesystem: @unchecked Sendable {
 
     /// Multipart uploads in progress, recorded so a later mount can abort what this one leaves.
     let journal: UploadJournal?
+    /// With notifications: how long caches are trusted now (long while the queue is healthy), the
+    /// changes this mount made (their events change nothing), and the newest event per key.
+    let ttl: MetadataTTL
+    let ownChanges: OwnChanges?
+    let eventOrder = Locked(EventOrder())
+    /// The notification listener, for the statistics.
+    let listener = Locked<NotificationListener?>(nil)
 
     public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil, journal: UploadJournal? = nil) {
+        let own = options.notifications ? OwnChanges() : nil
+        let store: ObjectStore = own.map { OwnChangeStore(store, own: $0) } ?? store
+        self.ownChanges = own
         self.store = store
         self.journal = journal
         self.options = options
+        self.ttl = MetadataTTL(options.metadataTTL)
         self.reads = ReadShared(store: store, options: options, cache: cache)
         self.mountTime = Double(time(nil))
-        self.meta = MetadataIndex(store: store, ttl: options.metadataTTL, debounce: options.metadataDebounce, enabled: options.metadata != .none)
+        self.meta = MetadataIndex(store: store, ttl: ttl, debounce: options.metadataDebounce, enabled: options.metadata != .none)
         meta.copier = { [unowned self] c in self.sendHeaderCopy(c) }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
@@ -115,7 +129,16 @@ public final class Filesystem: @unchecked Sendable {
     var rootPath: [UInt8] { options.prefix }
 
     @inline(__always) func now() -> Double { monotonicSeconds() }
-    @inline(__always) func fresh(_ at: Double, _ now: Double) -> Bool { now - at < options.metadataTTL }
+    @inline(__always) func fresh(_ at: Double, _ now: Double) -> Bool { now - at < ttl.seconds }
+
+    /// Notifications: while the queue answers, caches are trusted for `--metadata-ttl`; while it
+    /// does not, for at most `degradedTTL` (what a mount without notifications does).
+    public func setNotificationsHealthy(_ healthy: Bool) {
+        ttl.set(healthy ? ttl.configured : min(ttl.configured, options.degradedTTL))
+    }
+
+    /// The TTL in force now.
+    public var currentMetadataTTL: Double { ttl.seconds }
 
     func path(of n: Node) -> [UInt8] { n.ino == Self.rootIno ? rootPath : n.path }
 

@@ -24,6 +24,8 @@ public struct MountStats: Sendable {
     public var requestsInFlight = 0, bulkWaits = 0
     /// Handles open now, by kind.
     public var openReaders = 0, openWriters = 0, openDirectories = 0
+    /// S3 event notifications (`--notification-queue`), when on.
+    public var notifications: NotificationStats? = nil
 
     public struct DataCacheStats: Sendable {
         public var hits = 0, misses = 0, bytesServed: Int64 = 0, bytesWritten: Int64 = 0, bytesCached: Int64 = 0, evictions = 0, writeErrors = 0
@@ -59,9 +61,10 @@ extension Filesystem {
         s.heapBytes = Int(s3m_heap_in_use())
         (s.openReaders, s.openWriters, s.openDirectories) = handles.counts
         s.pools = Pools.load + [("s3m-read", readPool.threads, readPool.queued)]
-        if let gate = (store as? S3Client)?.gate {
+        if let gate = (((store as? OwnChangeStore)?.inner ?? store) as? S3Client)?.gate {
             (s.requestsInFlight, s.bulkWaits) = gate.load
         }
+        s.notifications = listener.withLock { $0 }?.stats
         return s
     }
 }

@@ -54,6 +54,11 @@ public struct FSOptions: Sendable {
     public var metadata: MetadataMode = .index
     /// Seconds a metadata change may wait before its directory's index is written back.
     public var metadataDebounce: Double = 1.0
+    /// S3 event notifications keep the caches current (`--notification-queue`): the mount notes
+    /// its own changes so that their events change nothing.
+    public var notifications = false
+    /// The TTL while the notification queue cannot be read.
+    public var degradedTTL: Double = 60
     public init() {}
 }
 

@@ -16,24 +16,7 @@ final class FilesystemTests: XCTestCase {
         return (Filesystem(store: store, options: o), store)
     }
 
-    /// Reads a whole directory the way the kernel does, with readdirplus.
-    func readAll(_ fs: Filesystem, _ ino: UInt64, plus: Bool = true) -> [(String, Attributes?)] {
-        let h = try! fs.opendir(ino: ino).get()
-        defer { fs.releasedir(handle: h) }
-        var out: [(String, Attributes?)] = []
-        var off: Int64 = 0
-        while true {
-            var got = 0
-            _ = fs.readdir(handle: h, offset: off, plus: plus) { e in
-                out.append((String(decoding: e.name, as: UTF8.self), e.attributes))
-                off = e.nextOffset
-                got += 1
-                return true
-            }
-            if got == 0 { break }
-        }
-        return out
-    }
+    func readAll(_ fs: Filesystem, _ ino: UInt64, plus: Bool = true) -> [(String, Attributes?)] { readDirectory(fs, ino, plus: plus) }
 
     func lookup(_ fs: Filesystem, _ parent: UInt64, _ name: String) -> Attributes? {
         try! fs.lookup(parent: parent, name: b(name)).get()

@@ -10,6 +10,8 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     /// Keys in byte order, rebuilt after a change: listing 100,000 keys page by page stays fast.
     private var sortedKeys: [[UInt8]]? = nil
     private(set) var listCalls = 0
+    /// The prefix of every listing, in order ("p (flat)" without a delimiter).
+    private(set) var listed: [String] = []
     private(set) var flatListCalls = 0
     private(set) var getCalls = 0
     /// Every GET: key, first and end offset, open-ended (a stream).
@@ -34,6 +36,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage {
         lock.lock()
         listCalls += 1
+        listed.append(String(decoding: prefix, as: UTF8.self) + (delimiter == nil ? " (flat)" : ""))
         if delimiter == nil { flatListCalls += 1 }
         let snapshot = objects
         if sortedKeys == nil { sortedKeys = objects.keys.sorted { $0.lexicographicallyPrecedes($1) } }
@@ -209,4 +212,23 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     }
     func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; userMeta[key] = nil; lock.unlock() }
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { for k in keys { try delete(k) }; return [] }
+}
+
+/// Reads a whole directory the way the kernel does, with readdirplus.
+func readDirectory(_ fs: Filesystem, _ ino: UInt64, plus: Bool = true) -> [(String, Attributes?)] {
+    let h = try! fs.opendir(ino: ino).get()
+    defer { fs.releasedir(handle: h) }
+    var out: [(String, Attributes?)] = []
+    var off: Int64 = 0
+    while true {
+        var got = 0
+        _ = fs.readdir(handle: h, offset: off, plus: plus) { e in
+            out.append((String(decoding: e.name, as: UTF8.self), e.attributes))
+            off = e.nextOffset
+            got += 1
+            return true
+        }
+        if got == 0 { break }
+    }
+    return out
 }

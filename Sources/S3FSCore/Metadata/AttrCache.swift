@@ -265,6 +265,12 @@ struct AttrCache {
 
     func listedAt(_ dir: [UInt8]) -> Double? { tables[dir]?.listedAt }
 
+    /// Whether anything is known of the directory (a listing, a lookup, a change).
+    func hasTable(_ dir: [UInt8]) -> Bool { tables[dir] != nil }
+
+    /// The kernel's copy of the directory's listing is out of date (changed by an event).
+    mutating func forgetKernelRead(_ dir: [UInt8]) { tables[dir]?.kernelHas = nil }
+
     /// Records that the kernel read the listing recorded at `listedAt`.
     mutating func noteKernelRead(_ dir: [UInt8], listedAt: Double) { tables[dir]?.kernelHas = listedAt }
 

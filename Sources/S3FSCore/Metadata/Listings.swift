@@ -175,6 +175,8 @@ extension Filesystem {
     /// are gone from S3 and leave the attribute cache.
     func markComplete(_ s: inout State, dirPath: [UInt8], at started: Double) {
         s.attrs.markComplete(dirPath, at: started)
+        // A marker this complete listing did not see is gone.
+        if let m = s.markers[dirPath], m < started { s.markers[dirPath] = nil }
         s.lookupMisses[dirPath] = nil
     }
 
@@ -267,8 +269,12 @@ extension Filesystem {
         // Metadata indexes the page listed, by directory.
         var indexes: [[UInt8]: String] = [:]
         let hidden = unlinkedKeys()
+        var markers: [[UInt8]] = []
         for o in objects {
-            guard o.key.count > root.count, o.key.starts(with: root) else { continue } // root's own marker
+            guard o.key.count > root.count, o.key.starts(with: root) else {
+                if o.key == root { markers.append(root) } // root's own marker
+                continue
+            }
             // Unlinked while open for reading: not an entry, but its directories are there (as a
             // delimiter listing shows their prefixes) until its object goes at the last close.
             let isHidden = !hidden.isEmpty && hidden.contains(o.key)
@@ -283,7 +289,7 @@ extension Filesystem {
                     if entries[dir] == nil { entries[dir] = []; index[dir] = [:]; order.append(dir) }
                     parent = dir
                     rest = rest[(slash + 1)...]
-                    if rest.isEmpty { break } // a directory marker
+                    if rest.isEmpty { markers.append(dir); break } // a directory marker
                 } else {
                     let comp = Array(rest)
                     if MetadataIndex.isIndex(name: comp) { indexes[parent] = o.etag; break }
@@ -305,6 +311,7 @@ extension Filesystem {
         }
         state.withLock { s in
             if job?.changedSince == true { return }
+            if options.notifications { for m in markers { s.markers[m] = t } }
             for dir in order {
                 storeEntries(&s, dirPath: dir, entries[dir]!, at: t, logShadowed: false)
                 let passed = dir != root && !lastKey.starts(with: dir)

@@ -165,7 +165,10 @@ extension Filesystem {
         var indexSeen = false
         let hidden = unlinkedKeys()
         for o in page.objects {
-            guard o.key.count > n, o.key.starts(with: dirPath) else { continue } // the directory's own marker
+            guard o.key.count > n, o.key.starts(with: dirPath) else {
+                if o.key == dirPath && options.notifications { state.withLock { $0.markers[dirPath] = t } } // the directory's own marker
+                continue
+            }
             if !hidden.isEmpty && hidden.contains(o.key) { continue }
             let name = Array(o.key[n...])
             if name.contains(Names.slash) { continue }

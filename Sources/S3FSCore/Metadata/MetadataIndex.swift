@@ -18,7 +18,7 @@ final class MetadataIndex: @unchecked Sendable {
     static let objectName: [UInt8] = Array(".s3mount-meta".utf8)
 
     let store: ObjectStore
-    let ttl: Double
+    let ttl: MetadataTTL
     let debounce: Double
     /// Reads and writes the index (false: `--metadata none`).
     let enabled: Bool
@@ -58,7 +58,7 @@ final class MetadataIndex: @unchecked Sendable {
     /// A store that refused conditional writes (501 NotImplemented): sent plain PUTs since.
     private let unconditional = Locked(false)
 
-    init(store: ObjectStore, ttl: Double, debounce: Double = 1.0, enabled: Bool) {
+    init(store: ObjectStore, ttl: MetadataTTL, debounce: Double = 1.0, enabled: Bool) {
         self.store = store
         self.ttl = ttl
         self.debounce = debounce
@@ -77,7 +77,7 @@ final class MetadataIndex: @unchecked Sendable {
             && (complete || !last.lexicographicallyPrecedes(key))
     }
 
-    func fresh(_ at: Double?, _ now: Double) -> Bool { at.map { now - $0 < ttl } ?? false }
+    func fresh(_ at: Double?, _ now: Double) -> Bool { at.map { now - $0 < ttl.seconds } ?? false }
 
     // MARK: - reading
 

@@ -23,7 +23,10 @@ extension Filesystem {
         // Nothing is known of the new directory's index but that there is none.
         meta.noteListed(dir: marker, etag: nil, at: now())
         // A new directory is empty: it is complete without a listing.
-        state.withLock { s in s.attrs.markEmpty(marker, at: now()) }
+        state.withLock { s in
+            s.attrs.markEmpty(marker, at: now())
+            if options.notifications { s.markers[marker] = now() }
+        }
         return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .directory), entry) })
     }
 
@@ -81,7 +84,10 @@ extension Filesystem {
         }
         record(dirPath: dirPath, name: name, nil)
         meta.update(dir: dirPath, name: name, nil)
-        state.withLock { s in s.attrs.removeTable(marker) }
+        state.withLock { s in
+            s.attrs.removeTable(marker)
+            s.markers[marker] = nil
+        }
         detachNode(parent: parent, name: name, kind: .directory)
         return nil
     }
@@ -191,6 +197,7 @@ extension Filesystem {
         state.withLock { s in
             // Everything cached under the old prefix is gone; the new directory is relisted on demand.
             s.attrs.removeTables(where: { $0.starts(with: srcPrefix) })
+            s.markers = s.markers.filter { !$0.key.starts(with: srcPrefix) }
             s.attrs.forgetListings(where: { $0.starts(with: dstPrefix) })
             for k in Array(s.listings.keys) where k.starts(with: srcPrefix) || k.starts(with: dstPrefix) { s.listings.removeValue(forKey: k)?.changedSince = true }
             for k in s.negatives.keys where k.starts(with: dstPrefix) { s.negatives[k] = nil }

@@ -1,0 +1,198 @@
+import Foundation
+import XCTest
+import S3
+@testable import S3FSCore
+
+/// A queue in memory: what the listener receives, and what it deleted.
+final class MemoryQueue: EventQueue, @unchecked Sendable {
+    private let lock = NSLock()
+    var pending: [QueueMessage] = []
+    var deleted: [String] = []
+    var failing: Error? = nil
+    func push(_ body: String) {
+        lock.lock()
+        pending.append(QueueMessage(id: "m\(pending.count + deleted.count)", body: body, receiptHandle: "h\(pending.count + deleted.count)"))
+        lock.unlock()
+    }
+    func receive(waitSeconds: Int) throws -> [QueueMessage] {
+        lock.lock(); defer { lock.unlock() }
+        if let e = failing { throw e }
+        let out = Array(pending.prefix(10))
+        pending.removeFirst(out.count)
+        return out
+    }
+    func delete(_ receiptHandles: [String]) throws -> [String] {
+        lock.lock(); deleted += receiptHandles; lock.unlock()
+        return []
+    }
+}
+
+final class NotificationTests: XCTestCase {
+    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    static func record(_ name: String, _ key: String, size: Int = 5, etag: String = "abc", time: String = "2026-12-03T10:00:00.000Z",
+                       sequencer: String? = nil, bucket: String = "bkt") -> String {
+        let seq = sequencer.map { ", \"sequencer\": \"\($0)\"" } ?? ""
+        return """
+        {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": "\(time)", "eventName": "\(name)",
+         "s3": {"bucket": {"name": "\(bucket)"}, "object": {"key": "\(key)", "size": \(size), "eTag": "\(etag)"\(seq)}}}
+        """
+    }
+
+    static func message(_ records: String...) -> String { "{\"Records\": [\(records.joined(separator: ","))]}" }
+
+    // MARK: - parsing
+
+    func testParsesRecordsKeysAndEnvelopes() {
+        let body = Self.message(Self.record("ObjectCreated:Put", "a+b%2Fc%2Bd+%C3%A9.txt", size: 7, etag: "e1", sequencer: "0055AED6DCD90281E5"),
+                                Self.record("ObjectRemoved:Delete", "x", time: "2026-12-03T10:00:01.500Z"))
+        guard case .events(let evs) = S3EventParser.parse(body) else { return XCTFail("not parsed") }
+        XCTAssertEqual(evs.count, 2)
+        XCTAssertEqual(evs[0].key, Array("a b/c+d é.txt".utf8))
+        XCTAssertEqual(evs[0].change, .created(size: 7, etag: "\"e1\""))
+        XCTAssertEqual(evs[0].sequencer, "0055AED6DCD90281E5")
+        XCTAssertEqual(evs[1].change, .removed)
+        XCTAssertEqual(evs[1].time - evs[0].time, 1.5, accuracy: 0.001)
+        // Through SNS without raw delivery: the S3 message is a string inside the envelope.
+        let escaped = String(data: try! JSONSerialization.data(withJSONObject: ["Type": "Notification", "Message": body]), encoding: .utf8)!
+        XCTAssertEqual(S3EventParser.parse(escaped), S3EventParser.parse(body))
+        XCTAssertEqual(S3EventParser.parse("{\"Service\": \"Amazon S3\", \"Event\": \"s3:TestEvent\"}"), .test)
+        // moto's form: no "Z", microseconds.
+        guard case .events(let m) = S3EventParser.parse(Self.message(Self.record("ObjectCreated:Copy", "k", time: "2026-12-03T10:00:00.250000"))) else { return XCTFail() }
+        XCTAssertEqual(m[0].time.truncatingRemainder(dividingBy: 1), 0.25, accuracy: 0.001)
+    }
+
+    func testMalformedMessagesAreNamed() {
+        for body in ["", "not json", "[1,2]", "{\"Records\": 5}", "{\"Records\": [{\"eventName\": \"ObjectCreated:Put\"}]}",
+                     Self.message(Self.record("ObjectCreated:Put", "bad%zzkey")),
+                     Self.message(Self.record("ObjectCreated:Put", "k", time: "yesterday"))] {
+            guard case .malformed = S3EventParser.parse(body) else { return XCTFail("accepted: \(body)") }
+        }
+        // Events that change nothing a listing shows are skipped, not malformed.
+        XCTAssertEqual(S3EventParser.parse(Self.message(Self.record("ObjectTagging:Put", "k"))), .events([]))
+    }
+
+    func testSequencersCompareAsHexNumbers() {
+        XCTAssertTrue(ObjectEvent.sequencer("0055AED6DCD90281E6", isAfter: "0055AED6DCD90281E5"))
+        XCTAssertFalse(ObjectEvent.sequencer("0055AED6DCD90281E5", isAfter: "0055AED6DCD90281E5"))
+        XCTAssertTrue(ObjectEvent.sequencer("100", isAfter: "0FF"))
+        XCTAssertTrue(ObjectEvent.sequencer("1000", isAfter: "FFF"))
+        XCTAssertFalse(ObjectEvent.sequencer("00ff", isAfter: "100"))
+    }
+
+    // MARK: - applying
+
+    func make(_ keys: [String], prefix: String = "") -> (Filesystem, InMemoryStore, Locked<[Invalidation]>) {
+        let store = InMemoryStore()
+        for k in keys { store.put(k) }
+        var o = FSOptions()
+        o.metadataTTL = .infinity
+        o.notifications = true
+        o.sweepCaches = false
+        o.prefix = b(prefix)
+        let fs = Filesystem(store: store, options: o)
+        let seen = Locked<[Invalidation]>([])
+        fs.invalidator = { i in seen.withLock { $0.append(i) } }
+        return (fs, store, seen)
+    }
+
+    func event(_ key: String, _ change: ObjectEvent.Change, time: Double = 1_800_000_000, seq: String? = nil) -> ObjectEvent {
+        ObjectEvent(bucket: "bkt", key: b(key), change: change, name: change == .removed ? "ObjectRemoved:Delete" : "ObjectCreated:Put", time: time, sequencer: seq)
+    }
+
+    func names(_ fs: Filesystem, _ ino: UInt64) -> [String] {
+        readDirectory(fs, ino).map { $0.0 }.filter { $0 != "." && $0 != ".." }
+    }
+
+    func lookup(_ fs: Filesystem, _ parent: UInt64, _ name: String) -> Attributes? { try! fs.lookup(parent: parent, name: b(name)).get() }
+
+    func testEventsKeepAListedDirectoryCurrentWithoutRequests() {
+        let (fs, store, seen) = make(["d/a", "d/b", "top"])
+        let d = lookup(fs, 1, "d")!
+        XCTAssertEqual(names(fs, d.ino), ["a", "b"])
+        XCTAssertEqual(names(fs, 1), ["d", "top"])
+        XCTAssertNil(lookup(fs, d.ino, "c"))
+        let lists = store.lists
+        XCTAssertEqual(fs.applyEvent(event("d/c", .created(size: 42, etag: "\"c1\"")), bucket: "bkt"), .applied)
+        XCTAssertEqual(lookup(fs, d.ino, "c")?.size, 42, "the negative answer was replaced")
+        XCTAssertEqual(fs.applyEvent(event("d/a", .created(size: 9, etag: "\"a2\"")), bucket: "bkt"), .applied)
+        XCTAssertEqual(lookup(fs, d.ino, "a")?.size, 9)
+        XCTAssertEqual(fs.applyEvent(event("d/b", .removed), bucket: "bkt"), .applied)
+        XCTAssertEqual(names(fs, d.ino), ["a", "c"])
+        XCTAssertNil(lookup(fs, d.ino, "b"))
+        // A key in a new directory: its ancestors appear, and it is complete (its keys all came as events).
+        XCTAssertEqual(fs.applyEvent(event("n1/n2/f", .created(size: 1, etag: "\"f\"")), bucket: "bkt"), .applied)
+        XCTAssertEqual(names(fs, 1), ["d", "top", "n1"])
+        let n1 = lookup(fs, 1, "n1")!
+        let n2 = lookup(fs, n1.ino, "n2")!
+        XCTAssertEqual(names(fs, n2.ino), ["f"])
+        XCTAssertEqual(store.lists, lists, "no request while following events")
+        // The kernel was told: the entry of each changed name, and the directories' inodes.
+        let told = seen.withLock { $0 }
+        XCTAssertTrue(told.contains { if case .entry(d.ino, b("c")) = $0 { return true }; return false })
+        XCTAssertTrue(told.contains { if case .inode(d.ino) = $0 { return true }; return false })
+        XCTAssertTrue(told.contains { if case .entry(1, b("n1")) = $0 { return true }; return false })
+    }
+
+    func testImpliedDirectoriesGoWithTheirLastKeyButMarkedOnesStay() {
+        let (fs, store, _) = make(["imp/x", "marked/", "marked/y", "top"])
+        _ = names(fs, 1)
+        let imp = lookup(fs, 1, "imp")!, marked = lookup(fs, 1, "marked")!
+        _ = names(fs, imp.ino)
+        _ = names(fs, marked.ino)
+        let lists = store.lists
+        XCTAssertEqual(fs.applyEvent(event("imp/x", .removed), bucket: "bkt"), .applied)
+        XCTAssertEqual(fs.applyEvent(event("marked/y", .removed), bucket: "bkt"), .applied)
+        XCTAssertEqual(names(fs, 1), ["marked", "top"], "an implied directory is gone with its last key; a marked one stays")
+        XCTAssertEqual(fs.applyEvent(event("marked/", .removed), bucket: "bkt"), .applied)
+        XCTAssertEqual(names(fs, 1), ["top"])
+        XCTAssertEqual(store.lists, lists)
+    }
+
+    func testStaleDuplicateOwnAndForeignEventsChangeNothing() {
+        let (fs, store, _) = make(["d/a", "other/z"], prefix: "d/")
+        _ = names(fs, 1)
+        XCTAssertEqual(fs.applyEvent(event("d/a", .created(size: 2, etag: "\"v2\""), time: 1_800_000_010), bucket: "bkt"), .applied)
+        // An older version delivered late, by eventTime and by sequencer.
+        XCTAssertEqual(fs.applyEvent(event("d/a", .created(size: 1, etag: "\"v1\""), time: 1_800_000_005), bucket: "bkt"), .stale)
+        XCTAssertEqual(lookup(fs, 1, "a")?.size, 2)
+        XCTAssertEqual(fs.applyEvent(event("d/s", .created(size: 2, etag: "\"s2\""), seq: "00A2"), bucket: "bkt"), .applied)
+        XCTAssertEqual(fs.applyEvent(event("d/s", .removed, time: 1_900_000_000, seq: "0099"), bucket: "bkt"), .stale,
+                       "the sequencer orders, not the time")
+        XCTAssertEqual(lookup(fs, 1, "s")?.size, 2)
+        // A duplicate of the newest: nothing changes.
+        XCTAssertEqual(fs.applyEvent(event("d/a", .created(size: 2, etag: "\"v2\""), time: 1_800_000_010), bucket: "bkt"), .ignored)
+        // Outside the prefix, another bucket, unusable names.
+        XCTAssertEqual(fs.applyEvent(event("other/q", .created(size: 1, etag: "\"q\"")), bucket: "bkt"), .ignored)
+        XCTAssertEqual(fs.applyEvent(ObjectEvent(bucket: "elsewhere", key: b("d/q"), change: .removed, name: "ObjectRemoved:Delete", time: 0), bucket: "bkt"), .ignored)
+        XCTAssertEqual(fs.applyEvent(event("d/x/../y", .created(size: 1, etag: "\"q\"")), bucket: "bkt"), .ignored)
+        // The mount's own change coming back: consumed, even after a later change through the mount.
+        let ownETag = try! fs.store.put(b("d/mine"), body: .bytes([1]), metadata: [])
+        XCTAssertEqual(store.etag("d/mine"), ownETag)
+        XCTAssertEqual(fs.applyEvent(event("d/mine", .created(size: 1, etag: ownETag)), bucket: "bkt"), .own)
+        XCTAssertEqual(fs.applyEvent(event("d/mine", .created(size: 1, etag: ownETag)), bucket: "bkt"), .applied,
+                       "a second delivery is not the mount's own any more (it only shows the file)")
+    }
+
+    func testListenerAppliesDeletesAndSurvivesBadMessagesAndAFailingQueue() {
+        let (fs, _, _) = make(["d/a"])
+        _ = names(fs, 1)
+        let d = lookup(fs, 1, "d")!
+        _ = names(fs, d.ino)
+        let q = MemoryQueue()
+        let listener = NotificationListener(fs: fs, queue: q, queueName: "mem", bucket: "bkt", waitSeconds: 0)
+        q.push(Self.message(Self.record("ObjectCreated:Put", "d/new", size: 3, time: "2030-01-01T00:00:00Z")))
+        q.push("garbage")
+        q.push("{\"Service\": \"Amazon S3\", \"Event\": \"s3:TestEvent\"}")
+        listener.process(try! q.receive(waitSeconds: 0))
+        XCTAssertEqual(q.deleted, ["h0", "h1", "h2"], "applied, malformed and test messages are all deleted")
+        XCTAssertEqual(lookup(fs, d.ino, "new")?.size, 3)
+        let s = listener.stats
+        XCTAssertEqual([s.messages, s.events, s.applied, s.malformed, s.testEvents], [3, 1, 1, 1, 1])
+        // Unhealthy: the short TTL; healthy again: the configured one.
+        fs.setNotificationsHealthy(false)
+        XCTAssertEqual(fs.currentMetadataTTL, 60)
+        fs.setNotificationsHealthy(true)
+        XCTAssertEqual(fs.currentMetadataTTL, .infinity)
+    }
+}
