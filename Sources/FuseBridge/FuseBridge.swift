@@ -23,7 +23,11 @@ public final class FuseBridge: @unchecked Sendable {
         self.fs = fs
         self.tracing = trace
         // The kernel's own caches (entries, attributes, negative entries) follow --metadata-ttl.
-        self.ttl = fs.options.metadataTTL.isFinite ? fs.options.metadataTTL : 60 * 60 * 24 * 365
+        // With notifications the core's TTL is long, but drops to the short one while the queue
+        // fails: the kernel asks the core again at least that often (which costs no request), so
+        // that the fallback reaches it too. Events reach it at once (invalidations).
+        let ttl = fs.options.notifications ? min(fs.options.metadataTTL, fs.options.degradedTTL) : fs.options.metadataTTL
+        self.ttl = ttl.isFinite ? ttl : 60 * 60 * 24 * 365
         fs.currentKernelReadAhead = { [weak self] in self?.currentReadAhead() }
     }
 

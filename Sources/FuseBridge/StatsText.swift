@@ -35,6 +35,14 @@ public enum StatsText {
             "\"\(op)\": {" + byErrno.sorted(by: { $0.key < $1.key }).map { "\"\(errnoName($0.key))\": \($0.value)" }.joined(separator: ", ") + "}"
         }.joined(separator: ", ")
         let r = s.requests
+        var notifications = ""
+        if let n = s.notifications {
+            func ms(_ v: Double?) -> String { v.map { String(Int(($0 * 1000).rounded())) } ?? "null" }
+            notifications = "\n  \"notifications\": {\"queue\": \"\(n.queue)\", \"healthy\": \(n.healthy), \"metadata_ttl\": \(n.metadataTTL.isFinite ? String(n.metadataTTL) : "null"), "
+                + "\"polls\": \(n.polls), \"poll_errors\": \(n.pollErrors), \"messages\": \(n.messages), \"malformed\": \(n.malformed), \"test_events\": \(n.testEvents), "
+                + "\"events\": \(n.events), \"applied\": \(n.applied), \"stale\": \(n.stale), \"own\": \(n.own), \"ignored\": \(n.ignored), "
+                + "\"delete_failures\": \(n.deleteFailures), \"lag_ms\": {\"p50\": \(ms(n.lagPercentile(0.5))), \"p99\": \(ms(n.lagPercentile(0.99))), \"max\": \(ms(n.applied > 0 ? n.maxLag : nil))}},"
+        }
         return """
         {
           "requests": {
@@ -58,7 +66,7 @@ public enum StatsText {
           "metadata": \(metadata),
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
-          "fuse_errors": {\(errors)},
+          "fuse_errors": {\(errors)},\(notifications)
           "pools": {\(pools)},
           "heap_bytes": \(s.heapBytes),
           "skipped_keys": \(c.skippedNames)
@@ -117,6 +125,18 @@ public enum StatsText {
         out += "# HELP s3mount_pool_threads Worker threads started, by pool.\n# TYPE s3mount_pool_threads gauge\n"
         for p in s.pools { out += "s3mount_pool_threads{pool=\"\(p.name)\"} \(p.threads)\n" }
         gauge("s3mount_heap_bytes", "Heap memory in use by the daemon (malloc).", s.heapBytes)
+        if let n = s.notifications {
+            out += "# HELP s3mount_notification_events_total S3 events received from the notification queue, by outcome.\n# TYPE s3mount_notification_events_total counter\n"
+            for (k, v) in [("applied", n.applied), ("stale", n.stale), ("own", n.own), ("ignored", n.ignored)] {
+                out += "s3mount_notification_events_total{outcome=\"\(k)\"} \(v)\n"
+            }
+            counter("s3mount_notification_messages_total", "Messages received from the notification queue.", Int64(n.messages))
+            counter("s3mount_notification_malformed_total", "Queue messages that were not S3 events (deleted).", Int64(n.malformed))
+            counter("s3mount_notification_poll_errors_total", "Polls of the notification queue that failed.", Int64(n.pollErrors))
+            gauge("s3mount_notification_healthy", "1 while the notification queue answers.", n.healthy ? 1 : 0)
+            out += "# HELP s3mount_notification_lag_seconds Time from an event to its application (recent events).\n# TYPE s3mount_notification_lag_seconds summary\n"
+            for q in [0.5, 0.99] { if let v = n.lagPercentile(q) { out += "s3mount_notification_lag_seconds{quantile=\"\(q)\"} \(v)\n" } }
+        }
         return out
     }
 

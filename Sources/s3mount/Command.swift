@@ -105,6 +105,16 @@ struct S3MountCommand: ParsableCommand {
             completion: .list(["0", "60", "indefinite"]))
     var metadataTTL: String?
 
+    @Option(name: .customLong("notification-queue"),
+            help: ArgumentHelp(
+                """
+                keep the caches current with the bucket's S3 event notifications, read from this SQS queue \
+                (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME; one queue per mount, see docs/CONFIGURATION.md); \
+                --metadata-ttl then defaults to 3600
+                """, valueName: "URL"),
+            completion: .list([]))
+    var notificationQueue: String?
+
     @Option(name: .customLong("log-file"),
             help: ArgumentHelp("write the log here (default: stderr in the foreground, else syslog)", valueName: "PATH"),
             completion: .file())

@@ -189,6 +189,7 @@ enum Daemon {
         fsOptions.readOnly = config.readOnly
         fsOptions.metadata = config.metadata
         fsOptions.spoolDir = config.spoolDir ?? "/var/tmp"
+        fsOptions.notifications = config.notificationQueue != nil
 
         // One small listing proves the bucket exists, is reachable and that we may list it. It asks
         // for the root's metadata index, so it also tells whether there is one.
@@ -254,9 +255,23 @@ enum Daemon {
         }
         metrics?.start()
         StatsSignal.start(bridge)
+        var listener: NotificationListener? = nil
+        if let url = config.notificationQueue {
+            // A queue that cannot be read does not stop the mount: it falls back to the TTL a mount
+            // without notifications has, with a warning, until the queue answers.
+            do {
+                let queue = try SQSClient(queueURL: url, region: client.region, credentials: creds, transport: transport)
+                fs.setNotificationsHealthy(false)
+                listener = NotificationListener(fs: fs, queue: queue, queueName: url, bucket: config.bucket)
+                listener?.start()
+            } catch {
+                Log.warning("notification queue \(url): \(error); changes by others show within the TTL")
+            }
+        }
         report(true, "mounted \(config.bucket)\(config.prefix.isEmpty ? "" : ":" + config.prefix) on \(mountpoint) (credentials: \(creds.source?.name ?? "anonymous"), endpoint: \(endpoint ?? "AWS \(client.region)"))")
         SdNotify.send("READY=1\nMAINPID=\(getpid())\nSTATUS=Mounted \(config.bucket) on \(mountpoint)")
         let rc = session.run()
+        listener?.stop()
         SdNotify.send("STOPPING=1\nSTATUS=Unmounting \(mountpoint)")
         // Files still open for writing when the mount went away: upload them before exiting.
         fs.shutdown(timeout: 300)

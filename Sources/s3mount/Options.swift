@@ -57,6 +57,11 @@ struct MountConfig {
     var maxReadMemory = 256 << 20
     /// Files fetched ahead of a walk through a directory (0: off).
     var walkReadAhead = 8
+    /// The SQS queue S3 event notifications of the bucket arrive at (`--notification-queue`).
+    var notificationQueue: String?
+    /// --metadata-ttl with notifications, unless given: events keep the caches current, the TTL
+    /// only bounds what a lost event can cost.
+    static let notificationTTL: Double = 3600
 }
 
 struct UsageError: Error, CustomStringConvertible {
@@ -90,6 +95,11 @@ extension S3MountCommand {
         if let v = dirMode { c.dirMode = try V.mode(name("dir-mode"), v) }
         c.allowOther = allowOther
         c.allowRoot = allowRoot
+        if let q = notificationQueue {
+            if let why = SQSClient.urlProblem(q) { throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)") }
+            c.notificationQueue = q
+            c.metadataTTL = MountConfig.notificationTTL
+        }
         if let v = metadataTTL { c.metadataTTL = try V.ttl(v) }
         if let v = metadata { c.metadata = try V.metadataMode(v) }
         c.logFile = logFile

@@ -165,7 +165,7 @@ _s3mount() {
     local -a repeating_flags=()
     local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --no-upload-checksums --no-verify-reads --no-guess-content-type -d --debug -f --foreground --version -h --help)
     local -a repeating_options=(-o)
-    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --metadata --metadata-ttl --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address)
+    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address)
     __s3mount_offer_flags_options 2
 
     # Offer option value completions
@@ -212,6 +212,10 @@ _s3mount() {
         ;;
     '--metadata-ttl')
         __s3mount_add_completions -W '0'$'\n''60'$'\n''indefinite'
+        return
+        ;;
+    '--notification-queue')
+        __s3mount_add_completions -W ''
         return
         ;;
     '--log-file')
