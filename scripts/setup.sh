@@ -39,6 +39,13 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto.server,
     hash -r
 fi
 
+# The aws CLI: scripts/notifications-setup.sh makes the SNS topic and SQS queues with it (the tests run it on moto).
+if ! command -v aws >/dev/null 2>&1; then
+    echo "setup: installing awscli from PyPI"
+    python3 -m pip install -q awscli 2>/dev/null || python3 -m pip install -q --break-system-packages awscli
+    hash -r
+fi
+
 if ! command -v swift >/dev/null 2>&1; then
     echo "setup: the Swift toolchain (6.x) is required and was not found on PATH" >&2
     exit 1
