@@ -128,7 +128,6 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
 
     public func receive(waitSeconds: Int) throws -> [QueueMessage] {
         let r = try call("ReceiveMessage", ["QueueUrl": queueURL, "MaxNumberOfMessages": 10, "WaitTimeSeconds": waitSeconds,
-                                             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
                                              "AttributeNames": ["ApproximateReceiveCount"]], waitSeconds: waitSeconds)
         guard let list = r["Messages"] as? [[String: Any]] else { return [] }
         return list.compactMap { m in

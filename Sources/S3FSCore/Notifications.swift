@@ -66,8 +66,11 @@ public final class NotificationListener: @unchecked Sendable {
         var failures = 0
         while !stopped.withLock({ $0 }) {
             do {
-                let messages = try queue.receive(waitSeconds: waitSeconds)
-                if failures > 0 || !counters.withLock({ $0.healthy }) {
+                // The first poll (and the first after a failure) does not wait: it tells at once
+                // whether the queue answers, and the long TTL applies from then on.
+                let healthy = counters.withLock { $0.healthy }
+                let messages = try queue.receive(waitSeconds: healthy ? waitSeconds : 0)
+                if failures > 0 || !healthy {
                     if failures > 0 { Log.info("notification queue \(counters.withLock { $0.queue }) answers again; caches are kept current by its events") }
                     fs.setNotificationsHealthy(true)
                 }

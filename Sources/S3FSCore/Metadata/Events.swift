@@ -146,6 +146,13 @@ public enum EventOutcome: String, Sendable {
     case ignored
 }
 
+/// What applying an event leaves to do once the metadata lock is released.
+struct EventEffects {
+    var invalidations: [Invalidation] = []
+    /// Directories that appeared by an event: they have no metadata index.
+    var newDirectories: [[UInt8]] = []
+}
+
 extension Filesystem {
     /// Applies one S3 event to the caches: the attribute entry of its key, its directory's
     /// listing (kept complete, the name added or removed), the directories it implies, the
@@ -176,7 +183,7 @@ extension Filesystem {
             return applyIndexEvent(e, dir: dir)
         }
 
-        var invalidations: [Invalidation] = []
+        var fx = EventEffects()
         var dropData = false
         let outcome: EventOutcome = state.withLock { s in
             // A file being written through this mount is what its writer says until it is closed.
@@ -188,12 +195,12 @@ extension Filesystem {
             var changed = false
             switch e.change {
             case .created(let size, let etag):
-                changed = addAncestors(&s, components: components, dir: dir, &invalidations)
+                changed = addAncestors(&s, components: components, dir: dir, &fx)
                 if isMarker {
                     s.markers[e.key] = t
                     if existing?.kind != .directory && s.attrs.hasTable(dir) {
                         setEntry(&s, dir: dir, name: name, CachedEntry(kind: .directory, size: 0, mtime: e.time, etag: "", at: t))
-                        markNew(&s, parent: dir, dir: e.key)
+                        markNew(&s, parent: dir, dir: e.key, &fx)
                         changed = true
                     }
                 } else if existing?.kind == .directory {
@@ -212,13 +219,13 @@ extension Filesystem {
             case .removed:
                 if isMarker {
                     s.markers[e.key] = nil
-                    changed = removeIfGone(&s, dir: e.key, &invalidations) || changed
+                    changed = removeIfGone(&s, dir: e.key, &fx) || changed
                 } else if let x = existing, x.kind == .file {
                     setEntry(&s, dir: dir, name: name, nil)
                     s.nodes.detach(parent: nodeIno(s, ofDir: dir) ?? 0, name: name, kind: .file)
                     dropData = true
                     changed = true
-                    _ = removeIfGone(&s, dir: dir, &invalidations)
+                    _ = removeIfGone(&s, dir: dir, &fx)
                 } else if existing == nil, let d = nodeIno(s, ofDir: dir), s.nodes.find(parent: d, name: name, kind: .file) != nil {
                     // Not in the caches any more, but the kernel still holds the name.
                     s.nodes.detach(parent: d, name: name, kind: .file)
@@ -227,14 +234,16 @@ extension Filesystem {
             }
             guard changed else { return .ignored }
             if let dirIno = nodeIno(s, ofDir: dir) {
-                invalidations.append(.entry(parent: dirIno, name: name))
-                invalidations.append(.inode(dirIno))
-                if let n = s.nodes.find(parent: dirIno, name: name, kind: isMarker ? .directory : .file) { invalidations.append(.inode(n.ino)) }
+                fx.invalidations.append(.entry(parent: dirIno, name: name))
+                fx.invalidations.append(.inode(dirIno))
+                if let n = s.nodes.find(parent: dirIno, name: name, kind: isMarker ? .directory : .file) { fx.invalidations.append(.inode(n.ino)) }
             }
             return .applied
         }
         if dropData { reads.cache?.drop(key: e.key) }
-        for i in invalidations { invalidator?(i) }
+        // Outside the metadata lock: the index has a lock of its own, taken before it elsewhere.
+        for d in fx.newDirectories { meta.noteListed(dir: d, etag: nil, at: t) }
+        for i in fx.invalidations { invalidator?(i) }
         return outcome
     }
 
@@ -270,14 +279,14 @@ extension Filesystem {
 
     /// The directories a new key implies: each listed directory on its path that does not show
     /// the next one yet gains it.
-    func addAncestors(_ s: inout State, components: [[UInt8]], dir: [UInt8], _ inv: inout [Invalidation]) -> Bool {
+    func addAncestors(_ s: inout State, components: [[UInt8]], dir: [UInt8], _ fx: inout EventEffects) -> Bool {
         var changed = false
         var parent = rootPath
         for comp in components {
             if s.attrs.hasTable(parent), s.attrs[dir: parent, name: comp]?.kind != .directory {
                 setEntry(&s, dir: parent, name: comp, CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: now()))
-                markNew(&s, parent: parent, dir: parent + comp + [Names.slash])
-                if let p = nodeIno(s, ofDir: parent) { inv.append(.entry(parent: p, name: comp)); inv.append(.inode(p)) }
+                markNew(&s, parent: parent, dir: parent + comp + [Names.slash], &fx)
+                if let p = nodeIno(s, ofDir: parent) { fx.invalidations.append(.entry(parent: p, name: comp)); fx.invalidations.append(.inode(p)) }
                 changed = true
             }
             if s.negatives.removeValue(forKey: parent + comp) != nil { changed = true }
@@ -289,17 +298,17 @@ extension Filesystem {
     /// A directory that a current complete listing of its parent did not show did not exist then:
     /// all it holds came since, and comes as events. It is complete, and empty until they arrive
     /// (so that `ls` and `stat` in it need no request).
-    func markNew(_ s: inout State, parent: [UInt8], dir: [UInt8]) {
+    func markNew(_ s: inout State, parent: [UInt8], dir: [UInt8], _ fx: inout EventEffects) {
         guard !s.attrs.hasTable(dir), freshListing(s, parent, at: now()) != nil else { return }
         s.attrs.markEmpty(dir, at: now())
         // Nor has it a metadata index yet (its event would say so).
-        meta.noteListed(dir: dir, etag: nil, at: now())
+        fx.newDirectories.append(dir)
     }
 
     /// After a key under directory `dir` went: a directory listed completely that is now empty and
     /// has no marker is gone from S3 (an implied directory), and so from its parent, and so on up.
     /// One not listed completely may or may not be: its parent's listing is no longer complete.
-    func removeIfGone(_ s: inout State, dir: [UInt8], _ inv: inout [Invalidation]) -> Bool {
+    func removeIfGone(_ s: inout State, dir: [UInt8], _ fx: inout EventEffects) -> Bool {
         var d = dir
         var changed = false
         while d.count > rootPath.count, s.markers[d] == nil {
@@ -311,7 +320,7 @@ extension Filesystem {
             guard s.attrs.listedAt(d) != nil else {
                 if s.attrs.listedAt(parent) != nil {
                     s.attrs.forgetListings(where: { $0 == parent })
-                    if let p = nodeIno(s, ofDir: parent) { inv.append(.inode(p)) }
+                    if let p = nodeIno(s, ofDir: parent) { fx.invalidations.append(.inode(p)) }
                     changed = true
                 }
                 return changed
@@ -319,8 +328,8 @@ extension Filesystem {
             s.attrs.removeTable(d)
             if s.attrs.hasTable(parent) { setEntry(&s, dir: parent, name: name, nil) }
             if let p = nodeIno(s, ofDir: parent) {
-                inv.append(.entry(parent: p, name: name))
-                inv.append(.inode(p))
+                fx.invalidations.append(.entry(parent: p, name: name))
+                fx.invalidations.append(.inode(p))
                 s.nodes.detach(parent: p, name: name, kind: .directory)
             }
             changed = true
