@@ -98,6 +98,8 @@ extension Filesystem {
         var startAfter: [UInt8]? = nil
         var previous: [UInt8]? = nil
         var pages = 0
+        // Files of this directory held back by the flat page for the delimiter pages (see storeEntries).
+        var rootHeld: [([UInt8], CachedEntry)] = []
         do {
             if options.flatListing, let parent = job.walkParent, try sweep(job, parent: parent, started: started) {
                 return
@@ -110,7 +112,9 @@ extension Filesystem {
                 pages += 1
                 let complete = !flat.isTruncated
                 let last = flat.objects.last?.key ?? []
-                let direct = primeSubtree(root: job.dirPath, flat.objects, pageStart: nil, lastKey: last, complete: complete, at: started, job: job).direct
+                let primed = primeSubtree(root: job.dirPath, flat.objects, pageStart: nil, lastKey: last, complete: complete, at: started, job: job)
+                let direct = primed.direct
+                rootHeld = primed.held
                 job.cond.broadcast { job.add(direct, through: complete ? ListingJob.pastEverything : last) }
                 if complete {
                     finishListing(job, started: started)
@@ -119,13 +123,14 @@ extension Filesystem {
                 startAfter = last
             }
             var pageGuard = PageGuard()
+            var held = rootHeld
             repeat {
                 let page = try store.list(prefix: job.dirPath, delimiter: "/", continuationToken: token,
                                           startAfter: token == nil ? startAfter : nil, maxKeys: options.listPageSize)
                 try pageGuard.check(page, prefix: job.dirPath)
                 pages += 1
                 let entries = entriesOf(page, dirPath: job.dirPath, at: started, listPrefix: job.dirPath, after: token == nil ? startAfter : previous)
-                prime(dirPath: job.dirPath, entries, at: started, job: job)
+                held = prime(dirPath: job.dirPath, held + entries, at: started, job: job, through: page.isTruncated ? page.lastListed : nil)
                 let last = page.lastListed
                 previous = last
                 token = page.isTruncated ? page.nextContinuationToken : nil
@@ -246,7 +251,7 @@ extension Filesystem {
     /// `markRoot: false` leaves marking `root` to the caller (which holds all of its pages).
     func primeSubtree(root: [UInt8], _ objects: [ListedObject], pageStart: [UInt8]?, lastKey: [UInt8], complete: Bool, at t: Double,
                       carry: [[UInt8]: [([UInt8], CachedEntry)]] = [:], markRoot: Bool = true, job: ListingJob? = nil)
-        -> (direct: [([UInt8], CachedEntry)], carry: [[UInt8]: [([UInt8], CachedEntry)]]) {
+        -> (direct: [([UInt8], CachedEntry)], carry: [[UInt8]: [([UInt8], CachedEntry)]], held: [([UInt8], CachedEntry)]) {
         var entries: [[UInt8]: [([UInt8], CachedEntry)]] = [root: []]
         var index: [[UInt8]: [[UInt8]: Int]] = [root: [:]]
         var order: [[UInt8]] = [root]
@@ -255,8 +260,12 @@ extension Filesystem {
             index[dir] = Dictionary(list.enumerated().map { ($0.element.0, $0.offset) }, uniquingKeysWith: { a, _ in a })
             order.append(dir)
         }
+        var shadowedFiles: [[UInt8]: CachedEntry] = [:]
         func add(_ dir: [UInt8], _ name: [UInt8], _ e: CachedEntry) {
             if let i = index[dir]?[name] {
+                let old = entries[dir]![i].1
+                if old.kind == .file && e.kind == .directory { shadowedFiles[dir + name] = old }
+                if old.kind == .directory && e.kind == .file { shadowedFiles[dir + name] = e }
                 if e.kind == .directory { entries[dir]![i].1 = e } else if entries[dir]![i].1.kind == .directory {
                     Log.shared.once(.info, key: "shadow:" + Names.display(dir + name), "\"\(Names.display(dir + name))\" is both a file and a prefix; showing the directory")
                 }
@@ -269,6 +278,7 @@ extension Filesystem {
         // Metadata indexes the page listed, by directory.
         var indexes: [[UInt8]: String] = [:]
         let hidden = unlinkedKeys()
+        var rootHeld: [([UInt8], CachedEntry)] = []
         var markers: [[UInt8]] = []
         for o in objects {
             guard o.key.count > root.count, o.key.starts(with: root) else {
@@ -312,8 +322,13 @@ extension Filesystem {
         state.withLock { s in
             if job?.changedSince == true { return }
             if options.notifications { for m in markers { s.markers[m] = t } }
+            for (k, e) in shadowedFiles { s.shadowed[k] = e }
             for dir in order {
-                storeEntries(&s, dirPath: dir, entries[dir]!, at: t, logShadowed: false)
+                // The root's files whose prefix may come on the next page are held for it (a
+                // listing of the root continues with them; a sweep leaves the root's entries to
+                // the root's own listing); below the root the page's own order decides.
+                let h = storeEntries(&s, dirPath: dir, entries[dir]!, at: t, logShadowed: false, through: dir == root && !complete ? lastKey : nil)
+                if dir == root { rootHeld = h }
                 let passed = dir != root && !lastKey.starts(with: dir)
                 if (complete || passed) && (dir != root || markRoot) {
                     markComplete(&s, dirPath: dir, at: t)
@@ -324,7 +339,7 @@ extension Filesystem {
         if !complete {
             for dir in order where dir != root && lastKey.starts(with: dir) { open[dir] = entries[dir]! }
         }
-        return (entries[root]!, open)
+        return (entries[root]!, open, rootHeld)
     }
 
     public struct DirEntry {

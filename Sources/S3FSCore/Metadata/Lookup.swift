@@ -131,13 +131,14 @@ extension Filesystem {
         var previous: [UInt8]? = nil
         var pageGuard = PageGuard()
         let started = now()
+        var held: [([UInt8], CachedEntry)] = []
         do {
             repeat {
                 let page = try store.list(prefix: key, delimiter: "/", continuationToken: token, maxKeys: options.listPageSize)
                 try pageGuard.check(page, prefix: key)
                 let entries = entriesOf(page, dirPath: dirPath, at: started, listPrefix: key, after: previous)
                 previous = page.lastListed
-                prime(dirPath: dirPath, entries, at: started)
+                held = prime(dirPath: dirPath, held + entries, at: started, through: page.isTruncated ? page.lastListed : nil)
                 for (n, e) in entries where n == name {
                     if found == nil || e.kind == .directory { found = e }
                 }
@@ -204,32 +205,52 @@ extension Filesystem {
 
     /// Puts listed entries in the attribute cache under their entry keys. A directory beats a file
     /// of the same name learned at the same time (key that is both a file and a prefix).
-    func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, job: ListingJob? = nil) {
+    /// `through`: a delimiter page's last key or prefix when more pages follow (nil: the last page).
+    /// Returns the files held back for the next page (see `storeEntries`), to be passed in with it.
+    @discardableResult
+    func prime(dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, job: ListingJob? = nil, through: [UInt8]? = nil) -> [([UInt8], CachedEntry)] {
         state.withLock { s in
-            if job?.changedSince == true { return }
-            storeEntries(&s, dirPath: dirPath, entries, at: t, logShadowed: true)
+            if job?.changedSince == true { return [] }
+            return storeEntries(&s, dirPath: dirPath, entries, at: t, logShadowed: true, through: through)
         }
     }
 
     /// Sets listed entries in a directory's table; a file never replaces a directory of the same
-    /// name learned at the same time or later.
-    func storeEntries(_ s: inout State, dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, logShadowed: Bool) {
-        if entries.isEmpty { return }
+    /// name learned at the same time or later. Nor one whose prefix ("name/") the page has not
+    /// passed (`through`: more pages follow): the next page may list that prefix, and a listing
+    /// that stops between the two must not leave the directory shown as a file. Such files are
+    /// returned, held back for the next page.
+    @discardableResult
+    func storeEntries(_ s: inout State, dirPath: [UInt8], _ entries: [([UInt8], CachedEntry)], at t: Double, logShadowed: Bool,
+                      through: [UInt8]? = nil) -> [([UInt8], CachedEntry)] {
+        if entries.isEmpty { return [] }
+        var hidden: [([UInt8], CachedEntry)] = []
+        var held: [([UInt8], CachedEntry)] = []
+        let dirNames = Set(entries.lazy.filter { $0.1.kind == .directory }.map { $0.0 })
         s.attrs.update(dir: dirPath) { table in
             for (name, e) in entries {
+                if e.kind == .file, let last = through, !dirNames.contains(name), table[name]?.kind == .directory,
+                   last.lexicographicallyPrecedes(dirPath + name + [Names.slash]) {
+                    held.append((name, e))
+                    continue
+                }
                 if e.kind == .file, let old = table[name], old.kind == .directory, old.at >= t {
                     if logShadowed {
                         let key = Names.entryKey(dirPath: dirPath, name: name)
                         Log.shared.once(.info, key: "shadow:" + Names.display(key), "\"\(Names.display(key))\" is both a file and a prefix; showing the directory")
                     }
+                    hidden.append((name, e))
                     continue
                 }
+                if e.kind == .directory, let old = table[name], old.kind == .file { hidden.append((name, old)) }
                 table.set(name, e)
             }
         }
+        for (name, e) in hidden { s.shadowed[Names.entryKey(dirPath: dirPath, name: name)] = e }
         if !s.negatives.isEmpty {
             for (name, _) in entries { s.negatives[Names.entryKey(dirPath: dirPath, name: name)] = nil }
         }
+        return held
     }
 
     public func forget(ino: UInt64, count: UInt64) {
