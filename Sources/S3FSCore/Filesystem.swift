@@ -47,6 +47,9 @@ public final class Filesystem: @unchecked Sendable {
         /// Directory markers ("dir/" objects) seen, and when: a directory listed completely that
         /// becomes empty by events stays only if it has one (see `applyEvent`).
         var markers: [[UInt8]: Double] = [:]
+        /// Files hidden by a directory of the same name (a key that is both a file and a prefix):
+        /// the file shows again when the directory goes (rmdir, rename, its last key deleted).
+        var shadowed: [[UInt8]: CachedEntry] = [:]
         var counters = CacheCounters()
     }
 

@@ -100,6 +100,9 @@ extension Filesystem {
                 detachListings(&s, above: w.key)
             }
             w.close()
+            // Notifications: a directory whose keys others deleted while this file was being
+            // written, and that this close left empty (nothing uploaded), is gone as S3 shows it.
+            if options.notifications { settleDirectories(above: w.key) }
             return
         }
         guard case .read(let r)? = handles.remove(handle) else { return }
@@ -115,6 +118,7 @@ extension Filesystem {
         if last {
             do { try store.delete(r.key) } catch { Log.error("deleting \(Names.display(r.key)) after its last close: \(error)") }
         }
+        if options.notifications && last { settleDirectories(above: r.key) }
     }
 
     public func statfs() -> StatfsInfo { StatfsInfo() }

@@ -27,10 +27,26 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         var h: UInt64 = 0xcbf29ce484222325
         for c in data { h = (h ^ UInt64(c)) &* 0x100000001b3 }
         objects[key] = (data, "\"\(String(h, radix: 16))\"", 1_700_000_000)
+        logEvent(key)
         lock.unlock()
     }
+
+    /// With `recordEvents`, every change as the S3 event it would send (in order; a counter as the
+    /// sequencer), for the notification tests to deliver.
+    var recordEvents = false
+    private var eventLog: [ObjectEvent] = []
+    private var sequence = 0
+    private func logEvent(_ key: [UInt8]) {
+        guard recordEvents else { return }
+        sequence += 1
+        let change: ObjectEvent.Change = objects[key].map { .created(size: Int64($0.data.count), etag: $0.etag) } ?? .removed
+        eventLog.append(ObjectEvent(bucket: "", key: key, change: change, name: change == .removed ? "ObjectRemoved:Delete" : "ObjectCreated:Put",
+                                    time: Double(time(nil)), sequencer: String(format: "%016X", sequence)))
+    }
+    /// The events logged since the last call.
+    func takeEvents() -> [ObjectEvent] { lock.lock(); defer { lock.unlock() }; defer { eventLog = [] }; return eventLog }
     func etag(_ key: String) -> String? { lock.lock(); defer { lock.unlock() }; return objects[Array(key.utf8)]?.etag }
-    func remove(_ key: String) { lock.lock(); objects[Array(key.utf8)] = nil; lock.unlock() }
+    func remove(_ key: String) { lock.lock(); objects[Array(key.utf8)] = nil; logEvent(Array(key.utf8)); lock.unlock() }
     var lists: Int { lock.lock(); defer { lock.unlock() }; return listCalls }
 
     func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage {
@@ -210,7 +226,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         userMeta[to] = m
         return objects[to]!.etag
     }
-    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; userMeta[key] = nil; lock.unlock() }
+    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; userMeta[key] = nil; logEvent(key); lock.unlock() }
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { for k in keys { try delete(k) }; return [] }
 }
 

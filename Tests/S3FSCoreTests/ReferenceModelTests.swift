@@ -49,7 +49,7 @@ final class ReferenceModelTests: XCTestCase {
             print("reference model: seed \(seed) diverged at op \(failure.step + 1): \(failure.message); shrinking")
             let (shrunk, last) = c.shrink(failure, spool: spool)
             let text = """
-            reference model: seed \(seed) diverged (\(c.outOfBand ? "metadata TTL 0, with another client" : "metadata TTL 60"), \
+            reference model: seed \(seed) diverged (\(c.events ? "metadata TTL indefinite, with another client, S3 events delivered" : c.outOfBand ? "metadata TTL 0, with another client" : "metadata TTL 60"), \
             list pages of \(c.pageSize)); \(c.ops.count) ops shrunk to \(shrunk.count):
             \(shrunk.enumerated().map { "  \($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
             at op \(last.step + 1): \(last.message)
@@ -74,12 +74,18 @@ struct RefFailure {
 struct RefCase {
     let seed: UInt64
     let outOfBand: Bool
+    /// Half the out-of-band seeds run with an indefinite TTL and notifications on instead: every
+    /// change to the store (the mount's own, and the other client's) is delivered as its S3 event
+    /// after each op, twice (the second a duplicate). Nothing but the events can then show the other
+    /// client's changes, and they must show at once.
+    let events: Bool
     let pageSize: Int
     let ops: [RefOp]
 
     init(seed: UInt64) {
         self.seed = seed
         outOfBand = seed % 2 == 1
+        events = seed % 4 == 3
         var rng = SeededRNG(seed: seed ^ 0x5EED)
         pageSize = rng.pick([1, 2, 3, 1000])
         let length = rng.int(5...ReferenceModelTests.maxLength)
@@ -88,7 +94,7 @@ struct RefCase {
     }
 
     func run(_ ops: [RefOp]? = nil, spool: String) -> RefFailure? {
-        RefRunner(outOfBand: outOfBand, pageSize: pageSize, spool: spool).run(ops ?? self.ops)
+        RefRunner(outOfBand: outOfBand, events: events, pageSize: pageSize, spool: spool).run(ops ?? self.ops)
     }
 
     /// Drops ops (halves, quarters, … single ones) and simplifies them while the run still
@@ -138,13 +144,16 @@ final class RefRunner {
     let store = InMemoryStore()
     let spool: String
     let outOfBand: Bool
+    let events: Bool
     var model = RefModel()
     /// Model handle id -> the filesystem's handle and inode.
     var open: [Int: (fh: UInt64, ino: UInt64)] = [:]
 
-    init(outOfBand: Bool, pageSize: Int, spool: String) {
+    init(outOfBand: Bool, events: Bool = false, pageSize: Int, spool: String) {
         var o = FSOptions()
-        o.metadataTTL = outOfBand ? 0 : 60
+        o.metadataTTL = events ? .infinity : outOfBand ? 0 : 60
+        o.notifications = events
+        store.recordEvents = events
         o.sweepCaches = false
         o.spoolDir = spool
         o.listPageSize = pageSize
@@ -155,6 +164,7 @@ final class RefRunner {
         fs = Filesystem(store: store, options: o)
         self.spool = spool
         self.outOfBand = outOfBand
+        self.events = events
     }
 
     static func b(_ s: String) -> [UInt8] { Array(s.utf8) }
@@ -176,6 +186,7 @@ final class RefRunner {
             let expect = model.apply(op)
             if case .skip = expect { continue }
             let got = perform(op)
+            deliverEvents()
             // An implicit directory (no marker, made by another client) whose last key went: like
             // another client's change, it shows in the listings begun after it (see settle()).
             if outOfBand && !dirsBefore.subtracting(model.directories).subtracting(removed(op, dirsBefore)).isEmpty { settle() }
@@ -190,6 +201,7 @@ final class RefRunner {
             let dirsBefore = outOfBand ? model.directories : []
             let expect = model.apply(op)
             let got = perform(op)
+            deliverEvents()
             // The last reader of an unlinked file closed: its object went (see steps()).
             if outOfBand && !dirsBefore.subtracting(model.directories).isEmpty { settle() }
             if !expect.allows(got) { return RefFailure(step: last, message: "closing #\(id) at the end: the mount answered \(got), the model expects \(expect)") }
@@ -347,6 +359,14 @@ final class RefRunner {
 
     /// Another client's change comes after the listings under way (a lookup may have started one
     /// that goes on in the background): with TTL 0 it shows in every listing begun after it.
+    /// Notifications: what changed in the store since the last op reaches the mount as S3 events,
+    /// each twice (SQS delivers at least once).
+    func deliverEvents() {
+        guard events else { return }
+        let batch = store.takeEvents()
+        for e in batch + batch { _ = fs.applyEvent(e, bucket: "") }
+    }
+
     func settle() {
         while !fs.state.withLock({ $0.listings.isEmpty }) { usleep(200) }
     }

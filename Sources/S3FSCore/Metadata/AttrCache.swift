@@ -241,6 +241,7 @@ struct AttrCache {
     subscript(dir dir: [UInt8], name name: [UInt8]) -> CachedEntry? {
         get { tables[dir]?[name] }
         set {
+
             if newValue == nil {
                 tables[dir]?.set(name, nil)
             } else {

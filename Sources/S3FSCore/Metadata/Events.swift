@@ -162,7 +162,12 @@ extension Filesystem {
         guard e.bucket.isEmpty || e.bucket == bucket else { return .ignored }
         let root = rootPath
         guard e.key.count > root.count, e.key.starts(with: root) else { return .ignored }
-        if ownChanges?.consume(e) == true { return .own }
+        if ownChanges?.consume(e) == true {
+            // The mount's own delete: what it showed is right, but the directories the key implied
+            // may be gone with it, as a listing would show.
+            if e.change == .removed { settleDirectories(above: e.key) }
+            return .own
+        }
         let t = now()
         guard eventOrder.withLock({ $0.admit(e, now: t) }) else { return .stale }
 
@@ -186,8 +191,9 @@ extension Filesystem {
         var fx = EventEffects()
         var dropData = false
         let outcome: EventOutcome = state.withLock { s in
-            // A file being written through this mount is what its writer says until it is closed.
-            if !isMarker && writing(s, e.key) != nil { return .ignored }
+            // (A file being written through this mount shows what its writer says until it is
+            // closed, whatever the caches hold: the event goes to the caches all the same, for
+            // after the close.)
             let existing = s.attrs[dir: dir, name: name]
             // Learned (listed, or changed through the mount) well after the event happened: what the
             // mount knows already reflects it, or a later change (S3 lists what it has at once).
@@ -204,7 +210,9 @@ extension Filesystem {
                         changed = true
                     }
                 } else if existing?.kind == .directory {
-                    // A key that is also a prefix: the directory is what the mount shows.
+                    // A key that is also a prefix: the directory is what the mount shows, the file
+                    // once the directory goes.
+                    s.shadowed[entryKey] = CachedEntry(kind: .file, size: size, mtime: e.time, etag: etag, at: t)
                 } else if let x = existing, MetadataIndex.sameETag(x.etag, etag), x.size == size {
                     // Already known (a listing after the change saw it).
                 } else if s.attrs.hasTable(dir) {
@@ -220,13 +228,16 @@ extension Filesystem {
                 if isMarker {
                     s.markers[e.key] = nil
                     changed = removeIfGone(&s, dir: e.key, &fx) || changed
+                } else if existing?.kind == .directory {
+                    s.shadowed[entryKey] = nil
                 } else if let x = existing, x.kind == .file {
                     setEntry(&s, dir: dir, name: name, nil)
-                    s.nodes.detach(parent: nodeIno(s, ofDir: dir) ?? 0, name: name, kind: .file)
+                    // A file open for writing here keeps its inode (its writer uploads it at close).
+                    if writing(s, e.key) == nil { s.nodes.detach(parent: nodeIno(s, ofDir: dir) ?? 0, name: name, kind: .file) }
                     dropData = true
                     changed = true
                     _ = removeIfGone(&s, dir: dir, &fx)
-                } else if existing == nil, let d = nodeIno(s, ofDir: dir), s.nodes.find(parent: d, name: name, kind: .file) != nil {
+                } else if existing == nil, writing(s, e.key) == nil, let d = nodeIno(s, ofDir: dir), s.nodes.find(parent: d, name: name, kind: .file) != nil {
                     // Not in the caches any more, but the kernel still holds the name.
                     s.nodes.detach(parent: d, name: name, kind: .file)
                     changed = true
@@ -245,6 +256,14 @@ extension Filesystem {
         for d in fx.newDirectories { meta.noteListed(dir: d, etag: nil, at: t) }
         for i in fx.invalidations { invalidator?(i) }
         return outcome
+    }
+
+    /// After a key went: its directory, if empty and implied, goes too (see `removeIfGone`).
+    func settleDirectories(above key: [UInt8]) {
+        let dir = key.last == Names.slash ? key : AttrCache.split(key).0
+        var fx = EventEffects()
+        state.withLock { s in _ = removeIfGone(&s, dir: dir, &fx) }
+        for i in fx.invalidations { invalidator?(i) }
     }
 
     /// Another mount rewrote (or removed) a directory's metadata index: it is read again at the
@@ -273,7 +292,11 @@ extension Filesystem {
     func setEntry(_ s: inout State, dir: [UInt8], name: [UInt8], _ entry: CachedEntry?) {
         for p in s.sweeps.keys where dir.starts(with: p) || p.starts(with: dir) { s.sweeps[p] = nil }
         detachListings(&s, above: dir + name)
-        s.attrs[dir: dir, name: name] = entry
+        // A directory that goes uncovers a file of the same name; one that comes hides it.
+        let old = s.attrs[dir: dir, name: name]
+        let uncovered = entry == nil && old?.kind == .directory ? s.shadowed.removeValue(forKey: dir + name) : nil
+        if entry?.kind == .directory, let old, old.kind == .file { s.shadowed[dir + name] = old }
+        s.attrs[dir: dir, name: name] = entry ?? uncovered
         s.attrs.forgetKernelRead(dir)
     }
 
@@ -307,32 +330,37 @@ extension Filesystem {
 
     /// After a key under directory `dir` went: a directory listed completely that is now empty and
     /// has no marker is gone from S3 (an implied directory), and so from its parent, and so on up.
-    /// One not listed completely may or may not be: its parent's listing is no longer complete.
+    /// One not listed completely that the mount knows no name in any more may or may not be: its
+    /// entry goes, and its parent's listing is no longer complete, so that S3 answers for it.
     func removeIfGone(_ s: inout State, dir: [UInt8], _ fx: inout EventEffects) -> Bool {
         var d = dir
         var changed = false
         while d.count > rootPath.count, s.markers[d] == nil {
             let (parent, name) = AttrCache.split(Array(d.dropLast()))
-            guard s.attrs[dir: parent, name: name]?.kind == .directory || !s.attrs.hasTable(parent) else { return changed }
+            let shown = s.attrs[dir: parent, name: name]?.kind == .directory
+            if !shown && s.attrs.hasTable(parent) && !s.attrs.hasTable(d) {
+                // Gone from its parent already (an rmdir through the mount): the parent may go too.
+                d = parent
+                continue
+            }
+            guard shown || !s.attrs.hasTable(parent) else { return changed }
             if handles.hasWriters && writingUnder(s, d) { return changed }
+            // An object unlinked while a reader has it open stays in S3 until the last close, and
+            // keeps its directories (as a listing shows them).
+            if !s.deferredDeletes.isEmpty && s.deferredDeletes.contains(where: { $0.starts(with: d) }) { return changed }
             // Still holds names: still there.
             guard s.attrs.isEmpty(d) else { return changed }
-            guard s.attrs.listedAt(d) != nil else {
-                if s.attrs.listedAt(parent) != nil {
-                    s.attrs.forgetListings(where: { $0 == parent })
-                    if let p = nodeIno(s, ofDir: parent) { fx.invalidations.append(.inode(p)) }
-                    changed = true
-                }
-                return changed
-            }
+            let known = s.attrs.listedAt(d) != nil
             s.attrs.removeTable(d)
             if s.attrs.hasTable(parent) { setEntry(&s, dir: parent, name: name, nil) }
+            if !known { s.attrs.forgetListings(where: { $0 == parent }) }
             if let p = nodeIno(s, ofDir: parent) {
                 fx.invalidations.append(.entry(parent: p, name: name))
                 fx.invalidations.append(.inode(p))
                 s.nodes.detach(parent: p, name: name, kind: .directory)
             }
             changed = true
+            if !known { return changed }
             d = parent
         }
         return changed

@@ -17,12 +17,15 @@ extension Filesystem {
             for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
             // Nor may a readdir that begins after it join a listing begun before it (one a lookup started).
             detachListings(&s, above: key)
-            // In a directory listed completely, the name is now listed (or no longer).
-            s.attrs[dir: dirPath, name: name] = entry
+            // In a directory listed completely, the name is now listed (or no longer). A directory
+            // that goes may uncover a file of the same name.
+            let uncovered = entry == nil && s.attrs[key]?.kind == .directory ? s.shadowed.removeValue(forKey: key) : nil
+            s.attrs[dir: dirPath, name: name] = entry ?? uncovered
             // Written anew through the mount: an unlinked reader's deferred delete must not take it.
             // (A directory of that name is another key: the file's object still goes.)
             if entry?.kind == .file && !s.deferredDeletes.isEmpty { s.deferredDeletes.remove(key) }
-            s.negatives[key] = entry == nil ? now() : nil
+            s.negatives[key] = entry == nil && uncovered == nil ? now() : nil
+            if entry?.kind == .file { s.shadowed[key] = nil }
         }
     }
 
