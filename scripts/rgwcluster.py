@@ -4,7 +4,8 @@ benchmark and the demo: one monitor, one OSD on `memstore` (objects in RAM) and 
 frontend, all on free loopback ports, all under one folder, started directly (no systemd) and
 stopped by the PIDs this code started.
 
-    python3 scripts/rgwcluster.py start DIR [--port N] [--memstore-gib G]   # prints JSON, leaves it running
+    python3 scripts/rgwcluster.py start DIR [--port N] [--memstore-gib G] [--access-key K --secret-key S]
+                                            # prints JSON (endpoint, PIDs, log), leaves it running
     python3 scripts/rgwcluster.py stop DIR                                  # stops what `start` started
 
 From Python: `c = RgwCluster(DIR); c.start(); ... c.stop()`. RGW writes one access line per
@@ -110,8 +111,6 @@ mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
-osd max object name len = 1024
-osd max object namespace len = 256
 auth allow insecure global id reclaim = false
 
 [mon]
@@ -221,6 +220,11 @@ rgw keystone api version = 3
         k = out["keys"][0]
         return k["access_key"], k["secret_key"]
 
+    def add_key(self, access_key, secret_key):
+        """Another key pair for the S3 user (the same owner of the same buckets)."""
+        self._run("radosgw-admin", "-c", self.conf, "-n", "client.admin", "key", "create", f"--uid={USER}",
+                  "--key-type=s3", f"--access-key={access_key}", f"--secret={secret_key}")
+
     def stop(self):
         """Stops the daemons this object started (RGW first), by PID: SIGTERM, then SIGKILL."""
         for name in ("client.rgw", "osd.0", "mon.a"):
@@ -277,12 +281,15 @@ def main():
     s.add_argument("dir")
     s.add_argument("--port", type=int, default=None)
     s.add_argument("--memstore-gib", type=float, default=4)
+    s.add_argument("--access-key", default=ACCESS_KEY)
+    s.add_argument("--secret-key", default=SECRET_KEY)
     t = sub.add_parser("stop")
     t.add_argument("dir")
     args = ap.parse_args()
     if args.cmd == "start":
         os.makedirs(args.dir, exist_ok=True)
-        c = RgwCluster(args.dir, port=args.port, memstore_gib=args.memstore_gib)
+        c = RgwCluster(args.dir, port=args.port, memstore_gib=args.memstore_gib, access_key=args.access_key,
+                       secret_key=args.secret_key)
         try:
             c.start()
         except Exception as e:

@@ -125,6 +125,9 @@ class LoggedStore:
                     del served[hit]
         return served
 
+    def allow_key(self, access_key, secret_key):
+        """Makes a key pair valid for the tests' user (moto takes any key: nothing to do)."""
+
     def client(self, **creds):
         c = dict(CREDS)
         c.update(creds)
@@ -166,6 +169,9 @@ class Rgw(LoggedStore):
                 return size
             size = now
         return size
+
+    def allow_key(self, access_key, secret_key):
+        self.cluster.add_key(access_key, secret_key)
 
     def add_user(self, uid):
         """A second S3 user of the same cluster: (access key, secret key)."""
