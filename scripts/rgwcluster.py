@@ -117,7 +117,7 @@ auth allow insecure global id reclaim = false
 mon cluster log file = {d}/log/cluster.log
 
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:{self.port}
+rgw frontends = beast endpoint=127.0.0.1:{self.port} tcp_nodelay=1
 rgw dns name = 127.0.0.1
 rgw thread pool size = 64
 # beast's access line per request ("GET /b/k HTTP/1.1" 200 ...), read like moto's log
