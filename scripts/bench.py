@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark s3mount against s3fs and rclone mount on the same local S3 emulator, one after the
-other, counting every request the emulator served. Writes docs/benchmarks/results.json,
-docs/benchmarks/plot.svg and the results section of docs/BENCHMARKS.md.
+"""Benchmark s3mount against s3fs and rclone mount on the same local S3 store, one after the
+other, counting every request the store served. The store is moto (the emulator, in this process;
+default) or Ceph's RADOS Gateway (`--store rgw`: a single-node cluster started for the run by
+scripts/rgwcluster.py). Writes docs/benchmarks/results.json (RGW: results-rgw.json),
+docs/benchmarks/plot.svg (plot-rgw.svg) and the results section of docs/BENCHMARKS.md for that
+store.
 
-    python3 scripts/bench.py [--quick] [--tools s3mount,s3fs,rclone,rclone-modtime]
+    python3 scripts/bench.py [--quick] [--store moto|rgw] [--tools s3mount,s3fs,rclone,rclone-modtime] [--only WORDS]
 """
 import argparse
 import json
@@ -16,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from botocore.config import Config
@@ -35,7 +39,37 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Moto:
+class LogCounter:
+    """Counts the requests a store served from its access log (`logpath`), with scripts/s3log.py."""
+
+    def _flush(self):
+        pass
+
+    def mark(self):
+        self._flush()
+        return os.path.getsize(self.logpath)
+
+    def _own(self, text):
+        """The log less the benchmark's own requests (none on moto: it asks the backend)."""
+        return text
+
+    def requests_since(self, pos, bucket):
+        time.sleep(0.2)
+        self._flush()
+        with open(self.logpath, "rb") as f:
+            f.seek(pos)
+            seen = s3log.requests(self._own(f.read().decode("utf-8", "replace")), bucket)
+        counts = {}
+        for op, _, _ in seen:
+            counts[op] = counts.get(op, 0) + 1
+        return counts, sum(1 for _, status, _ in seen if status == 404)
+
+    def put_many(self, bucket, items):
+        for k, body in items:
+            self.put(bucket, k, body)
+
+
+class Moto(LogCounter):
     """moto's S3 in this process: requests are logged to a file (werkzeug's access log) and the
     bench data is seeded straight into its backend, which is 100 times faster than over HTTP."""
 
@@ -66,23 +100,68 @@ class Moto:
     def put(self, bucket, key, body):
         self.backend().put_object(bucket, key, body)
 
-    def mark(self):
-        self.handler.flush()
-        return os.path.getsize(self.logpath)
+    def size(self, bucket, key):
+        try:
+            return self.backend().get_object(bucket, key).size
+        except Exception:
+            return -1
 
-    def requests_since(self, pos, bucket):
-        time.sleep(0.2)
+    def _flush(self):
         self.handler.flush()
-        with open(self.logpath, "rb") as f:
-            f.seek(pos)
-            seen = s3log.requests(f.read().decode("utf-8", "replace"), bucket)
-        counts = {}
-        for op, _, _ in seen:
-            counts[op] = counts.get(op, 0) + 1
-        return counts, sum(1 for _, status, _ in seen if status == 404)
 
     def stop(self):
         self.server.stop()
+
+
+class Rgw(LogCounter):
+    """A single-node Ceph cluster with the RADOS Gateway (scripts/rgwcluster.py), objects in RAM
+    (memstore), in a folder of its own; seeded over S3 with 64 requests at a time. RGW writes one
+    access line per request, read as moto's log is."""
+    name = "rgw"
+
+    def __init__(self, memstore_gib):
+        from rgwcluster import RgwCluster
+        self.dir = tempfile.mkdtemp(prefix="bench-rgw-")
+        self.cluster = RgwCluster(self.dir, memstore_gib=memstore_gib, access_key=KEY, secret_key=SECRET,
+                                  die_with_parent=True).start()
+        print(f"bench: Ceph RGW up in {self.cluster.startup_seconds} s on {self.cluster.endpoint} ({self.dir})", flush=True)
+        self.port, self.endpoint, self.logpath = self.cluster.port, self.cluster.endpoint, self.cluster.rgw_log
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=KEY,
+                               aws_secret_access_key=SECRET,
+                               config=Config(s3={"addressing_style": "path"}, max_pool_connections=64,
+                                             retries={"max_attempts": 5}))
+
+    def put(self, bucket, key, body):
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    def put_many(self, bucket, items):
+        with ThreadPoolExecutor(64) as ex:
+            list(ex.map(lambda it: self.put(bucket, *it), items))
+
+    def size(self, bucket, key):
+        try:
+            return self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except Exception:
+            return -1
+
+    def _own(self, text):
+        # The benchmark's own checks (a HEAD until a write is in the store) go through boto3,
+        # which none of the tools use: not counted. RGW's access line names the client.
+        return "\n".join(line for line in text.splitlines() if '"Boto3/' not in line)
+
+    def _flush(self):
+        # Ceph writes its log from a thread of its own: wait until the size holds still.
+        size = -1
+        for _ in range(50):
+            now = os.path.getsize(self.logpath)
+            if now == size:
+                return
+            size = now
+            time.sleep(0.05)
+
+    def stop(self):
+        self.cluster.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def mounted(path):
@@ -150,9 +229,7 @@ def rss_kib(pid):
 
 
 def seed(moto, bucket, items):
-    for it in items:
-        k, body = it if isinstance(it, tuple) else (it, b"x" * 100)
-        moto.put(bucket, k, body)
+    moto.put_many(bucket, [it if isinstance(it, tuple) else (it, b"x" * 100) for it in items])
 
 
 def tree_keys():
@@ -186,11 +263,15 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"))
     ap.add_argument("--render", action="store_true", help="only redraw the plot and tables from results.json")
     ap.add_argument("--markdown", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"), help="the page whose results section is rewritten")
+    ap.add_argument("--store", choices=("moto", "rgw"), default="moto",
+                    help="moto (the emulator, in this process) or rgw (a single-node Ceph RADOS Gateway)")
+    ap.add_argument("--only", default=None, help="run only the workloads whose name contains one of these comma-separated words")
     args = ap.parse_args()
+    suffix = "" if args.store == "moto" else "-" + args.store
     if args.render:
-        results = json.load(open(os.path.join(args.out, "results.json")))
-        write_svg(results, os.path.join(args.out, "plot.svg"))
-        write_markdown(results, args.markdown)
+        results = json.load(open(os.path.join(args.out, f"results{suffix}.json")))
+        write_svg(results, os.path.join(args.out, f"plot{suffix}.svg"))
+        write_markdown(results, args.markdown, suffix)
         return
     quick = args.quick
     tools = [t for t in (args.tools or ("s3mount,s3fs,rclone-modtime" if quick else "s3mount,s3fs,rclone,rclone-modtime")).split(",") if t]
@@ -200,12 +281,13 @@ def main():
     small_count = 100 if quick else 1000
 
     work = tempfile.mkdtemp(prefix="s3mount-bench-")
-    moto = Moto()
+    # RGW keeps objects in RAM (memstore): the big file, a copy per tool written in, the rest small.
+    moto = Rgw(memstore_gib=(2 + 2 * len(tools)) * big / (1 << 30) + 4) if args.store == "rgw" else Moto()
     # Every request delayed as a round trip to real S3 would be.
     proxy = ForwardingProxy(moto.port, before=lambda method, path: time.sleep(args.latency_ms / 1000.0))
     s3 = moto.s3
     t0 = time.time()
-    print(f"bench: seeding the emulator ({'quick' if quick else 'full'})", flush=True)
+    print(f"bench: seeding {args.store} ({'quick' if quick else 'full'})", flush=True)
     s3.create_bucket(Bucket="bench")
     # The 100,000-object directory lives in a bucket of its own: moto scans a whole bucket for
     # every listing, which would slow every other workload down.
@@ -223,8 +305,10 @@ def main():
     big_file(bigpath, big)
     print(f"bench: seeded in {time.time() - t0:.0f} s", flush=True)
 
-    results = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick, "workloads": [], "reference": {}}
+    results = {"store": args.store,
+               "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick, "only": args.only,
+               "workloads": [], "reference": {}}
 
     # Reference figures: an upload with the AWS CLI (which also seeds big.bin) and a direct
     # download with curl, same server, same run.
@@ -233,7 +317,9 @@ def main():
                    env=dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1"), check=True)
     results["reference"]["awscli_upload_MBps"] = round(big / (time.time() - t) / 1e6, 1)
     t = time.time()
-    subprocess.run(["curl", "-s", "-o", "/dev/null", f"{moto.endpoint}/bench/big.bin"], check=True)
+    # A presigned URL: RGW, unlike moto, refuses an unsigned GET of a private object.
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": "big.bin"}, ExpiresIn=3600)
+    subprocess.run(["curl", "-sf", "-o", "/dev/null", url], check=True)
     results["reference"]["curl_download_MBps"] = round(big / (time.time() - t) / 1e6, 1)
     print(f"bench: reference {results['reference']}", flush=True)
 
@@ -274,10 +360,7 @@ def main():
         return False
 
     def stored(key):
-        try:
-            return moto.backend().get_object("bench", key).size
-        except Exception:
-            return -1
+        return moto.size("bench", key)
 
     def cp_in(mp, tool):
         out = shell(f"cp {bigpath} {mp}/in-{tool}.bin")
@@ -298,6 +381,9 @@ def main():
     if not quick:
         latency_names |= {"find + xargs stat (1,000 obj, 221 dirs)", "file-manager probes (221 dirs)"}
 
+    if args.only:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        workloads = [(w, f) for w, f in workloads if any(x in w for x in words)]
     for wname, fn in workloads:
         for via_proxy in ([False, True] if wname in latency_names else [False]):
             label = wname + (f" (+{int(args.latency_ms)} ms/request)" if via_proxy else "")
@@ -369,10 +455,10 @@ def main():
 
     results["total_seconds"] = round(time.time() - t0)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(args.out, f"results{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1)
-    write_svg(results, os.path.join(args.out, "plot.svg"))
-    write_markdown(results, args.markdown)
+    write_svg(results, os.path.join(args.out, f"plot{suffix}.svg"))
+    write_markdown(results, args.markdown, suffix)
     moto.stop()
     print(f"bench: done in {results['total_seconds']} s; results in {args.out} and {args.markdown}")
 
@@ -399,7 +485,7 @@ def best_peer(row):
     return min(peers, key=lambda p: p[1]["seconds"]) if peers else (None, None)
 
 
-def write_markdown(results, path):
+def write_markdown(results, path, suffix=""):
     tools = []
     for row in results["workloads"]:
         for t in row["tools"]:
@@ -431,12 +517,17 @@ def write_markdown(results, path):
                    f"{e['rss_kib_after_listing'] / 1024:.1f} MiB ({per:.0f} bytes per cached entry); after the kernel "
                    f"forgets them (`echo 2 > /proc/sys/vm/drop_caches`) {e['rss_kib_after_forget'] / 1024:.1f} MiB.")
     ref = results["reference"]
+    store = results.get("store", "moto")
+    tag = "results" + suffix
+    cmd = ("python3 scripts/bench.py --quick" if results["quick"] else "bash scripts/bench.sh") + \
+        (f" --store {store}" if store != "moto" else "") + (f" --only '{results['only']}'" if results.get("only") else "")
+    where = "moto (the emulator, in-process)" if store == "moto" else "Ceph RGW 16.2 (single node, memstore)"
     section = "\n".join([
-        "<!-- results:start -->",
-        f"Run: `{'python3 scripts/bench.py --quick' if results['quick'] else 'bash scripts/bench.sh'}` on {results['machine']}, "
-        f"{results['date']}, {results['total_seconds']} s in all. Every request counted from the emulator's own log.",
+        f"<!-- {tag}:start -->",
+        f"Run: `{cmd}` on {results['machine']}, "
+        f"{results['date']}, {results['total_seconds']} s in all. Store: {where}. Every request counted from the store's own log.",
         "",
-        "![time per workload](benchmarks/plot.svg)",
+        f"![time per workload](benchmarks/plot{suffix}.svg)",
         "",
         "### Time and requests",
         "",
@@ -446,14 +537,16 @@ def write_markdown(results, path):
         "",
         *req,
         "",
-        f"Reference, same server, same run: `curl` download {ref.get('curl_download_MBps')} MB/s; "
+        f"Reference, same store, same run: `curl` download {ref.get('curl_download_MBps')} MB/s; "
         f"`aws s3 cp` upload {ref.get('awscli_upload_MBps')} MB/s.",
         "",
         mem,
-        "<!-- results:end -->",
+        f"<!-- {tag}:end -->",
     ])
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n<!-- results:start -->\n<!-- results:end -->\n"
-    text = re.sub(r"<!-- results:start -->.*<!-- results:end -->", lambda _: section, text, flags=re.S)
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if f"<!-- {tag}:start -->" not in text:
+        text += f"\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
+    text = re.sub(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", lambda _: section, text, flags=re.S)
     with open(path, "w") as f:
         f.write(text)
 

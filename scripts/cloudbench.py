@@ -22,7 +22,10 @@ past 5 MiB to /tmp, which drop_caches would send back to the disk).
         [--latency-ms 20] [--conn-mbps 25] [--s3mount-opts "--cache DIR"] [--timeout 300]
     python3 scripts/cloudbench.py --render     (the table again from the JSON)
 
-Writes docs/benchmarks/cloud.json and prints a markdown table.
+With --store rgw the store is a single-node Ceph RADOS Gateway (scripts/rgwcluster.py), seeded
+over S3, requests counted from its access log; RGW reads only the range asked, unpatched.
+
+Writes docs/benchmarks/cloud.json (RGW: cloud-rgw.json) and prints a markdown table.
 """
 import argparse
 import json
@@ -38,7 +41,10 @@ import tempfile
 import threading
 import time
 
-from bench import BIN, ROOT, Moto
+import boto3
+from botocore.config import Config
+
+from bench import BIN, KEY, ROOT, SECRET, Moto, Rgw
 from cloudproxy import CloudProxy, ProxyProcess
 from metabench import MetaTool, available, shell, unmount_quietly, versions
 
@@ -120,9 +126,10 @@ def patch_moto_ranges():
 
 def put_object(moto, key, body):
     """Seeds `key` straight into the backend; its ETag is worked out now (moto computes it on
-    first use by seeking the object's buffer without the lock that ranged reads take)."""
+    first use by seeking the object's buffer without the lock that ranged reads take). RGW: a PUT."""
     moto.put(BUCKET, key, body)
-    _ = moto.backend().get_object(BUCKET, key).etag
+    if isinstance(moto, Moto):
+        _ = moto.backend().get_object(BUCKET, key).etag
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -270,10 +277,13 @@ def main():
     ap.add_argument("--s3mount-opts", default="", help='extra s3mount options, e.g. "--cache /var/tmp/c"')
     ap.add_argument("--timeout", type=float, default=None, help="seconds one tool may take for one workload (300; quick 120)")
     ap.add_argument("--inprocess-proxy", action="store_true", help="run the proxy in this process (default: a process of its own)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "cloud.json"))
+    ap.add_argument("--store", choices=("moto", "rgw"), default="moto",
+                    help="moto (in this process, ranges patched) or rgw (a single-node Ceph RADOS Gateway)")
+    ap.add_argument("--out", default=None, help="default docs/benchmarks/cloud.json (RGW: cloud-rgw.json)")
     ap.add_argument("--keep-log", action="store_true", help="keep the emulator's access log (its path is printed)")
     ap.add_argument("--render", action="store_true", help="only print the table of --out")
     args = ap.parse_args()
+    args.out = args.out or os.path.join(ROOT, "docs", "benchmarks", "cloud.json" if args.store == "moto" else "cloud-rgw.json")
     if args.render:
         print(markdown(json.load(open(args.out))))
         return
@@ -292,7 +302,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_sigterm)  # so that the finally below unmounts and stops
     os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(1 << 40)  # objects stay in memory
-    patch_moto_ranges()
+    if args.store == "moto":
+        patch_moto_ranges()
     t0 = time.time()
     load0 = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared: other load skews every figure
     work = tempfile.mkdtemp(prefix="s3mount-cloudbench-")
@@ -301,7 +312,7 @@ def main():
     def log(msg):
         print(f"cloudbench: [{time.time() - t0:5.0f} s] {msg}", flush=True)
 
-    results = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+    results = {"store": args.store, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
                "config": {"latency_ms": args.latency_ms, "conn_mbps": args.conn_mbps, "timeout_s": timeout,
                           "big_bytes": big, "parallel_files": 8, "parallel_file_bytes": part, "again_bytes": again,
@@ -309,7 +320,7 @@ def main():
                           "proxy": "in-process" if args.inprocess_proxy else "own process"},
                "versions": dict(versions(), s3mount=git_rev()), "reference": {}, "workloads": []}
     try:
-        moto = Moto()
+        moto = Rgw(memstore_gib=(big + 8 * part + again) / (1 << 30) + 4) if args.store == "rgw" else Moto()
         moto.s3.create_bucket(Bucket=BUCKET)
         log(f"seeding ({'quick' if quick else 'full'}): {big // MiB} MiB, 8 x {part // MiB} MiB, {again // MiB} MiB, {n_small} small files")
         big_body = os.urandom(big)
@@ -328,9 +339,12 @@ def main():
                  ProxyProcess(moto.port, args.latency_ms, args.conn_mbps, log=open(os.path.join(work, "proxy.log"), "w")))
 
         def url_of(endpoint):
+            # Signed for the host it is sent to: RGW checks that the Host header was signed as sent.
+            signer = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY,
+                                  aws_secret_access_key=SECRET, config=Config(s3={"addressing_style": "path"}))
+
             def url(key):
-                signed = moto.s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=7200)
-                return endpoint + signed[signed.index(f"/{BUCKET}/"):]
+                return signer.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=7200)
             return url
 
         log("seeded; checking ranged reads of the emulator")
@@ -427,7 +441,7 @@ def main():
             moto.stop()
             if args.keep_log:
                 log(f"emulator access log kept: {moto.logpath}")
-            else:
+            elif os.path.exists(moto.logpath):
                 os.remove(moto.logpath)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -492,7 +506,10 @@ def markdown(results):
     ref = results.get("reference", {})
     cfg = results["config"]
     chk = results.get("moto_range_check", {})
-    lines = [f"Run: `python3 scripts/cloudbench.py{' --quick' if results['quick'] else ''}` on {results['machine']}, "
+    store = results.get("store", "moto")
+    lines = [f"Run: `python3 scripts/cloudbench.py{' --quick' if results['quick'] else ''}"
+             f"{' --store ' + store if store != 'moto' else ''}` on {results['machine']}, store "
+             f"{'moto (in-process, ranges patched)' if store == 'moto' else 'Ceph RGW 16.2 (single node, memstore)'}, "
              f"{results['date']}, {results.get('total_seconds', '?')} s in all; s3mount {results['versions'].get('s3mount')}"
              + (f", options `{cfg['s3mount_opts']}`" if cfg.get("s3mount_opts") else "") + ".",
              f"Load average (1, 5, 15 min) at start {results.get('loadavg_start')}, at end {results.get('loadavg_end')}. "
@@ -509,8 +526,10 @@ def markdown(results):
         lines.append(f"- 1 × `curl` GETting the {r['requests']:,} small files one after the other through the proxy, one connection: "
                      f"**{r['seconds']:.1f} s** ({r['ms_per_request']:.1f} ms each; the floor of a sequential reader)")
     if chk:
-        lines.append(f"- emulator: 8 MiB range of the {chk['object_bytes'] // MiB} MiB object in {chk['ranged_8MiB_ms']:.0f} ms "
-                     f"(moto's unpatched path: {chk['moto_suffix_8MiB_ms']:.0f} ms); ranges byte-identical: {chk['ok']}")
+        lines.append(f"- store: 8 MiB range of the {chk['object_bytes'] // MiB} MiB object in {chk['ranged_8MiB_ms']:.0f} ms "
+                     + (f"(moto's unpatched path: {chk['moto_suffix_8MiB_ms']:.0f} ms)" if store == "moto" else
+                        f"(a suffix range of the same length: {chk['moto_suffix_8MiB_ms']:.0f} ms)")
+                     + f"; ranges byte-identical: {chk['ok']}")
     lines += ["", "| workload | " + " | ".join(tools) + " | best peer | s3mount vs best peer | s3mount vs ceiling |",
               "|---" * (len(tools) + 4) + "|"]
     for row in results["workloads"]:

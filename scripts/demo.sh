@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# First run without a cloud account: builds s3mount, starts a local S3 emulator (moto) with a
-# sample bucket, mounts it, browses it, and prints the request statistics. It leaves the mount and
-# the emulator running for you to try; `stop` unmounts and stops the emulator it started.
+# First run without a cloud account: builds s3mount, starts a local S3 store with a sample bucket
+# (the emulator moto, or with --rgw a single-node Ceph cluster with the RADOS Gateway), mounts it,
+# browses it, and prints the request statistics. It leaves the mount and the store running for you
+# to try; `stop` unmounts and stops the store it started.
 #   bash scripts/demo.sh            # mount at /tmp/s3mount-demo
+#   bash scripts/demo.sh --rgw      # the same on Ceph RGW (a cluster in /tmp/s3mount-demo-rgw)
 #   MOUNTPOINT=~/s3 bash scripts/demo.sh
-#   bash scripts/demo.sh stop       # unmount, stop the emulator (by its PID), remove the logs
+#   bash scripts/demo.sh stop       # unmount, stop the store (by its PIDs), remove the logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +30,9 @@ stop() {
         echo "demo: $STATE belongs to another user: not using it" >&2
         return 1
     fi
-    local mp daemon moto log motolog
+    local mp daemon moto log motolog rgwdir
     mp=$(state_get MOUNTPOINT); daemon=$(state_get DAEMON_PID); moto=$(state_get MOTO_PID)
-    log=$(state_get LOG); motolog=$(state_get MOTO_LOG)
+    log=$(state_get LOG); motolog=$(state_get MOTO_LOG); rgwdir=$(state_get RGW_DIR)
     if [ -n "$mp" ] && grep -q " $mp fuse" /proc/mounts; then
         fusermount3 -u "$mp"
         echo "demo: unmounted $mp"
@@ -48,16 +50,25 @@ stop() {
     elif [ -n "$moto" ]; then
         echo "demo: the S3 emulator (PID $moto) is not running any more"
     fi
+    if [ -n "$rgwdir" ] && [ -d "$rgwdir" ]; then
+        # Only the daemons its start recorded, each checked to be that cluster's.
+        python3 scripts/rgwcluster.py stop "$rgwdir" | sed 's/^rgwcluster:/demo:/'
+        rm -rf --one-file-system "$rgwdir"
+        echo "demo: removed the Ceph cluster's folder $rgwdir"
+    fi
     [ -n "$mp" ] && rmdir "$mp" 2>/dev/null || true
     rm -f "$log" "$motolog" "$STATE"
     echo "demo: removed the logs and $STATE"
 }
 
+STORE=moto
 if [ "${1:-}" = "stop" ]; then
     stop
     exit
+elif [ "${1:-}" = "--rgw" ] && [ $# -eq 1 ]; then
+    STORE=rgw
 elif [ $# -gt 0 ]; then
-    echo "usage: bash scripts/demo.sh [stop]" >&2
+    echo "usage: bash scripts/demo.sh [--rgw | stop]" >&2
     exit 2
 fi
 
@@ -74,6 +85,32 @@ echo "== building (release)"
 bash scripts/build-release.sh
 BIN="$PWD/.build/release/s3mount"
 
+# A demo on one store replaces a running demo on the other.
+if [ -f "$STATE" ] && { { [ "$STORE" = rgw ] && [ -n "$(state_get MOTO_PID)" ]; } || { [ "$STORE" = moto ] && [ -n "$(state_get RGW_DIR)" ]; }; }; then
+    echo "== stopping the earlier demo on the other store"
+    stop
+fi
+
+RGW_DIR=""
+MOTO_PID=""
+if [ "$STORE" = rgw ]; then
+    RGW_DIR=/tmp/s3mount-demo-rgw
+    if [ -d "$RGW_DIR" ] && [ -f "$RGW_DIR/pids" ] && curl -s -o /dev/null "$ENDPOINT/"; then
+        echo "== the Ceph RGW cluster of an earlier demo answers on $ENDPOINT ($RGW_DIR)"
+    else
+        if curl -s -o /dev/null "$ENDPOINT/"; then
+            echo "demo: something this demo did not start answers on $ENDPOINT: set S3_PORT to a free port" >&2
+            exit 1
+        fi
+        [ -d "$RGW_DIR" ] && python3 scripts/rgwcluster.py stop "$RGW_DIR" >/dev/null && rm -rf --one-file-system "$RGW_DIR"
+        echo "== starting a single-node Ceph cluster with the RADOS Gateway on $ENDPOINT (in $RGW_DIR; a few seconds)"
+        python3 scripts/rgwcluster.py start "$RGW_DIR" --port "$PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+            --secret-key "$AWS_SECRET_ACCESS_KEY" > "$RGW_DIR.json"
+        mv "$RGW_DIR.json" "$RGW_DIR/cluster.json"
+        echo "   up in $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["startup_seconds"])' "$RGW_DIR/cluster.json") s; daemons: $(tr '\n' ' ' < "$RGW_DIR/pids")"
+    fi
+    MOTO_LOG="$RGW_DIR/log/client.rgw.log"
+else
 MOTO_PID=$(state_get MOTO_PID)
 if running_moto "$MOTO_PID" && curl -s -o /dev/null "$ENDPOINT/moto-api/"; then
     echo "== the S3 emulator of an earlier demo is running on $ENDPOINT (PID $MOTO_PID)"
@@ -87,12 +124,14 @@ else
     for _ in $(seq 100); do curl -s -o /dev/null "$ENDPOINT/moto-api/" && break; sleep 0.1; done
     curl -s -o /dev/null "$ENDPOINT/moto-api/" || { echo "demo: moto_server did not start: see $MOTO_LOG" >&2; exit 1; }
 fi
+fi
 # An earlier demo's mount elsewhere is not left behind when this one forgets it.
 old_mp=$(state_get MOUNTPOINT)
 if [ -n "$old_mp" ] && [ "$old_mp" != "$MOUNTPOINT" ] && grep -q " $old_mp fuse" /proc/mounts; then
     fusermount3 -u "$old_mp" && echo "== unmounted the earlier demo's $old_mp"
 fi
-printf 'MOUNTPOINT=%s\nMOTO_PID=%s\nLOG=%s\nMOTO_LOG=%s\n' "$MOUNTPOINT" "$MOTO_PID" "$LOG" "$MOTO_LOG" > "$STATE"
+printf 'MOUNTPOINT=%s\nMOTO_PID=%s\nRGW_DIR=%s\nLOG=%s\nMOTO_LOG=%s\n' "$MOUNTPOINT" "$MOTO_PID" "$RGW_DIR" "$LOG" \
+    "$( [ "$STORE" = moto ] && echo "$MOTO_LOG")" > "$STATE"
 
 echo "== seeding s3://$BUCKET (a tree of 2,000 objects and a 64 MiB file)"
 python3 - "$ENDPOINT" "$BUCKET" <<'PY'
@@ -104,7 +143,7 @@ ep, bucket = sys.argv[1], sys.argv[2]
 s3 = boto3.client("s3", endpoint_url=ep, config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
 try:
     s3.create_bucket(Bucket=bucket)
-except s3.exceptions.BucketAlreadyOwnedByYou:
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
     pass
 t = time.time()
 keys = [f"projects/p{p:02d}/{kind}/file-{i:03d}.txt" for p in range(20) for kind in ("src", "docs") for i in range(50)]
@@ -140,6 +179,7 @@ cat <<MSG
 Left running for you to try:
   - the bucket mounted at $MOUNTPOINT (s3mount daemon, PID ${DAEMON_PID:-?}; log: $LOG):
     browse it with ls, find, cat or a file manager
-  - the S3 emulator moto_server on $ENDPOINT$( [ -n "$MOTO_PID" ] && echo " (PID $MOTO_PID; log: $MOTO_LOG)" || echo " (not started by this demo)")
+  - $( if [ "$STORE" = rgw ]; then echo "Ceph's RADOS Gateway on $ENDPOINT (monitor, OSD and radosgw: PIDs $(awk '{print $2}' "$RGW_DIR/pids" | tr '\n' ' ')in $RGW_DIR; its log, one line per request: $MOTO_LOG)";
+      else echo "the S3 emulator moto_server on $ENDPOINT$( [ -n "$MOTO_PID" ] && echo " (PID $MOTO_PID; log: $MOTO_LOG)" || echo " (not started by this demo)")"; fi)
 Stop both:  bash scripts/demo.sh stop
 MSG

@@ -9,6 +9,9 @@ APT_PACKAGES+=(rsync git make s3fs)
 # File managers the tests open a bucket folder in (Thunar and PCManFM under Xvfb, mc and ranger
 # under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots.
 APT_PACKAGES+=(xvfb thunar pcmanfm dbus-x11 mc ranger tmux imagemagick)
+# A second S3 store for the integration tests and the benchmark: a single-node Ceph cluster with
+# the RADOS Gateway (scripts/rgwcluster.py starts one in a folder; no service is enabled here).
+APT_PACKAGES+=(radosgw ceph-mon ceph-osd ceph-common)
 # The shells whose completions the tests try (scripts/completions/), and man for the man page.
 APT_PACKAGES+=(bash-completion zsh fish)
 command -v man >/dev/null 2>&1 || APT_PACKAGES+=(man-db)
@@ -58,4 +61,4 @@ fi
 swift_tmp=$(mktemp -d)
 swift_version=$(TMPDIR="$swift_tmp" swift --version 2>/dev/null | head -1)
 rm -rf "$swift_tmp"
-echo "setup: ready ($swift_version; fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'))"
+echo "setup: ready ($swift_version; fuse3 $(pkg-config --modversion fuse3); moto $(python3 -c 'import moto; print(moto.__version__)'); ceph $(ceph --version | awk '{print $3}'))"

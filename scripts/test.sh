@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Sets up the machine, builds, and runs every test: Swift unit and client integration tests
-# (XCTest), then the mount integration tests (pytest: real FUSE mounts against moto_server).
-# The last line sums up both suites: "N passed, N failed". Nothing is left in /tmp: pytest's
-# folders and the toolchain's own temporary files go to a scratch folder removed at the end.
+# (XCTest), then the mount integration tests (pytest: real FUSE mounts) once per S3 store: moto
+# (moto_server, the emulator), then Ceph's RADOS Gateway (a single-node cluster started for the
+# run, see scripts/rgwcluster.py). The last line sums up everything: "N passed, N failed", with the
+# figures of each suite and store. Nothing is left in /tmp: pytest's folders, the cluster and the
+# toolchain's own temporary files go to a scratch folder removed at the end.
 #   bash scripts/test.sh [PYTEST ARGS]      # e.g. -k fstab -x
+#   S3M_STORES=rgw bash scripts/test.sh     # one store only (default: "moto rgw")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,17 +29,23 @@ set -e
 grep -vE "^Test Case '.*' (started|passed)|^Test Suite '.*' (started|passed)|^[[:space:]]*Executed [0-9]+ tests?, with 0 failures|^\[[0-9]+/[0-9]+\] |^Building for|^Build complete" \
     "$scratch/xctest.log" || true
 
-echo "== integration tests (pytest: real mounts)"
 export S3MOUNT_BIN="$PWD/.build/debug/s3mount"
-set +e
-python3 -m pytest -q -p no:cacheprovider --basetemp="$scratch/pytest" --junitxml="$scratch/pytest.xml" \
-    -o junit_family=xunit2 Tests/integration "$@"
-pytest_rc=$?
-set -e
+reports=()
+for store in ${S3M_STORES:-moto rgw}; do
+    echo "== integration tests on $store (pytest: real mounts)"
+    start=$SECONDS
+    set +e
+    python3 -m pytest -q -p no:cacheprovider --store "$store" --basetemp="$scratch/pytest-$store" \
+        --junitxml="$scratch/pytest-$store.xml" -o junit_family=xunit2 Tests/integration "$@"
+    rc=$?
+    set -e
+    echo "== pytest on $store: $((SECONDS - start)) s"
+    reports+=("$store" "$scratch/pytest-$store.xml" "$rc" "$((SECONDS - start))")
+done
 
-# One line for both suites: XCTest's last "Executed" line (all tests), pytest's JUnit report. A suite
+# One line for every suite: XCTest's last "Executed" line (all tests), each pytest run's JUnit report. A suite
 # that ended without its figures (a crash) counts as one failure.
-python3 - "$scratch/xctest.log" "$xctest_rc" "$scratch/pytest.xml" "$pytest_rc" <<'PY'
+python3 - "$scratch/xctest.log" "$xctest_rc" "${reports[@]}" <<'PY'
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -63,13 +72,22 @@ def pytest(path, rc):
     skipped = sum(int(s.get("skipped", 0)) for s in suites)
     return total - failed - skipped, failed, skipped, ""
 
+suites = [("XCTest", xctest, sys.argv[1], int(sys.argv[2]), None)]
+rest = sys.argv[3:]
+for i in range(0, len(rest), 4):
+    store, path, rc, secs = rest[i:i + 4]
+    suites.append((f"pytest on {store}", pytest, path, int(rc), int(secs)))
 parts, passed, failed = [], 0, 0
-for name, parse, path, rc in (("XCTest", xctest, sys.argv[1], int(sys.argv[2])), ("pytest", pytest, sys.argv[3], int(sys.argv[4]))):
+for name, parse, path, rc, secs in suites:
     p, f, s, note = parse(path, rc)
+    if secs is not None:
+        note = ", ".join(x for x in (note, f"{secs} s") if x)
     if rc != 0 and f == 0:
         f, note = 1, f"exit {rc} without a failed test"
     passed, failed = passed + p, failed + f
     parts.append(f"{name} {p} passed, {f} failed" + (f", {s} skipped" if s else "") + (f" ({note})" if note else ""))
 print(f"== {passed} passed, {failed} failed ({'; '.join(parts)})")
 PY
-[ "$xctest_rc" -eq 0 ] && [ "$pytest_rc" -eq 0 ]
+all_rc=$xctest_rc
+for ((i = 2; i < ${#reports[@]}; i += 4)); do [ "${reports[$i]}" -eq 0 ] || all_rc=1; done
+[ "$all_rc" -eq 0 ]

@@ -102,6 +102,8 @@ public final class S3Client: Sendable {
     private let regionState: Locked<String>
     /// Set once the store refused checksum headers (and took the same request without them).
     private let checksumsRefused = Locked(false)
+    /// The store matched a PUT's If-Match only without the ETag's quotes (putObject).
+    private let ifMatchUnquoted = Locked(false)
     private let endpointParts: (scheme: String, host: String, basePath: String)?
 
     /// Logs one line per request at debug level when set (operation, key, status, ms).
@@ -420,16 +422,33 @@ public final class S3Client: Sendable {
                           condition: WriteCondition? = nil) throws -> String {
         var h: [(String, String)] = [("Content-Type", contentType ?? typeFor(key))]
         for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
-        switch condition {
-        case .absent?: h.append(("If-None-Match", "*"))
-        case .etag(let e)?: h.append(("If-Match", e))
-        case nil: break
+        let put = { (condition: [(String, String)]) throws -> String in
+            try self.withChecksumFallback("PutObject") { checksummed in
+                var headers = h + condition
+                if checksummed { headers.append(("x-amz-checksum-crc32", try Self.crc32Header(body, "PutObject"))) }
+                let r = try self.send("PutObject", method: "PUT", key: key, headers: headers, body: body)
+                return r.headers["etag"] ?? ""
+            }
         }
-        return try withChecksumFallback("PutObject") { checksummed in
-            var headers = h
-            if checksummed { headers.append(("x-amz-checksum-crc32", try Self.crc32Header(body, "PutObject"))) }
-            let r = try send("PutObject", method: "PUT", key: key, headers: headers, body: body)
-            return r.headers["etag"] ?? ""
+        switch condition {
+        case .absent?: return try put([("If-None-Match", "*")])
+        case .etag(let e)?:
+            // Ceph RGW (16.2) compares a PUT's If-Match with the stored ETag as is, without its
+            // quotes, so the quoted ETag S3 answers with never matches there (its GETs unquote).
+            // A 412 to the quoted form is asked once more unquoted: a store that holds that ETag
+            // takes it, and is sent the unquoted form from then on; any other 412 stands.
+            let unquoted = e.count >= 2 && e.hasPrefix("\"") && e.hasSuffix("\"") ? String(e.dropFirst().dropLast()) : e
+            if unquoted == e || ifMatchUnquoted.withLock({ $0 }) { return try put([("If-Match", unquoted)]) }
+            do {
+                return try put([("If-Match", e)])
+            } catch let err as S3Error where err.kind == .preconditionFailed {
+                let etag = try put([("If-Match", unquoted)])
+                if !ifMatchUnquoted.withLock({ u -> Bool in defer { u = true }; return u }) {
+                    Log.info("the store matches a PUT's If-Match only without the ETag's quotes (Ceph RGW): sent so from now on")
+                }
+                return etag
+            }
+        case nil: return try put([])
         }
     }
 

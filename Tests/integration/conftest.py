@@ -1,6 +1,12 @@
-"""Integration harness: a real moto_server on a free loopback port, real s3mount mounts,
-real tools through the mount, and every S3 request counted twice (s3mount's own stats and
-moto's request log)."""
+"""Integration harness: a real S3 store on free loopback ports (moto_server, or a single-node Ceph
+cluster with the RADOS Gateway: `--store rgw` or S3M_STORE=rgw), real s3mount mounts, real tools
+through the mount, and every S3 request counted twice (s3mount's own stats and the store's
+access log).
+
+The store fixture is `store`; `moto` is the same object under its older name (most tests were
+written against moto alone). A test that cannot run on one store says why with
+`@pytest.mark.moto_only("reason")` or `@pytest.mark.rgw_only("reason")`; `STORE` names the store of
+this run, for the few assertions that differ (docs/SEMANTICS.md, "Stores: moto and Ceph RGW")."""
 import json
 import os
 import re
@@ -21,6 +27,7 @@ from botocore.config import Config
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import s3log  # noqa: E402  (the benchmark counts requests with the same code)
+from rgwcluster import RgwCluster, missing_binaries  # noqa: E402
 BIN = os.environ.get("S3MOUNT_BIN", os.path.join(ROOT, ".build", "debug", "s3mount"))
 # The chaos run (scripts/chaos.sh): S3M_CHAOS="SLOWDOWN,RESET" (shares, e.g. "0.05,0.01") puts a
 # proxy that injects random 503 SlowDowns and connection resets in front of every mount. Requests
@@ -44,7 +51,139 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Moto:
+STORES = ("moto", "rgw")
+STORE = os.environ.get("S3M_STORE", "moto")  # set from --store at configure time
+
+
+def pytest_addoption(parser):
+    parser.addoption("--store", choices=STORES, default=None,
+                     help="the S3 store the integration tests run against (default: $S3M_STORE, else moto)")
+
+
+def pytest_configure(config):
+    global STORE
+    STORE = config.getoption("--store") or os.environ.get("S3M_STORE") or "moto"
+    if STORE not in STORES:
+        raise pytest.UsageError(f"S3M_STORE={STORE!r}: one of {', '.join(STORES)}")
+    os.environ["S3M_STORE"] = STORE  # for the tests' helper processes
+    config.addinivalue_line("markers", "moto_only(reason): runs on moto only; skipped on RGW with the reason")
+    config.addinivalue_line("markers", "rgw_only(reason): runs on RGW only; skipped on moto with the reason")
+
+
+def pytest_report_header(config):
+    return f"store: {STORE}"
+
+
+def pytest_runtest_setup(item):
+    for mark, store in (("moto_only", "moto"), ("rgw_only", "rgw")):
+        m = item.get_closest_marker(mark)
+        if m and STORE != store:
+            pytest.skip(f"{store} only: " + (m.args[0] if m.args else "no reason given"))
+
+
+class LoggedStore:
+    """What the tests ask of a store: `endpoint`, `port`, `client()`, and the requests it served,
+    read from its access log (`logpath`) with scripts/s3log.py."""
+    name = "?"
+
+    def _flush(self):
+        pass
+
+    def log_position(self):
+        self._flush()
+        pos = self._settled_size()
+        self.position_times = getattr(self, "position_times", {})
+        self.position_times.setdefault(pos, time.time())
+        return pos
+
+    def _settled_size(self):
+        return os.path.getsize(self.logpath)
+
+    def _read_since(self, pos, bucket):
+        time.sleep(0.05)
+        self._flush()
+        self._settled_size()
+        with open(self.logpath, "rb") as f:
+            f.seek(pos)
+            return s3log.requests(f.read().decode("utf-8", "replace"), bucket)
+
+    def served_since(self, pos, bucket=None):
+        """Every request the store answered since `pos`, chaos or not."""
+        return self._read_since(pos, bucket)
+
+    def requests_since(self, pos, bucket=None):
+        """[(operation, status, target)] that the store served since `pos` (for `bucket` only if
+        given), less those a chaos proxy cut off after the store served them."""
+        served = self._read_since(pos, bucket)
+        since = getattr(self, "position_times", {}).get(pos)
+        if CHAOS and since is not None:
+            for fault in chaos_faults(CHAOS_RECORDS, since):
+                if fault["kind"] != "reset_any":
+                    continue  # a SlowDown never reached the store
+                hit = next((i for i, r in enumerate(served) if r[2] == fault["target"]), None)
+                if hit is not None:
+                    del served[hit]
+        return served
+
+    def allow_key(self, access_key, secret_key):
+        """Makes a key pair valid for the tests' user (moto takes any key: nothing to do)."""
+
+    def client(self, **creds):
+        c = dict(CREDS)
+        c.update(creds)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"],
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+
+class Rgw(LoggedStore):
+    """A single-node Ceph cluster (monitor, OSD on memstore, RADOS Gateway) in `workdir`, made by
+    scripts/rgwcluster.py; its S3 user has the tests' keys (CREDS). RGW's access lines (beast, at
+    `debug rgw = 1`) go to its log file, read as moto's are. stop() ends exactly the daemons it
+    started (also at exit, and when the test process dies: they get SIGTERM with their parent)."""
+    name = "rgw"
+
+    def __init__(self, workdir):
+        if missing_binaries():
+            pytest.exit("Ceph is not installed (missing " + ", ".join(missing_binaries()) + "): run scripts/setup.sh",
+                        returncode=3)
+        self.cluster = RgwCluster(workdir, memstore_gib=8, access_key=CREDS["AWS_ACCESS_KEY_ID"],
+                                  secret_key=CREDS["AWS_SECRET_ACCESS_KEY"], die_with_parent=True)
+        try:
+            self.cluster.start()
+        except Exception as e:
+            pytest.exit(f"the Ceph RGW cluster did not start: {e}", returncode=3)
+        self.port = self.cluster.port
+        self.endpoint = self.cluster.endpoint
+        self.logpath = self.cluster.rgw_log
+        self.startup_seconds = self.cluster.startup_seconds
+
+    def _settled_size(self):
+        # Ceph writes its log from a thread of its own: wait until the lines of the requests
+        # answered so far are in (the size holds still for 30 ms).
+        size = os.path.getsize(self.logpath)
+        for _ in range(50):
+            time.sleep(0.03)
+            now = os.path.getsize(self.logpath)
+            if now == size:
+                return size
+            size = now
+        return size
+
+    def allow_key(self, access_key, secret_key):
+        self.cluster.add_key(access_key, secret_key)
+
+    def add_user(self, uid):
+        """A second S3 user of the same cluster: (access key, secret key)."""
+        return self.cluster.add_user(uid)
+
+    def stop(self):
+        self.cluster.stop()
+
+
+class Moto(LoggedStore):
+    name = "moto"
+
     def __init__(self, logdir, extra_env=None):
         """`logdir`: where moto's request log goes (a pytest tmp_path, which pytest removes)."""
         self.port = free_port()
@@ -70,43 +209,8 @@ class Moto:
         else:
             pytest.exit("moto_server did not start within 30 s", returncode=3)
 
-    def client(self, **creds):
-        c = dict(CREDS)
-        c.update(creds)
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"],
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
-
-    def log_position(self):
+    def _flush(self):
         self.logf.flush()
-        pos = os.path.getsize(self.logpath)
-        self.position_times = getattr(self, "position_times", {})
-        self.position_times.setdefault(pos, time.time())
-        return pos
-
-    def served_since(self, pos, bucket=None):
-        """Every request moto answered since `pos`, chaos or not."""
-        time.sleep(0.05)
-        with open(self.logpath, "rb") as f:
-            f.seek(pos)
-            return s3log.requests(f.read().decode("utf-8", "replace"), bucket)
-
-    def requests_since(self, pos, bucket=None):
-        """[(operation, status, target)] that moto served since `pos` (for `bucket` only if given),
-        less those a chaos proxy cut off after moto served them."""
-        time.sleep(0.05)
-        with open(self.logpath, "rb") as f:
-            f.seek(pos)
-            served = s3log.requests(f.read().decode("utf-8", "replace"), bucket)
-        since = getattr(self, "position_times", {}).get(pos)
-        if CHAOS and since is not None:
-            for fault in chaos_faults(CHAOS_RECORDS, since):
-                if fault["kind"] != "reset_any":
-                    continue  # a SlowDown never reached moto
-                hit = next((i for i, r in enumerate(served) if r[2] == fault["target"]), None)
-                if hit is not None:
-                    del served[hit]
-        return served
 
     def stop(self):
         stop_process(self.proc)
@@ -114,10 +218,18 @@ class Moto:
 
 
 @pytest.fixture(scope="session")
-def moto(tmp_path_factory):
-    m = Moto(tmp_path_factory.mktemp("moto"))
+def store(tmp_path_factory):
+    """The store of this run (--store / S3M_STORE), one for the whole session; each test makes
+    its own bucket."""
+    m = Rgw(tmp_path_factory.mktemp("rgw")) if STORE == "rgw" else Moto(tmp_path_factory.mktemp("moto"))
     yield m
     m.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(store):
+    """The store under the name the tests were first written with: moto or RGW alike."""
+    return store
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import time
 import boto3
 import pytest
 
-from conftest import BIN, CREDS, ROOT, Moto, mounted, run, seed
+from conftest import BIN, CREDS, ROOT, STORE, Moto, mounted, run, seed
 
 
 # Mount points try_mount made, removed after each test (once its assertions about them are done).
@@ -200,8 +200,15 @@ def test_foreground_mode_logs_to_stderr(moto, s3, bucket, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def auth_moto(tmp_path_factory):
-    """A second moto that enforces IAM after its first three actions (bucket, user, key)."""
+def auth_moto(tmp_path_factory, store):
+    """A store with a bucket "locked" that a second user's key may not read: on moto a second moto
+    that enforces IAM after its first three actions (bucket, user, key); on RGW a second user of
+    the same cluster (RGW always checks who owns a bucket, and every signature)."""
+    if STORE == "rgw":
+        store.client().create_bucket(Bucket="locked")
+        access, secret = store.add_user("nobody")
+        yield store, {"AccessKeyId": access, "SecretAccessKey": secret}
+        return
     m = Moto(tmp_path_factory.mktemp("auth-moto"), extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     s3 = m.client()
     s3.create_bucket(Bucket="locked")

@@ -310,6 +310,8 @@ def test_a_file_removed_after_its_close_failed_stays_removed(moto, s3, bucket, m
         chaos.stop()
 
 
+@pytest.mark.moto_only("Ceph RGW 16.2 keeps no CRC-32 for an object (it ignores x-amz-checksum-*): a read over 1 MiB "
+                       "has nothing to be checked against there (docs/SEMANTICS.md, Stores)")
 def test_a_large_object_with_wrong_bytes_fails_its_read_at_the_end(moto, s3, bucket, mount, chaos):
     """A streamed object (over 1 MiB) is checked against the CRC-32 S3 keeps for it: a body of
     wrong bytes fails the read that reaches its end (cat exits with an error), is counted, and

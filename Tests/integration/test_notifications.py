@@ -14,6 +14,9 @@ import pytest
 
 from conftest import CREDS, ROOT, run, delta, stop_process
 
+# RGW has no SQS (its bucket notifications push to HTTP, AMQP or Kafka endpoints): docs/CONFIGURATION.md.
+pytestmark = pytest.mark.moto_only("Ceph RGW has no SQS to read S3 events from (its notifications push to HTTP, AMQP or Kafka)")
+
 SETUP = os.path.join(ROOT, "scripts", "notifications-setup.sh")
 PROXY = os.path.join(ROOT, "Tests", "integration", "chaosproxy.py")
 

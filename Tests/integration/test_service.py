@@ -133,6 +133,7 @@ def test_secret_files_must_be_private(moto, s3, bucket, tmp_path):
     assert out.returncode == 1 and "can be read by others" in out.stderr and "chmod 600" in out.stderr
     creds = tmp_path / "credentials"
     creds.write_text("[default]\naws_access_key_id = fromfile\naws_secret_access_key = s3cr3t-from-file\n")
+    moto.allow_key("fromfile", "s3cr3t-from-file")  # RGW checks keys: the same user's second key there
     os.chmod(creds, 0o640)
     out = run(base + ["--credentials-file", str(creds)], env=env_with_creds(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY=""))
     assert out.returncode == 1 and "credentials file" in out.stderr and "can be read by others" in out.stderr

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import delta, mounted, run, seed
+from conftest import STORE, delta, mounted, run, seed
 from checksumproxy import ChecksumProxy, crc32_b64
 from faultproxy import FaultProxy
 
@@ -250,9 +250,13 @@ def test_uploads_carry_checksums_that_s3_verifies(moto, s3, bucket, mount, tmp_p
         assert run(["cp", str(src), f"{m.path}/big.bin"], timeout=300).returncode == 0
         assert body(s3, bucket, "big.bin") == data
         assert proxy.verified_completions == 1
-        # The store's own checksum of what it received (moto computes it from the bytes).
+        # The store's own checksum of what it received (moto computes it from the bytes; Ceph RGW
+        # 16.2 takes the checksum headers and keeps nothing: the proxy above is the check there).
         head = s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")
-        assert head["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
+        if STORE == "rgw":
+            assert "ChecksumCRC32" not in head
+        else:
+            assert head["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
         # Rewriting parts in place (download, modify, upload again) sends fresh checksums.
         with open(f"{m.path}/big.bin", "r+b") as f:
             for off in (100, 20 << 20, (40 << 20) - 5):
@@ -261,7 +265,8 @@ def test_uploads_carry_checksums_that_s3_verifies(moto, s3, bucket, mount, tmp_p
                 data[off:off + 5] = b"PATCH"
         assert body(s3, bucket, "big.bin") == data
         assert proxy.verified_completions == 2
-        assert s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
+        if STORE != "rgw":
+            assert s3.head_object(Bucket=bucket, Key="big.bin", ChecksumMode="ENABLED")["ChecksumCRC32"].split("-")[0] == composite_crc32(bytes(data))
         assert not proxy.rejected and not [p for p in proxy.plain_puts if "big.bin" in p or "small.txt" in p]
         # Bytes damaged on the way (S3 answers BadDigest) are sent again.
         retries = m.stats()["retries"]
