@@ -386,4 +386,20 @@ final class FilesystemTests: XCTestCase {
         XCTAssertFalse(names.contains("f100"), "deleted through the mount")
         XCTAssertEqual(names.count, 2 + 599)
     }
+
+    /// S3 keys are at most 1,024 bytes: a longer path is refused before any request, as a local
+    /// disk refuses a path too long.
+    func testKeysOverS3sLimitAreRefusedWithENAMETOOLONG() {
+        let (fs, store) = make([])
+        var parent = Filesystem.rootIno
+        let name = Array(repeating: UInt8(0x6E), count: 200)
+        for _ in 0..<4 { parent = try! fs.mkdir(parent: parent, name: name).get().ino } // 804 bytes
+        XCTAssertEqual(try? fs.mkdir(parent: parent, name: name).get().kind, .directory, "a marker of 1,005 bytes")
+        let deep = lookup(fs, parent, String(decoding: name, as: UTF8.self))!.ino
+        let before = store.lists
+        if case .failure(let e) = fs.mkdir(parent: deep, name: name) { XCTAssertEqual(e.errno, ENAMETOOLONG) } else { XCTFail("mkdir") }
+        if case .failure(let e) = fs.create(parent: deep, name: name, flags: O_WRONLY) { XCTAssertEqual(e.errno, ENAMETOOLONG) } else { XCTFail("create") }
+        XCTAssertEqual(fs.rename(parent: Filesystem.rootIno, name: name, newParent: deep, newName: name, flags: 0)?.errno, ENAMETOOLONG)
+        XCTAssertEqual(store.lists, before, "no request")
+    }
 }

@@ -123,6 +123,7 @@ extension Filesystem {
         case .success(let e): dst = e
         }
         if srcDir == dstDir && name == newName { return nil }
+        if Self.keyTooLong(dirPath: dstDir, name: newName) { return FSError(ENAMETOOLONG) }
         if dst != nil && flags & Self.renameNoReplace != 0 { return FSError(EEXIST) }
         let srcKey = Names.entryKey(dirPath: srcDir, name: name)
         let dstKey = Names.entryKey(dirPath: dstDir, name: newName)

@@ -128,6 +128,7 @@ extension Filesystem {
         case .failure(let e): return .failure(e)
         case .success(let p): dirPath = p
         }
+        if Self.keyTooLong(dirPath: dirPath, name: name) { return .failure(FSError(ENAMETOOLONG)) }
         if case .success(let e?) = resolve(dirPath: dirPath, name: name), e.kind == .directory { return .failure(FSError(EISDIR)) }
         let key = Names.entryKey(dirPath: dirPath, name: name)
         let entry = CachedEntry(kind: .file, size: 0, mtime: Double(time(nil)), etag: "", at: now())
@@ -343,6 +344,7 @@ extension Filesystem {
     /// The key prefix of directory `parent`, where `name` must not exist yet (else EEXIST).
     func newName(parent: UInt64, name: [UInt8]) -> Result<[UInt8], FSError> {
         directory(parent).flatMap { dirPath in
+            if Self.keyTooLong(dirPath: dirPath, name: name) { return .failure(FSError(ENAMETOOLONG)) }
             switch resolve(dirPath: dirPath, name: name) {
             case .failure(let e): return .failure(e)
             case .success(_?): return .failure(FSError(EEXIST))
@@ -350,6 +352,11 @@ extension Filesystem {
             }
         }
     }
+
+    /// S3 keys are at most 1,024 bytes (UTF-8): a longer one is refused by S3 (KeyTooLongError) and
+    /// Ceph RGW. Counted with the "/" a directory's marker adds, so that mkdir and create agree.
+    static let maxKeyLength = 1024
+    static func keyTooLong(dirPath: [UInt8], name: [UInt8]) -> Bool { dirPath.count + name.count + 1 > maxKeyLength }
 
     /// Puts a small object made whole at once (symlink, mknod) and records it.
     func makeObject(parent: UInt64, name: [UInt8], body: [UInt8], meta m: PosixMeta) -> Result<Attributes, FSError> {
