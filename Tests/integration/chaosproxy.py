@@ -60,7 +60,7 @@ class ChaosProxy:
             def handle_any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                fault = proxy.pick(self.command, self.path)
+                fault = proxy.pick(self.command, self.path, copy="x-amz-copy-source" in self.headers)
                 if fault and fault.kind == "reset_any":
                     self.reset_after_upstream(body)
                     return
@@ -177,7 +177,9 @@ class ChaosProxy:
         with self.lock:
             self.faults = []
 
-    def pick(self, method, path):
+    def pick(self, method, path, copy=False):
+        """`copy`: the request carries x-amz-copy-source (a CopyObject or UploadPartCopy, which an
+        access log cannot tell from a PutObject or UploadPart)."""
         with self.lock:
             for f in self.faults:
                 if (f.times is None or f.fired < f.times) and f.match(method, path):
@@ -188,6 +190,8 @@ class ChaosProxy:
                 if draw < p:
                     if self.record:
                         op = s3log.classify(method, path)
+                        if copy:
+                            op = {"PutObject": "CopyObject", "UploadPart": "UploadPartCopy"}.get(op, op)
                         self.record.write(json.dumps({"t": time.time(), "kind": kind, "op": op, "method": method, "target": path}) + "\n")
                     return Fault(kind, None)
                 draw -= p

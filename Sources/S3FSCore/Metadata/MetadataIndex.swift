@@ -190,9 +190,21 @@ final class MetadataIndex: @unchecked Sendable {
         var bytes: [UInt8] = []
         let info: ObjectInfo
         do {
-            info = try store.get(Self.key(dir: dir), range: nil, from: nil, ifMatch: nil) { buf in
-                bytes.append(contentsOf: buf)
-                return bytes.count <= 64 << 20
+            // A body broken off midway is read again (the client retries only before the first
+            // byte): a stat must not show the defaults for a blip of the network.
+            var attempt = 0
+            while true {
+                bytes = []
+                do {
+                    info = try store.get(Self.key(dir: dir), range: nil, from: nil, ifMatch: nil) { buf in
+                        bytes.append(contentsOf: buf)
+                        return bytes.count <= 64 << 20
+                    }
+                    break
+                } catch let e as S3Error where e.isRetryable && attempt < 2 {
+                    attempt += 1
+                    Log.debug("reading the metadata index of \"\(Names.display(dir))\": \(e); reading it again")
+                }
             }
         } catch let e as S3Error where e.kind == .noSuchKey || e.kind == .notFound {
             noteListed(dir: dir, etag: nil, at: monotonicSeconds())
