@@ -287,16 +287,10 @@ extension Filesystem {
         return .applied
     }
 
-    /// Sets (or removes) a name in a directory's table, as a change through the mount would:
-    /// listings under way no longer prime the caches, and the kernel's copy of the listing is old.
+    /// Sets (or removes) a name in a directory's table, as a change through the mount does
+    /// (`setName`); the kernel, which did not make this change, holds an old copy of the listing.
     func setEntry(_ s: inout State, dir: [UInt8], name: [UInt8], _ entry: CachedEntry?) {
-        for p in s.sweeps.keys where dir.starts(with: p) || p.starts(with: dir) { s.sweeps[p] = nil }
-        detachListings(&s, above: dir + name)
-        // A directory that goes uncovers a file of the same name; one that comes hides it.
-        let old = s.attrs[dir: dir, name: name]
-        let uncovered = entry == nil && old?.kind == .directory ? s.shadowed.removeValue(forKey: dir + name) : nil
-        if entry?.kind == .directory, let old, old.kind == .file { s.shadowed[dir + name] = old }
-        s.attrs[dir: dir, name: name] = entry ?? uncovered
+        setName(&s, dir: dir, name: name, entry)
         s.attrs.forgetKernelRead(dir)
     }
 

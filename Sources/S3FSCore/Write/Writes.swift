@@ -13,20 +13,30 @@ extension Filesystem {
     func record(dirPath: [UInt8], name: [UInt8], _ entry: CachedEntry?) {
         let key = Names.entryKey(dirPath: dirPath, name: name)
         state.withLock { s in
-            // A walk's unfinished sweep over this directory would bring back what it saw before the change.
-            for p in s.sweeps.keys where dirPath.starts(with: p) || p.starts(with: dirPath) { s.sweeps[p] = nil }
-            // Nor may a readdir that begins after it join a listing begun before it (one a lookup started).
-            detachListings(&s, above: key)
-            // In a directory listed completely, the name is now listed (or no longer). A directory
-            // that goes may uncover a file of the same name.
-            let uncovered = entry == nil && s.attrs[key]?.kind == .directory ? s.shadowed.removeValue(forKey: key) : nil
-            s.attrs[dir: dirPath, name: name] = entry ?? uncovered
+            let uncovered = setName(&s, dir: dirPath, name: name, entry)
             // Written anew through the mount: an unlinked reader's deferred delete must not take it.
             // (A directory of that name is another key: the file's object still goes.)
             if entry?.kind == .file && !s.deferredDeletes.isEmpty { s.deferredDeletes.remove(key) }
             s.negatives[key] = entry == nil && uncovered == nil ? now() : nil
             if entry?.kind == .file { s.shadowed[key] = nil }
         }
+    }
+
+    /// Sets (or removes) a name in its directory's table, as every change of a name does: a walk's
+    /// unfinished sweep over the directory, and listings under way above it, would bring back what
+    /// they saw before the change (readdirs that begin after it start their own); in a directory
+    /// listed completely the name is now listed (or no longer). A directory that goes uncovers a
+    /// file of the same name it hid (returned), one that comes hides it.
+    @discardableResult
+    func setName(_ s: inout State, dir: [UInt8], name: [UInt8], _ entry: CachedEntry?) -> CachedEntry? {
+        let key = Names.entryKey(dirPath: dir, name: name)
+        for p in s.sweeps.keys where dir.starts(with: p) || p.starts(with: dir) { s.sweeps[p] = nil }
+        detachListings(&s, above: key)
+        let old = s.attrs[dir: dir, name: name]
+        let uncovered = entry == nil && old?.kind == .directory ? s.shadowed.removeValue(forKey: key) : nil
+        if entry?.kind == .directory, let old, old.kind == .file { s.shadowed[key] = old }
+        s.attrs[dir: dir, name: name] = entry ?? uncovered
+        return uncovered
     }
 
     /// Listings under way of the directories above `key` (a change there may make or remove
