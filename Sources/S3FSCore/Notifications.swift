@@ -107,7 +107,7 @@ public final class NotificationListener: @unchecked Sendable {
                 counters.withLock { $0.messages += 1; $0.events += events.count }
                 for e in events {
                     let outcome = fs.applyEvent(e, bucket: bucket)
-                    let lag = max(0, wallClock() - e.time)
+                    let lag = max(0, Timestamp.now().seconds - e.time)
                     counters.withLock { s in
                         switch outcome {
                         case .applied:
@@ -137,11 +137,5 @@ public final class NotificationListener: @unchecked Sendable {
             counters.withLock { $0.deleteFailures += handles.count }
             Log.warning("deleting \(handles.count) notification message(s): \(error); they will be received again")
         }
-    }
-
-    func wallClock() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

@@ -365,11 +365,7 @@ extension Filesystem {
     static let eventClockSlack: Double = 5
 
     /// The wall-clock time of a monotonic instant.
-    func wallTime(ofMonotonic m: Double) -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 - (now() - m)
-    }
+    func wallTime(ofMonotonic m: Double) -> Double { Timestamp.now().seconds - (now() - m) }
 
     /// The inode of directory prefix `dir`, if the kernel holds one for it.
     func nodeIno(_ s: State, ofDir dir: [UInt8]) -> UInt64? {
