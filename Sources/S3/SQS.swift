@@ -45,30 +45,21 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
     private let credentials: CredentialsProvider
     private let transport: HTTPTransport
 
-    /// Why `url` cannot be a queue URL, or nil: http(s)://host[:port]/ACCOUNT/NAME.
+    /// Why `url` cannot be a queue URL, or nil: http(s)://host[:port]/ACCOUNT/NAME, checked as an
+    /// S3 endpoint is (no query, fragment or credentials), with that path.
     public static func urlProblem(_ url: String) -> String? {
-        guard let parts = split(url) else { return "expected http(s)://HOST/ACCOUNT/QUEUE (the queue's URL, as `aws sqs get-queue-url` prints it)" }
-        if parts.path.split(separator: "/").count != 2 { return "expected the path /ACCOUNT/QUEUE, got \"\(parts.path)\"" }
-        if url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F }) { return "it contains spaces or control characters" }
-        if url.contains("?") || url.contains("#") || parts.host.contains("@") { return "no query, fragment or credentials in the URL" }
+        if let why = S3Client.endpointProblem(url) {
+            return "\(why) (expected http(s)://HOST/ACCOUNT/QUEUE, the queue's URL as `aws sqs get-queue-url` prints it)"
+        }
+        let path = S3Client.parseEndpoint(url)!.basePath
+        if path.split(separator: "/").count != 2 { return "expected the path /ACCOUNT/QUEUE, got \"\(path)\"" }
         return nil
-    }
-
-    static func split(_ url: String) -> (scheme: String, host: String, path: String)? {
-        guard let r = url.range(of: "://") else { return nil }
-        let scheme = url[..<r.lowerBound].lowercased()
-        guard scheme == "http" || scheme == "https" else { return nil }
-        let rest = url[r.upperBound...]
-        guard let slash = rest.firstIndex(of: "/") else { return nil }
-        let host = String(rest[..<slash])
-        if host.isEmpty { return nil }
-        return (scheme, host, String(rest[slash...]))
     }
 
     /// The region an AWS queue URL names (sqs.REGION.amazonaws.com, or the legacy
     /// REGION.queue.amazonaws.com); nil for other hosts.
     public static func region(ofQueueURL url: String) -> String? {
-        guard let host = split(url)?.host.lowercased() else { return nil }
+        guard let host = S3Client.parseEndpoint(url)?.host.lowercased() else { return nil }
         let labels = host.split(separator: ".").map(String.init)
         if labels.count >= 4, labels[0] == "sqs", host.contains(".amazonaws.com") { return labels[1] }
         if labels.count >= 4, labels[1] == "queue", host.contains(".amazonaws.com") { return labels[0] }
@@ -79,7 +70,7 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
     public init(queueURL: String, region: String, credentials: CredentialsProvider, transport: HTTPTransport) throws {
         if let why = Self.urlProblem(queueURL) { throw SQSError(status: 0, code: "InvalidQueueURL", message: why) }
         self.queueURL = queueURL
-        let parts = Self.split(queueURL)!
+        let parts = S3Client.parseEndpoint(queueURL)!
         self.endpoint = (parts.scheme, parts.host)
         self.region = Self.region(ofQueueURL: queueURL) ?? region
         self.credentials = credentials
