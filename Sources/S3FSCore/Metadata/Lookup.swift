@@ -226,7 +226,8 @@ extension Filesystem {
         if entries.isEmpty { return [] }
         var hidden: [([UInt8], CachedEntry)] = []
         var held: [([UInt8], CachedEntry)] = []
-        let dirNames = Set(entries.lazy.filter { $0.1.kind == .directory }.map { $0.0 })
+        // (Only a page with more to follow can hold a file back.)
+        let dirNames: Set<[UInt8]> = through == nil ? [] : Set(entries.lazy.filter { $0.1.kind == .directory }.map { $0.0 })
         s.attrs.update(dir: dirPath) { table in
             for (name, e) in entries {
                 if e.kind == .file, let last = through, !dirNames.contains(name), table[name]?.kind == .directory,
