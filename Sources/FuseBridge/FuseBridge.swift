@@ -44,7 +44,8 @@ public final class FuseBridge: @unchecked Sendable {
         st.st_gid = a.gid
         st.st_size = Int(a.size)
         st.st_blksize = 1 << 20
-        st.st_blocks = Int((a.size + 511) / 512)
+        // (A size is at most 1 PiB once past the S3 layer; the division comes first all the same.)
+        st.st_blocks = Int(a.size / 512 + (a.size % 512 > 0 ? 1 : 0))
         let ts = timespec(tv_sec: Int(a.mtime.sec), tv_nsec: Int(a.mtime.nsec))
         st.st_mtim = ts
         st.st_atim = ts

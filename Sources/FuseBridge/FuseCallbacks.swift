@@ -81,7 +81,7 @@ extension FuseBridge {
         var buf = [CChar](repeating: 0, count: size)
         var used = 0
         let err = buf.withUnsafeMutableBufferPointer { bp -> FSError? in
-            b.fs.readdir(handle: s3m_fi_fh(fi), offset: Int64(off), plus: plus) { ent in
+            b.fs.readdir(handle: s3m_fi_fh(fi), offset: Int64(clamping: off), plus: plus) { ent in
                 let cname = ent.name.map { CChar(bitPattern: $0) } + [0]
                 let remaining = size - used
                 let need: Int = cname.withUnsafeBufferPointer { np in
@@ -160,7 +160,7 @@ extension FuseBridge {
         // Ctrl-C or a kill of the reader: libfuse calls this, and a read waiting on a stuck
         // stream answers EINTR at once.
         fuse_req_interrupt_func(req, readInterruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(handle)))
-        let err = b.fs.read(handle: handle, offset: Int64(off), size: size, interrupted: { fuse_req_interrupted(req) != 0 }) { parts in
+        let err = b.fs.read(handle: handle, offset: Int64(clamping: off), size: size, interrupted: { fuse_req_interrupted(req) != 0 }) { parts in
             // Straight from the read window into the kernel: one iovec per chunk.
             var iov = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
             _ = iov.withUnsafeMutableBufferPointer { fuse_reply_iov(req, $0.baseAddress, Int32($0.count)) }
@@ -214,9 +214,11 @@ extension FuseBridge {
         let fd = open(mountpoint, O_RDONLY | O_DIRECTORY)
         if fd < 0 { return nil }
         defer { let e = errno; close(fd); errno = e }
-        var buf = [CChar](repeating: 0, count: Int(S3M_STATS_MAX))
+        // One byte more than the ioctl fills: another filesystem answering the same number need
+        // not end its answer with a NUL.
+        var buf = [CChar](repeating: 0, count: Int(S3M_STATS_MAX) + 1)
         if s3m_stats_ioctl(fd, &buf) != 0 { return nil }
-        return String(cString: buf)
+        return buf.withUnsafeBytes { raw in String(decoding: raw.prefix(Int(S3M_STATS_MAX)).prefix { $0 != 0 }, as: UTF8.self) }
     }
 
     static let accessCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32) -> Void = { req, _, _ in
@@ -245,7 +247,7 @@ extension FuseBridge {
 
     static let writeCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, buf, size, off, fi in
         let b = bridge(req)
-        switch b.fs.write(handle: s3m_fi_fh(fi), offset: Int64(off), data: UnsafeRawBufferPointer(start: buf, count: size)) {
+        switch b.fs.write(handle: s3m_fi_fh(fi), offset: Int64(clamping: off), data: UnsafeRawBufferPointer(start: buf, count: size)) {
         case .success(let n): fuse_reply_write(req, n)
         case .failure(let err): b.replyError(req, "write", ino, err)
         }

@@ -352,9 +352,14 @@ public final class S3Client: Sendable {
         return page
     }
 
-    static func objectInfo(_ h: [String: String]) -> ObjectInfo {
-        var size = Int64(h["content-length"] ?? "") ?? 0
-        if let cr = h["content-range"], let slash = cr.lastIndex(of: "/"), let total = Int64(cr[cr.index(after: slash)...]) { size = total }
+    /// What an answer's headers say of the object. A size that no object can have (negative, past
+    /// 1 PiB, not a number) is a bad answer: it never reaches the arithmetic of sizes and offsets.
+    static func objectInfo(_ h: [String: String], operation: String) throws -> ObjectInfo {
+        var sizeText = h["content-length"] ?? "0"
+        if let cr = h["content-range"], let slash = cr.lastIndex(of: "/") { sizeText = String(cr[cr.index(after: slash)...]) }
+        guard let size = ObjectSize.listed(sizeText) else {
+            throw S3Error(kind: .badResponse, status: 0, code: "BadSize", message: "the answer gave the object a size of \"\(sizeText.prefix(40))\"", operation: operation)
+        }
         var meta: [String: String] = [:]
         for (k, v) in h where k.hasPrefix("x-amz-meta-") { meta[String(k.dropFirst(11))] = v }
         var info = ObjectInfo(size: size, etag: h["etag"] ?? "", lastModified: h["last-modified"].flatMap(AmzDate.parseHTTPDate) ?? 0,
@@ -367,7 +372,7 @@ public final class S3Client: Sendable {
 
     public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
         let r = try send("HeadObject", method: "HEAD", key: key)
-        return Self.objectInfo(r.headers)
+        return try Self.objectInfo(r.headers, operation: "HeadObject")
     }
 
     /// GET streaming into `sink`; `range` is half-open [lower, upper).
@@ -377,7 +382,7 @@ public final class S3Client: Sendable {
         if let r = range { h.append(("Range", "bytes=\(r.lowerBound)-\(r.upperBound - 1)")) }
         if let e = ifMatch { h.append(("If-Match", e)) }
         let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
-        return Self.objectInfo(resp.headers)
+        return try Self.objectInfo(resp.headers, operation: "GetObject")
     }
 
     /// GET with an open-ended range from `offset` (a streaming reader's request). From 0 it is
@@ -387,7 +392,7 @@ public final class S3Client: Sendable {
         var h: [(String, String)] = offset == 0 && config.verifyReads ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
         if let e = ifMatch { h.append(("If-Match", e)) }
         let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
-        return Self.objectInfo(resp.headers)
+        return try Self.objectInfo(resp.headers, operation: "GetObject")
     }
 
     public func getObjectBytes(_ key: [UInt8], range: Range<Int64>? = nil, ifMatch: String? = nil) throws -> (ObjectInfo, [UInt8]) {

@@ -37,6 +37,12 @@ public struct ObjectEvent: Sendable, Equatable {
         return "\"" + e + "\""
     }
 
+    /// S3's sequencers are hex numbers of 16 to 20 digits. More than 32, or anything but hex,
+    /// would let one forged event outrank every real one for its key.
+    public static func isSequencer(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 32 && s.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x46) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
     /// Whether `a` comes after `b` in S3's order of events for one key: sequencers are hex
     /// numbers of any length (compared as numbers).
     public static func sequencer(_ a: String, isAfter b: String) -> Bool {
@@ -62,13 +68,20 @@ public enum EventMessage: Sendable, Equatable {
 public enum S3EventParser {
     /// Reads a message body: S3's `{"Records": [...]}`, or the same inside an SNS envelope (a
     /// subscription without raw message delivery).
-    public static func parse(_ body: String) -> EventMessage {
+    public static func parse(_ body: String) -> EventMessage { parse(body, inEnvelope: false) }
+
+    private static func parse(_ body: String, inEnvelope: Bool) -> EventMessage {
         guard let data = body.data(using: .utf8),
               let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             return .malformed("not a JSON object")
         }
         if json["Type"] as? String == "Notification", let inner = json["Message"] as? String {
-            return parse(inner)
+            // One envelope, from an SNS topic: an envelope in an envelope is no message SNS sends.
+            guard !inEnvelope else { return .malformed("an SNS envelope inside another") }
+            guard let topic = json["TopicArn"] as? String, topic.hasPrefix("arn:"), topic.split(separator: ":", omittingEmptySubsequences: false).dropFirst(2).first == "sns" else {
+                return .malformed("an SNS envelope without the ARN of an SNS topic")
+            }
+            return parse(inner, inEnvelope: true)
         }
         if json["Event"] as? String == "s3:TestEvent" { return .test }
         guard let records = json["Records"] as? [[String: Any]] else { return .malformed("no \"Records\"") }
@@ -86,13 +99,22 @@ public enum S3EventParser {
             if name.hasPrefix("ObjectRemoved:") || name.hasPrefix("LifecycleExpiration:") {
                 change = .removed
             } else if name.hasPrefix("ObjectCreated:") || name.hasPrefix("ObjectRestore:Completed") || name.hasPrefix("Replication:") && name.contains("Completed") {
-                let size = (object["size"] as? NSNumber)?.int64Value ?? (object["size"] as? String).flatMap { Int64($0) }
-                guard let size, size >= 0 else { return .malformed("\(name) without the object's size") }
+                // A JSON number past Int64 reads as a double (or a clamped value): checked as text.
+                let sizeText = (object["size"] as? NSNumber)?.stringValue ?? (object["size"] as? String)
+                guard let size = sizeText.flatMap({ ObjectSize.listed($0) }) else {
+                    Log.shared.once(.warning, key: "event-size:" + rawKey, "skipping an event for \"\(rawKey.prefix(200))\": \(name) gives no size an object can have (\(sizeText?.prefix(40) ?? "none"))")
+                    continue
+                }
                 change = .created(size: size, etag: ObjectEvent.quotedETag(object["eTag"] as? String ?? ""))
             } else {
                 continue // tagging, ACL, transitions, restores begun: nothing a listing shows changes
             }
-            out.append(ObjectEvent(bucket: bucket, key: key, change: change, name: name, time: time, sequencer: object["sequencer"] as? String))
+            let sequencer = object["sequencer"] as? String
+            if let sq = sequencer, !ObjectEvent.isSequencer(sq) {
+                Log.shared.once(.warning, key: "event-sequencer:" + rawKey, "skipping an event for \"\(rawKey.prefix(200))\": its sequencer \"\(sq.prefix(40))\" is not one S3 sends")
+                continue
+            }
+            out.append(ObjectEvent(bucket: bucket, key: key, change: change, name: name, time: time, sequencer: sequencer))
         }
         return .events(out)
     }

@@ -104,7 +104,7 @@ public enum S3XML {
             } else if path.count == 3 && path[1] == "Contents" {
                 switch path[2] {
                 case "Key": rawKeys.append(text)
-                case "Size": cur.size = Int64(text).flatMap { $0 >= 0 ? $0 : nil } ?? -1
+                case "Size": cur.size = ObjectSize.listed(text) ?? -1
                 case "LastModified": cur.lastModified = AmzDate.parseISO8601(text) ?? .nan
                 case "ETag": cur.etag = text
                 default: break
@@ -119,7 +119,7 @@ public enum S3XML {
         for i in page.objects.indices { page.objects[i].key = decode(rawKeys[i]) }
         if !unreadable.isEmpty {
             for i in unreadable.sorted() {
-                Log.shared.once(.warning, key: "unreadable:" + rawKeys[i], "skipping key \"\(String(decoding: page.objects[i].key, as: UTF8.self))\": the listing gave no readable size or date")
+                Log.shared.once(.warning, key: "unreadable:" + rawKeys[i], "skipping key \"\(String(decoding: page.objects[i].key, as: UTF8.self))\": the listing gave no readable size (0 to 1 PiB) or date")
             }
             page.objects = page.objects.enumerated().filter { !unreadable.contains($0.offset) }.map { $0.element }
         }

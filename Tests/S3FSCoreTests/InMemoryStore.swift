@@ -40,7 +40,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         guard recordEvents else { return }
         sequence += 1
         let change: ObjectEvent.Change = objects[key].map { .created(size: Int64($0.data.count), etag: $0.etag) } ?? .removed
-        eventLog.append(ObjectEvent(bucket: "", key: key, change: change, name: change == .removed ? "ObjectRemoved:Delete" : "ObjectCreated:Put",
+        eventLog.append(ObjectEvent(bucket: "mem", key: key, change: change, name: change == .removed ? "ObjectRemoved:Delete" : "ObjectCreated:Put",
                                     time: Double(time(nil)), sequencer: String(format: "%016X", sequence)))
     }
     /// The events logged since the last call.

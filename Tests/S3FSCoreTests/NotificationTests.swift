@@ -54,7 +54,8 @@ final class NotificationTests: XCTestCase {
         XCTAssertEqual(evs[1].change, .removed)
         XCTAssertEqual(evs[1].time - evs[0].time, 1.5, accuracy: 0.001)
         // Through SNS without raw delivery: the S3 message is a string inside the envelope.
-        let escaped = String(data: try! JSONSerialization.data(withJSONObject: ["Type": "Notification", "Message": body]), encoding: .utf8)!
+        let escaped = String(data: try! JSONSerialization.data(withJSONObject: ["Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:123456789012:bkt-events",
+                                                                                "Message": body]), encoding: .utf8)!
         XCTAssertEqual(S3EventParser.parse(escaped), S3EventParser.parse(body))
         XCTAssertEqual(S3EventParser.parse("{\"Service\": \"Amazon S3\", \"Event\": \"s3:TestEvent\"}"), .test)
         // moto's form: no "Z", microseconds.

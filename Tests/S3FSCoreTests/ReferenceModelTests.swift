@@ -364,7 +364,7 @@ final class RefRunner {
     func deliverEvents() {
         guard events else { return }
         let batch = store.takeEvents()
-        for e in batch + batch { _ = fs.applyEvent(e, bucket: "") }
+        for e in batch + batch { _ = fs.applyEvent(e, bucket: "mem") }
     }
 
     func settle() {

@@ -159,7 +159,8 @@ extension Filesystem {
     /// negative cache and the data cached for an older version; then tells the kernel to drop
     /// what it holds of them. No request is made.
     public func applyEvent(_ e: ObjectEvent, bucket: String) -> EventOutcome {
-        guard e.bucket.isEmpty || e.bucket == bucket else { return .ignored }
+        // A record that does not name this bucket is another bucket's, whoever sent it.
+        guard e.bucket == bucket else { return .ignored }
         let root = rootPath
         guard e.key.count > root.count, e.key.starts(with: root) else { return .ignored }
         if ownChanges?.consume(e) == true {

@@ -167,9 +167,9 @@ final class FileWriter: @unchecked Sendable {
     }
 
     func write(offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
-        ioLock.withLock { _ in
+        guard let end = ObjectSize.end(offset: offset, length: data.count, limit: maxSize) else { return .failure(FSError(EFBIG)) }
+        return ioLock.withLock { _ in
             if let e = ensureLoaded() { return .failure(e) }
-            let end = offset + Int64(data.count)
             // Parts being sent over these bytes go again. Marked before the bytes change: a part
             // upload that reads them half-changed fails its checksum, and is then known to be stale.
             state.withLock { s in markStale(&s, from: offset, to: end) }
@@ -190,7 +190,8 @@ final class FileWriter: @unchecked Sendable {
     }
 
     func truncate(to newSize: Int64) -> FSError? {
-        ioLock.withLock { _ in
+        guard newSize >= 0, newSize <= maxSize else { return FSError(newSize < 0 ? EINVAL : EFBIG) }
+        return ioLock.withLock { _ in
             if let e = ensureLoaded() { return e }
             // Stale first, as in `write`.
             state.withLock { s in markStale(&s, from: min(s.size, newSize), to: Int64.max) }
@@ -206,6 +207,25 @@ final class FileWriter: @unchecked Sendable {
     }
 
     // MARK: - parts
+
+    /// S3's most parts in one upload.
+    static let maxParts = 10_000
+
+    /// The largest file this writer can upload: S3's 5 TiB, or less when 10,000 parts of this
+    /// part size (doubling every 1,000) reach less.
+    var maxSize: Int64 { Self.maxSize(partSize: basePartSize) }
+
+    static func maxSize(partSize: Int64) -> Int64 {
+        var reach: Int64 = 0, size = max(1, partSize)
+        for _ in 0..<(maxParts / 1000) {
+            let (block, o1) = size.multipliedReportingOverflow(by: 1000)
+            let (sum, o2) = reach.addingReportingOverflow(block)
+            if o1 || o2 || sum >= ObjectSize.maxWritable { return ObjectSize.maxWritable }
+            reach = sum
+            size *= 2
+        }
+        return reach
+    }
 
     /// Part n (1-based) covers [start, end). Part sizes double every 1,000 parts, so 10,000 parts
     /// reach past S3's 5 TiB object limit while small files keep small parts.

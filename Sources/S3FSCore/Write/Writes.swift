@@ -182,6 +182,10 @@ extension Filesystem {
 
     public func write(handle: UInt64, offset: Int64, data: UnsafeRawBufferPointer) -> Result<Int, FSError> {
         guard let w = handles.writer(handle) else { return .failure(FSError(EBADF)) }
+        // Refused before a byte is spooled: S3 could never hold the file, and the part arithmetic
+        // past this point would overflow.
+        if offset < 0 { return .failure(FSError(EINVAL)) }
+        guard ObjectSize.end(offset: offset, length: data.count, limit: w.maxSize) != nil else { return .failure(FSError(EFBIG)) }
         return w.write(offset: offset, data: data)
     }
 
@@ -239,6 +243,8 @@ extension Filesystem {
         if let newSize = size {
             if options.readOnly { return .failure(FSError(EROFS)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
+            if newSize < 0 { return .failure(FSError(EINVAL)) }
+            if newSize > FileWriter.maxSize(partSize: options.partSize) { return .failure(FSError(EFBIG)) }
             let open = handle.flatMap { handles.writer($0) } ?? handles.writer { $0.ino == ino }
             if let w = open {
                 if let e = w.truncate(to: newSize) { return .failure(e) }
@@ -264,6 +270,9 @@ extension Filesystem {
     /// stored object is copied onto itself with the new headers (one CopyObject, as s3fs does); a
     /// directory's marker is written again with them. The index is updated either way.
     func changeMeta(_ n: Node, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp?, handle: UInt64?) -> FSError? {
+        // An index this program cannot read is never written over: its directory's metadata is
+        // read-only (said once in the log when it was read).
+        if meta.isForeign(recordLocation(n).0) { return FSError(EROFS) }
         var m = currentMeta(n)
         if let mode { m.mode = (m.mode & UInt32(S_IFMT)) | (mode & 0o7777) }
         if let uid { m.uid = uid }
