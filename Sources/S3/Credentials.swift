@@ -255,6 +255,28 @@ public struct ContainerCredentialsSource: CredentialsSource {
         self.transport = transport
     }
 
+    /// Why credentials (and the authorization token sent to get them) may not be asked of `url`,
+    /// or nil. As the AWS SDKs rule: HTTPS to any host, plain HTTP only to this host (loopback)
+    /// or to the addresses ECS and EKS serve credentials on; never another scheme, user info,
+    /// or a host name that could resolve anywhere.
+    public static func urlProblem(_ url: String) -> String? {
+        if let why = S3Client.endpointProblem(url.split(separator: "?", maxSplits: 1).first.map(String.init) ?? url) { return "\(why) (\(url.prefix(80)))" }
+        guard let (scheme, hostPort, _) = S3Client.parseEndpoint(url) else { return "not an http(s) URL" }
+        if scheme == "https" { return nil }
+        var host = Substring(hostPort)
+        if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+            host = host[host.index(after: host.startIndex)..<close]
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        let h = host.lowercased()
+        let allowed = ["169.254.170.2", "169.254.170.23", "fd00:ec2::23", "::1", "localhost"]
+        if allowed.contains(h) { return nil }
+        let octets = h.split(separator: ".", omittingEmptySubsequences: false)
+        if octets.count == 4, octets[0] == "127", octets.allSatisfy({ UInt8($0) != nil }) { return nil }
+        return "plain http is allowed only to a loopback address or ECS/EKS's (169.254.170.2, 169.254.170.23, fd00:ec2::23); use https for \(h)"
+    }
+
     public func fetch() throws -> Credentials {
         var headers: [(String, String)] = []
         if let a = authorization { headers.append(("Authorization", a)) }
@@ -338,6 +360,9 @@ public enum CredentialsChain {
                                                           stsEndpoint: sts, transport: transport))
         }
         if let full = env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] ?? env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"].map({ "http://169.254.170.2" + $0 }) {
+            if let why = ContainerCredentialsSource.urlProblem(full) {
+                throw CredentialsError.invalid("AWS_CONTAINER_CREDENTIALS_FULL_URI: \(why)")
+            }
             var auth = env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
             if let f = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"], let t = readTextFile(f) { auth = t.trimmingCharacters(in: " \t\r\n") }
             return try ready(ContainerCredentialsSource(url: full, authorization: auth, transport: transport))

@@ -140,6 +140,10 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
         _ = request.url.withCString { s3m_easy_setopt_string(h, S3M_OPT_URL, $0) }
         s3m_easy_setopt_long(h, S3M_OPT_NOSIGNAL, 1)
         s3m_easy_setopt_long(h, S3M_OPT_PATH_AS_IS, 1)
+        // Whatever URL an endpoint, a queue or a credentials variable names: HTTP(S) only (no
+        // file://, gopher://, ... reached through libcurl's other protocols).
+        _ = s3m_easy_setopt_string(h, S3M_OPT_PROTOCOLS_STR, "http,https")
+        _ = s3m_easy_setopt_string(h, S3M_OPT_REDIR_PROTOCOLS_STR, "http,https")
         s3m_easy_setopt_long(h, S3M_OPT_TCP_KEEPALIVE, 1)
         s3m_easy_setopt_long(h, S3M_OPT_CONNECTTIMEOUT_MS, request.timeoutMs.map { min($0, options.connectTimeoutMs) } ?? options.connectTimeoutMs)
         s3m_easy_setopt_long(h, S3M_OPT_LOW_SPEED_LIMIT, options.lowSpeedLimit)

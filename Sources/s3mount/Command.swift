@@ -121,7 +121,7 @@ struct S3MountCommand: ParsableCommand {
     var logFile: String?
 
     @Option(name: .customLong("spool-dir"),
-            help: ArgumentHelp("where files being written wait for upload; needs room for the largest file written at once (default: TMPDIR, else /var/tmp)",
+            help: ArgumentHelp("where files being written wait for upload; needs room for the largest file written at once, and no other user may write it (default: the unit's StateDirectory, else s3mount-UID made private in TMPDIR or /var/tmp)",
                                valueName: "DIR"),
             completion: .directory)
     var spoolDir: String?

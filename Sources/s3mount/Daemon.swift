@@ -38,6 +38,36 @@ enum Daemon {
         return abs
     }
 
+    static func resolved(_ path: String, what: String) throws -> String {
+        guard let rp = realpath(path, nil) else { throw MountFailure("\(what) \(path) does not exist") }
+        defer { free(rp) }
+        return String(cString: rp)
+    }
+
+    /// Where files being written wait for upload. It holds every user's unsaved data and the
+    /// record of multipart uploads the next mount aborts, so it is private to the daemon's user:
+    /// given (`--spool-dir`), it must be a folder nobody else can write; by default it is
+    /// systemd's `StateDirectory=` of the unit, else `s3mount-UID` made 0700 in `$TMPDIR` or
+    /// /var/tmp (a world-writable folder, where it is made without following links and checked).
+    static func spoolFolder(given: String?, env: [String: String]) throws -> String {
+        if let given {
+            let path = try resolved(given, what: "spool directory")
+            if let why = PrivateFolder.problem(path, what: "spool directory") { throw MountFailure(why) }
+            guard access(path, W_OK) == 0 else { throw MountFailure("spool directory \(path) is not writable") }
+            return path
+        }
+        if let state = env["STATE_DIRECTORY"]?.split(separator: ":").first.map(String.init), !state.isEmpty {
+            let path = try resolved(state, what: "the unit's StateDirectory")
+            if let why = PrivateFolder.problem(path, what: "the unit's StateDirectory") { throw MountFailure(why) }
+            return path
+        }
+        let base = try resolved(env["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/tmp", what: "temporary directory")
+        let path = base + "/s3mount-\(geteuid())"
+        if let why = PrivateFolder.make(path, what: "spool directory") { throw MountFailure(why + " (or give --spool-dir)") }
+        guard access(path, W_OK) == 0 else { throw MountFailure("spool directory \(path) is not writable") }
+        return path
+    }
+
     static func isMounted(_ abs: String) -> Bool {
         MountTable.entries().contains { $0.mountpoint == abs }
     }
@@ -50,16 +80,13 @@ enum Daemon {
         do {
             mountpoint = try checkMountpoint(config.mountpoint)
             // Resolved now: the daemon runs from "/".
-            let spool = config.spoolDir ?? String(cString: getenv("TMPDIR") ?? strdup("/var/tmp"))
-            guard let rp = realpath(spool, nil) else { throw MountFailure("spool directory \(spool) does not exist") }
-            config.spoolDir = String(cString: rp)
-            free(rp)
-            guard access(config.spoolDir!, W_OK) == 0 else { throw MountFailure("spool directory \(config.spoolDir!) is not writable") }
+            config.spoolDir = try spoolFolder(given: config.spoolDir, env: environment())
             if let cache = config.cacheDir {
                 if mkdir(cache, 0o700) != 0 && errno != EEXIST { throw MountFailure("cache directory \(cache) cannot be created: \(String(cString: strerror(errno)))") }
-                guard let rp = realpath(cache, nil) else { throw MountFailure("cache directory \(cache) does not exist") }
-                config.cacheDir = String(cString: rp)
-                free(rp)
+                config.cacheDir = try resolved(cache, what: "cache directory")
+                // The cache's files are read back as object bytes and written through: nobody else
+                // may plant or swap them.
+                if let why = PrivateFolder.problem(config.cacheDir!, what: "cache directory") { throw MountFailure(why) }
                 guard access(config.cacheDir!, W_OK) == 0 else { throw MountFailure("cache directory \(config.cacheDir!) is not writable") }
             }
             // Secrets files must be private, as s3fs insists too.

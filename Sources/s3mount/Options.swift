@@ -37,7 +37,7 @@ struct MountConfig {
     var debug = false
     var foreground = false
     var logFile: String?
-    /// Where files being written wait for upload (default $TMPDIR or /var/tmp).
+    /// Where files being written wait for upload (default: see Daemon.spoolFolder).
     var spoolDir: String?
     /// "HOST:PORT" for the Prometheus endpoint.
     var metricsAddress: String?

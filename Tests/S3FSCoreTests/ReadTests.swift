@@ -124,10 +124,16 @@ final class ReadTests: XCTestCase {
         XCTAssertEqual(readFile(fs, "d/f.bin", size: data.count), data)
         XCTAssertEqual(store.gets.count, afterFirst, "the second read costs no GET")
         XCTAssertGreaterThan(cache.counters.hits, 0)
-        cache.flush()
+        // A second mount on the folder while this one runs is refused (they would evict each
+        // other's blocks and serve holes).
+        XCTAssertThrowsError(try DataCache(root: dir, maxBytes: 64 << 20, namespace: "t/b")) { e in
+            XCTAssertTrue("\(e)".contains("in use by another running mount"), "\(e)")
+        }
+        cache.close()
         // A new mount over the same directory knows the blocks.
         let again = try DataCache(root: dir, maxBytes: 64 << 20, namespace: "t/b")
         XCTAssertTrue(again.contains(key: b("d/f.bin"), etag: store.etag("d/f.bin")!, size: Int64(data.count)))
+        again.close()
         // Another bucket sharing the directory does not see them.
         let other = try DataCache(root: dir, maxBytes: 64 << 20, namespace: "t/other")
         XCTAssertFalse(other.contains(key: b("d/f.bin"), etag: store.etag("d/f.bin")!, size: Int64(data.count)))

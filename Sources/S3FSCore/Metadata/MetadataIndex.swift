@@ -43,7 +43,13 @@ final class MetadataIndex: @unchecked Sendable {
         var heads: [[UInt8]: MetaRecord] = [:]
         /// Records shown here but not to be written yet (`update(persist: false)`).
         var localOnly = Set<[UInt8]>()
+        /// The index S3 holds is one this program cannot read (another format, or past the cap):
+        /// it is left alone, never overwritten, until it changes; metadata changes here are EROFS.
+        var foreign = false
     }
+
+    /// The largest index read (about 200,000 names): a larger object is no index this program wrote.
+    static let maxIndexBytes = 64 << 20
 
     struct Counters {
         var indexGets = 0, indexPuts = 0, indexDeletes = 0, probes = 0, conflicts = 0, writeFailures = 0
@@ -188,6 +194,7 @@ final class MetadataIndex: @unchecked Sendable {
     func load(_ dir: [UInt8]) -> Bool {
         counters.withLock { $0.indexGets += 1 }
         var bytes: [UInt8] = []
+        var tooLarge = false
         let info: ObjectInfo
         do {
             // A body broken off midway is read again (the client retries only before the first
@@ -198,10 +205,11 @@ final class MetadataIndex: @unchecked Sendable {
                 do {
                     info = try store.get(Self.key(dir: dir), range: nil, from: nil, ifMatch: nil) { buf in
                         bytes.append(contentsOf: buf)
-                        return bytes.count <= 64 << 20
+                        tooLarge = bytes.count > Self.maxIndexBytes
+                        return !tooLarge
                     }
                     break
-                } catch let e as S3Error where e.isRetryable && attempt < 2 {
+                } catch let e as S3Error where e.isRetryable && attempt < 2 && !tooLarge {
                     attempt += 1
                     Log.debug("reading the metadata index of \"\(Names.display(dir))\": \(e); reading it again")
                 }
@@ -209,18 +217,23 @@ final class MetadataIndex: @unchecked Sendable {
         } catch let e as S3Error where e.kind == .noSuchKey || e.kind == .notFound {
             noteListed(dir: dir, etag: nil, at: monotonicSeconds())
             return true
+        } catch where tooLarge {
+            // Noted as read (the version the listing showed), so that a stat does not download
+            // it again: only a new version is read.
+            markForeign(dir, etag: dirs.withLock { $0[dir]?.remoteETag }, why: "is larger than \(Self.maxIndexBytes >> 20) MiB")
+            return true
         } catch {
             Log.warning("reading the metadata index of \"\(Names.display(dir))\": \(error)")
             return false
         }
-        let decoded = MetaIndexCodec.decode(bytes)
-        if decoded == nil {
-            Log.shared.once(.warning, key: "badindex:" + Names.display(dir),
-                            "\"\(Names.display(Self.key(dir: dir)))\" is not a metadata index s3mount can read; its entries are ignored")
+        guard let decoded = MetaIndexCodec.decode(bytes) else {
+            markForeign(dir, etag: info.etag, why: "is not in a format this version of s3mount reads")
+            return true
         }
         dirs.withLock { d in
             var e = d[dir] ?? Dir()
-            var records = decoded ?? [:]
+            e.foreign = false
+            var records = decoded
             for (name, r) in e.pending { records[name] = r }
             for name in e.localOnly { records[name] = e.records[name] }
             e.records = records
@@ -233,6 +246,30 @@ final class MetadataIndex: @unchecked Sendable {
         return true
     }
 
+    /// An index this program cannot read: its entries are not shown, and it is never written
+    /// over (another writer's metadata, perhaps a newer s3mount's, would be lost); changes of
+    /// metadata in the directory are refused until it changes into one that reads.
+    private func markForeign(_ dir: [UInt8], etag: String?, why: String) {
+        Log.shared.once(.warning, key: "badindex:" + Names.display(dir),
+                        "\"\(Names.display(Self.key(dir: dir)))\" \(why): left as it is; modes, owners and times in \"\(Names.display(dir))\" show the defaults and cannot be changed (EROFS)")
+        dirs.withLock { d in
+            var e = d[dir] ?? Dir()
+            e.foreign = true
+            e.records = [:]
+            e.pending = [:]
+            e.dirtySince = nil
+            e.localOnly = []
+            e.loadedETag = etag
+            e.remoteETag = etag
+            e.learnedAt = monotonicSeconds()
+            e.loaded = true
+            d[dir] = e
+        }
+    }
+
+    /// Whether `dir`'s index is one this program leaves alone (see `markForeign`).
+    func isForeign(_ dir: [UInt8]) -> Bool { dirs.withLock { $0[dir]?.foreign ?? false } }
+
     // MARK: - changing
 
     /// Sets (or with nil removes) the record of `name`; written back within `debounce` seconds.
@@ -242,6 +279,7 @@ final class MetadataIndex: @unchecked Sendable {
         guard enabled else { return }
         let changed = dirs.withLock { d -> Bool in
             var e = d[dir] ?? Dir()
+            if e.foreign { return false }
             if e.records[name] == r && (!persist || !e.localOnly.contains(name)) { return false }
             e.records[name] = r
             if !persist {

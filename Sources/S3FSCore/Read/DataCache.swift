@@ -52,18 +52,45 @@ public final class DataCache: @unchecked Sendable {
     }
     private let state = Locked(State())
 
+    public struct SetupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Held (flocked) for the life of the mount: one mount at a time uses a cache folder.
+    private let lockFD: Locked<Int32>
+
     /// `namespace`: what tells this mount's objects apart from another bucket's in a shared
-    /// directory (endpoint, bucket).
+    /// directory (endpoint, bucket). The folder must be this user's and written by nobody else
+    /// (its files are served as object bytes), and no other running mount may be using it: two
+    /// mounts evicting each other's blocks would serve holes as zeros.
     public init(root: String, maxBytes: Int64, namespace: String) throws {
         self.root = root
         self.maxBytes = maxBytes
         self.namespace = Array(namespace.utf8) + [0]
-        for d in [root, root + "/objects"] where mkdir(d, 0o700) != 0 && errno != EEXIST {
-            throw FSError(errno)
+        if let why = PrivateFolder.make(root, what: "cache directory") { throw SetupError(description: why) }
+        if let why = PrivateFolder.make(root + "/objects", what: "cache directory") { throw SetupError(description: why) }
+        guard let fd = OwnedFile.open(root + "/lock", O_RDWR | O_CREAT) else {
+            throw SetupError(description: "cannot lock \(root)/lock: \(String(cString: strerror(errno)))")
         }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            Glibc.close(fd)
+            throw SetupError(description: "\(root) is in use by another running mount; give each mount a --cache of its own")
+        }
+        lockFD = Locked(fd)
         load()
         startFlusher()
     }
+
+    /// At unmount: the maps written, the folder free for the next mount.
+    public func close() {
+        flush()
+        lockFD.withLock { fd in
+            if fd >= 0 { Glibc.close(fd) }
+            fd = -1
+        }
+    }
+
+    deinit { close() }
 
     var counters: Counters { state.withLock { $0.counters } }
     var bytesCached: Int64 { state.withLock { $0.total } }
@@ -74,14 +101,15 @@ public final class DataCache: @unchecked Sendable {
     private func dataPath(_ name: String) -> String { "\(root)/objects/\(name.prefix(2))/\(name)" }
     private func mapPath(_ name: String) -> String { dataPath(name) + ".map" }
 
-    private static func blocks(_ size: Int64) -> Int { Int((size + Int64(blockSize) - 1) / Int64(blockSize)) }
+    /// (Division first: a size near Int64.max must not overflow on the way.)
+    static func blocks(_ size: Int64) -> Int { Int(size / Int64(blockSize) + (size % Int64(blockSize) > 0 ? 1 : 0)) }
     private static func blockRange(_ b: Int, _ size: Int64) -> Range<Int64> {
         Int64(b) * Int64(blockSize)..<min(size, Int64(b + 1) * Int64(blockSize))
     }
 
     /// The bytes of `range` when every block of it is here for this ETag; nil otherwise.
     func read(key: [UInt8], etag: String, size: Int64, range: Range<Int64>) -> [UInt8]? {
-        guard !etag.isEmpty, !range.isEmpty else { return nil }
+        guard !etag.isEmpty, !range.isEmpty, range.lowerBound >= 0, range.upperBound <= size else { return nil }
         let n = name(key)
         return state.withLock { s -> [UInt8]? in
             guard var e = s.entries[n] else { s.counters.misses += 1; return nil }
@@ -93,8 +121,8 @@ public final class DataCache: @unchecked Sendable {
             let first = Int(range.lowerBound / Int64(Self.blockSize)), last = Int((range.upperBound - 1) / Int64(Self.blockSize))
             guard (first...last).allSatisfy({ e.present[$0] }) else { s.counters.misses += 1; return nil }
             // The writer's descriptor while it is open, else one for this read (few stay open).
-            let fd = e.fd >= 0 ? e.fd : open(dataPath(n), O_RDONLY | O_CLOEXEC)
-            defer { if fd >= 0 && fd != e.fd { close(fd) } }
+            let fd = e.fd >= 0 ? e.fd : OwnedFile.open(dataPath(n), O_RDONLY) ?? -1
+            defer { if fd >= 0 && fd != e.fd { Glibc.close(fd) } }
             var out = [UInt8](repeating: 0, count: range.count)
             let got = fd < 0 ? -1 : out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, range.count, off_t(range.lowerBound)) }
             guard got == range.count else {
@@ -135,18 +163,20 @@ public final class DataCache: @unchecked Sendable {
     }
 
     func store(key: [UInt8], etag: String, size: Int64, offset: Int64, bytes: UnsafeRawBufferPointer) {
-        guard !etag.isEmpty, bytes.count > 0, offset + Int64(bytes.count) <= size else { return }
+        // An object larger than the whole cache is not kept: its block map alone would cost memory
+        // in proportion to a size the store (or anyone in between) chose.
+        guard !etag.isEmpty, bytes.count > 0, size <= maxBytes, offset >= 0,
+              let end = ObjectSize.end(offset: offset, length: bytes.count, limit: size) else { return }
         let n = name(key)
         state.withLock { s in
             if let old = s.entries[n], old.etag != etag || old.size != size { remove(&s, n) }
             var e = s.entries[n] ?? Entry(etag: etag, size: size, present: Array(repeating: false, count: Self.blocks(size)))
             if e.broken { return }
-            let end = offset + Int64(bytes.count)
             let first = Int(offset / Int64(Self.blockSize)), last = Int((end - 1) / Int64(Self.blockSize))
             if (first...last).allSatisfy({ e.present[$0] }) { return }
             if e.fd < 0 {
                 _ = mkdir("\(root)/objects/\(n.prefix(2))", 0o700)
-                e.fd = open(dataPath(n), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+                e.fd = OwnedFile.open(dataPath(n), O_RDWR | O_CREAT) ?? -1
             }
             var written = e.fd < 0 ? -1 : 0
             while written >= 0 && written < bytes.count {
@@ -211,23 +241,23 @@ public final class DataCache: @unchecked Sendable {
                 return (n, e.generation, dup(e.fd))
             }
         }
-        for (_, _, fd) in work where fd >= 0 { fdatasync(fd); close(fd) }
+        for (_, _, fd) in work where fd >= 0 { fdatasync(fd); Glibc.close(fd) }
         state.withLock { s in
             for (n, generation, fd) in work where fd >= 0 {
                 guard var e = s.entries[n], e.generation == generation, !e.broken else { continue }
                 var text = Array("\(Self.mapMagic)\n\(e.etag)\n\(e.size)\n".utf8)
                 text += e.present.map { $0 ? 0x31 : 0x30 }
                 let tmp = mapPath(n) + ".tmp"
-                let out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                let out = OwnedFile.open(tmp, O_WRONLY | O_CREAT | O_TRUNC) ?? -1
                 let ok = out >= 0 && text.withUnsafeBytes { Glibc.write(out, $0.baseAddress, $0.count) } == text.count
-                if out >= 0 { close(out) }
+                if out >= 0 { Glibc.close(out) }
                 if !ok || rename(tmp, mapPath(n)) != 0 {
                     unlink(tmp)
                     s.counters.writeErrors += 1
                     continue
                 }
                 // Few descriptors stay open: the next use opens the file again.
-                close(e.fd)
+                Glibc.close(e.fd)
                 e.fd = -1
                 e.dirty = false
                 s.entries[n] = e
@@ -260,7 +290,7 @@ public final class DataCache: @unchecked Sendable {
 
     private func remove(_ s: inout State, _ n: String) {
         guard let e = s.entries.removeValue(forKey: n) else { return }
-        if e.fd >= 0 { close(e.fd) }
+        if e.fd >= 0 { Glibc.close(e.fd) }
         unlink(mapPath(n))
         unlink(dataPath(n))
         s.total -= e.bytes
@@ -273,7 +303,8 @@ public final class DataCache: @unchecked Sendable {
         var loaded: [(String, Entry, Double)] = []
         while let d = readdir(top) {
             let sub = withUnsafeBytes(of: d.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard sub.count == 2, let inner = opendir("\(root)/objects/\(sub)") else { continue }
+            // Two hex digits ("..", also two characters, is the cache's own folder).
+            guard sub.count == 2, sub.allSatisfy(\.isHexDigit), let inner = opendir("\(root)/objects/\(sub)") else { continue }
             while let f = readdir(inner) {
                 let file = withUnsafeBytes(of: f.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
                 if file.hasPrefix(".") { continue }
@@ -285,7 +316,7 @@ public final class DataCache: @unchecked Sendable {
                 }
                 let n = String(file.dropLast(4))
                 var st = stat()
-                guard let e = parseMap(path), stat(dataPath(n), &st) == 0 else { unlink(path); continue }
+                guard let e = parseMap(path), lstat(dataPath(n), &st) == 0, st.st_mode & S_IFMT == S_IFREG else { unlink(path); continue }
                 loaded.append((n, e, Double(st.st_mtim.tv_sec)))
             }
             closedir(inner)
@@ -303,19 +334,18 @@ public final class DataCache: @unchecked Sendable {
     }
 
     private func parseMap(_ path: String) -> Entry? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 1 << 16)
-        var total = 0
-        while total < bytes.count {
-            let r = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
-            if r <= 0 { break }
-            total += r
-        }
-        let lines = bytes[0..<total].split(separator: 0x0A, maxSplits: 3, omittingEmptySubsequences: false)
+        guard let fd = OwnedFile.open(path, O_RDONLY) else { return nil }
+        defer { Glibc.close(fd) }
+        // A map of the largest object the cache keeps has maxBytes / 1 MiB flags.
+        guard let bytes = readRegularFile(fd, maxBytes: 4096 + Self.blocks(maxBytes)) else { return nil }
+        return Self.parseMap(bytes, maxBytes: maxBytes)
+    }
+
+    /// A map file's entry, or nil when it is not one this cache wrote for an object it keeps.
+    static func parseMap(_ bytes: [UInt8], maxBytes: Int64) -> Entry? {
+        let lines = bytes.split(separator: 0x0A, maxSplits: 3, omittingEmptySubsequences: false)
         guard lines.count == 4, String(decoding: lines[0], as: UTF8.self) == Self.mapMagic,
-              let size = Int64(String(decoding: lines[2], as: UTF8.self)), size > 0 else { return nil }
+              let size = ObjectSize.listed(String(decoding: lines[2], as: UTF8.self)), size > 0, size <= maxBytes else { return nil }
         let etag = String(decoding: lines[1], as: UTF8.self)
         let flags = Array(lines[3])
         guard flags.count == Self.blocks(size), !etag.isEmpty else { return nil }

@@ -23,10 +23,10 @@ extension Filesystem {
         }
     }
 
-    /// A spool file a running mount holds (locked): not a leftover.
+    /// A spool file a running mount holds (locked): not a leftover. Only this user's regular
+    /// files count (a FIFO planted there would block the open; anything else is no spool file).
     static func inUse(_ path: String) -> Bool {
-        let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard f >= 0 else { return false }
+        guard let f = OwnedFile.open(path, O_RDONLY) else { return true }
         defer { Glibc.close(f) }
         return flock(f, LOCK_EX | LOCK_NB) != 0
     }
@@ -37,7 +37,7 @@ extension Filesystem {
         defer {
             // Metadata changes still waiting for their directory's index to be written.
             if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
-            reads.cache?.flush()
+            reads.cache?.close()
         }
         // Files the kernel never released (umount -l, SIGTERM) whose data is already in S3: their
         // spool files go now, not left behind in the spool directory.
