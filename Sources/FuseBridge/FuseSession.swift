@@ -17,6 +17,10 @@ public final class FuseSession: @unchecked Sendable {
         public var allowOther = false
         public var allowRoot = false
         public var readOnly = false
+        /// The kernel's mount flags for what the bucket may grant: nosuid and nodev unless asked.
+        public var suid = false
+        public var dev = false
+        public var exec = true
         /// Kernel read-ahead for the mount in KiB; 0 keeps the kernel's default.
         public var readAheadKiB = 0
         public init(fsname: String) { self.fsname = fsname }
@@ -31,6 +35,7 @@ public final class FuseSession: @unchecked Sendable {
         if options.allowOther { o.append("allow_other") }
         if options.allowRoot { o.append("allow_root") }
         if options.readOnly { o.append("ro") }
+        o += [options.suid ? "suid" : "nosuid", options.dev ? "dev" : "nodev", options.exec ? "exec" : "noexec"]
         var argv = ["s3mount", "-o", o.joined(separator: ",")]
         if debug { argv.append("-d") }
         let cargv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argv.count + 1)

@@ -177,6 +177,12 @@ public final class Filesystem: @unchecked Sendable {
         } else if options.metadata == .head && kind == .file && ino != Self.rootIno {
             a.provisional = true
         }
+        // What the admin pinned, whatever a bucket writer stored (the root's record too).
+        a.mode &= ~options.umask & 0o7777
+        if options.forceOwner {
+            a.uid = options.uid
+            a.gid = options.gid
+        }
         return a
     }
 

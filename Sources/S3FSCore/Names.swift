@@ -13,6 +13,16 @@ public enum Names {
 
     public enum Invalid: String {
         case empty = "empty name (from '//')", dot = "'.' or '..'", tooLong = "longer than 255 bytes", nul = "contains NUL"
+        case reserved = "a directory named as s3mount's metadata index (.s3mount-meta)"
+    }
+
+    /// The name of each directory's metadata index object (Metadata/MetadataIndex.swift).
+    static let indexName: [UInt8] = Array(".s3mount-meta".utf8)
+
+    /// Why a listed prefix cannot be shown as a directory, or nil when it can: as for any name,
+    /// and the index's name is no directory (a lookup would deny what the listing showed).
+    static func directoryReason(_ name: [UInt8]) -> Invalid? {
+        invalidReason(name) ?? (name == indexName ? .reserved : nil)
     }
 
     /// Why a listed name cannot be shown as a directory entry, or nil when it can.

@@ -8,6 +8,10 @@ public struct FSOptions: Sendable {
     public var gid: UInt32 = getgid()
     public var fileMode: UInt32 = 0o644
     public var dirMode: UInt32 = 0o755
+    /// Bits no file or directory shows, whatever the bucket stores (`--umask`).
+    public var umask: UInt32 = 0
+    /// Every file and directory shows `uid` and `gid` (`--force-owner`).
+    public var forceOwner = false
     /// Seconds a listing, attribute or negative entry is trusted; .infinity = indefinite.
     public var metadataTTL: Double = 60
     public var readOnly = false

@@ -90,6 +90,24 @@ struct S3MountCommand: ParsableCommand {
     @Flag(name: .customLong("allow-root"), help: "let root access a user's mount")
     var allowRoot = false
 
+    @Option(help: ArgumentHelp("permission bits taken away from every file and directory, whatever the bucket stores, e.g. 022 or 077 (default 0)",
+                               valueName: "OCTAL"),
+            completion: .list([]))
+    var umask: String?
+
+    @Flag(name: .customLong("force-owner"),
+          help: "show every file and directory as owned by --uid and --gid, whatever the bucket stores; chown to anyone else is refused")
+    var forceOwner = false
+
+    @Flag(help: "honour setuid and setgid bits of files in the bucket (default: not, as with mount's nosuid: whoever writes the bucket could give a program root's rights)")
+    var suid = false
+
+    @Flag(help: "honour device nodes in the mount (default: not, as with mount's nodev)")
+    var dev = false
+
+    @Flag(name: .customLong("no-exec"), help: "do not let programs be run from the mount (mount's noexec)")
+    var noExec = false
+
     @Option(help: ArgumentHelp(
         """
         where modes, owners, mtimes and symlinks live: in object headers and a per-directory index read beside each \

@@ -211,6 +211,8 @@ enum Daemon {
         fsOptions.gid = config.gid
         fsOptions.fileMode = config.fileMode
         fsOptions.dirMode = config.dirMode
+        fsOptions.umask = config.umask
+        fsOptions.forceOwner = config.forceOwner
         fsOptions.metadataTTL = config.metadataTTL
         fsOptions.kernelReadAhead = config.readAheadKiB << 10
         fsOptions.readOnly = config.readOnly
@@ -272,6 +274,9 @@ enum Daemon {
         mo.allowOther = config.allowOther
         mo.allowRoot = config.allowRoot
         mo.readOnly = config.readOnly
+        mo.suid = config.suid
+        mo.dev = config.dev
+        mo.exec = !config.noExec
         mo.readAheadKiB = config.readAheadKiB
         let session: FuseSession
         do {

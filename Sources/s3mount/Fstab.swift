@@ -13,13 +13,17 @@ enum Fstab {
     static let aliases: [(name: String, option: String)] = [
         ("ro", "read-only"), ("endpoint", "endpoint-url"), ("url", "endpoint-url"),
         ("use-path-request-style", "force-path-style"), ("path-style", "force-path-style"),
-        ("public-bucket", "no-sign-request"),
+        ("public-bucket", "no-sign-request"), ("noexec", "no-exec"),
     ]
+
+    /// mount(8)'s words for the defaults: each cancels the option written before it
+    /// (`suid,nosuid` is nosuid, as mount reads it).
+    static let negations: [String: String] = ["nosuid": "suid", "nodev": "dev", "exec": "no-exec"]
 
     /// Generic mount options that mean nothing to s3mount; so do `x-*` (x-systemd.automount, ...)
     /// and `comment=...`.
     static let ignored: [String] = ["_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner", "defaults",
-                                    "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime",
+                                    "atime", "noatime", "relatime",
                                     "nodiratime", "sync", "async", "rw", "default_permissions", "nonempty"]
 
     /// The long options of S3MountCommand that have an fstab form: name -> takes a value.
@@ -49,7 +53,8 @@ enum Fstab {
             byOption[option]!.map { $0.name.replacingDashes() }.joined(separator: " and ") + " for --" + option
         }
         return "Each option's fstab form is its name without the dashes, with _ between words, and =VALUE for a value; also "
-            + names.joined(separator: ", ") + ". "
+            + names.joined(separator: ", ") + "; "
+            + negations.keys.sorted().joined(separator: ", ") + " cancel what was written before them. "
             + "Generic mount options (" + ignored.joined(separator: ", ") + ", x-*, comment=...) are ignored; an unknown option is an error."
     }
 
@@ -97,6 +102,10 @@ enum Fstab {
         for opt in s.split(separator: ",").map(String.init) where !opt.isEmpty {
             let parts = opt.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let written = parts[0]
+            if let cancelled = negations[written] {
+                result.removeAll { $0.0 == cancelled }
+                continue
+            }
             if ignored.contains(written) || written.hasPrefix("x-") || written == "comment" { continue }
             let key = written.replacingUnderscores()
             let option = aliases.first { $0.name == key }?.option ?? key

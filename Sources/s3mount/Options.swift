@@ -30,6 +30,13 @@ struct MountConfig {
     var dirMode: UInt32 = 0o755
     var allowOther = false
     var allowRoot = false
+    /// What the bucket may not grant (`--umask`, `--force-owner`, and the mount's flags:
+    /// nosuid and nodev unless `--suid`/`--dev`, noexec with `--no-exec`).
+    var umask: UInt32 = 0
+    var forceOwner = false
+    var suid = false
+    var dev = false
+    var noExec = false
     /// Default 60 s: long enough that browsing a tree (ls, find, a file manager's repeated
     /// stats) is served from memory, short enough that changes made by other S3 clients show up
     /// within a minute.
@@ -95,6 +102,11 @@ extension S3MountCommand {
         if let v = dirMode { c.dirMode = try V.mode(name("dir-mode"), v) }
         c.allowOther = allowOther
         c.allowRoot = allowRoot
+        if let v = umask { c.umask = try V.mode(name("umask"), v) }
+        c.forceOwner = forceOwner
+        c.suid = suid
+        c.dev = dev
+        c.noExec = noExec
         if let q = notificationQueue {
             if let why = SQSClient.urlProblem(q) { throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)") }
             c.notificationQueue = q

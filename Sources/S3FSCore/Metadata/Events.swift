@@ -180,7 +180,7 @@ extension Filesystem {
         var d = root
         for i in root.count..<dir.count where dir[i] == Names.slash {
             let comp = Array(dir[d.count..<i])
-            if Names.invalidReason(comp) != nil { return .ignored }
+            if Names.directoryReason(comp) != nil { return .ignored }
             components.append(comp)
             d = Array(dir[...i])
         }

@@ -293,7 +293,7 @@ extension Filesystem {
             while true {
                 if let slash = rest.firstIndex(of: Names.slash) {
                     let comp = Array(rest[rest.startIndex..<slash])
-                    if let why = Names.invalidReason(comp) { skip(o.key, why); break }
+                    if let why = Names.directoryReason(comp) { skip(o.key, why); break }
                     let dir = parent + comp + [Names.slash]
                     add(parent, comp, dirEntry)
                     if entries[dir] == nil { entries[dir] = []; index[dir] = [:]; order.append(dir) }

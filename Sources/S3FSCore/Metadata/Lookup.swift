@@ -185,7 +185,7 @@ extension Filesystem {
             guard p.count > n, p.starts(with: dirPath), p.last == Names.slash else { continue }
             let name = Array(p[n..<(p.count - 1)])
             if name.contains(Names.slash) { continue }
-            if let why = Names.invalidReason(name) { skip(p, why); continue }
+            if let why = Names.directoryReason(name) { skip(p, why); continue }
             out.append((name, CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)))
         }
         // The page went past where the index would sort without showing it: there is none.

@@ -15,7 +15,7 @@ import S3
 /// Lock order: the filesystem's lock may be held while calling `record`; this part never calls
 /// back into the filesystem while holding its own lock, and never holds it across a request.
 final class MetadataIndex: @unchecked Sendable {
-    static let objectName: [UInt8] = Array(".s3mount-meta".utf8)
+    static let objectName: [UInt8] = Names.indexName
 
     let store: ObjectStore
     let ttl: MetadataTTL

@@ -240,6 +240,14 @@ extension Filesystem {
         } else if metaChange && options.readOnly {
             return .failure(FSError(EROFS))
         }
+        // Owners pinned by the admin: only what they already show may be set.
+        var uid = uid, gid = gid
+        if options.forceOwner {
+            if let u = uid, u != options.uid { return .failure(FSError(EPERM)) }
+            if let g = gid, g != options.gid { return .failure(FSError(EPERM)) }
+            uid = nil
+            gid = nil
+        }
         if let newSize = size {
             if options.readOnly { return .failure(FSError(EROFS)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
