@@ -82,7 +82,9 @@ public final class Filesystem: @unchecked Sendable {
         self.reads = ReadShared(store: store, options: options, cache: cache)
         self.mountTime = Double(time(nil))
         self.meta = MetadataIndex(store: store, ttl: ttl, debounce: options.metadataDebounce, enabled: options.metadata != .none)
-        meta.copier = { [unowned self] c in self.sendHeaderCopy(c) }
+        // The index's writer thread may outlive a filesystem (unit tests make many): weak, and a
+        // copy for a filesystem that is gone is dropped.
+        meta.copier = { [weak self] c in self?.sendHeaderCopy(c) ?? true }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
         }

@@ -226,6 +226,10 @@ final class MetadataIndex: @unchecked Sendable {
             Log.warning("reading the metadata index of \"\(Names.display(dir))\": \(error)")
             return false
         }
+        if tooLarge {
+            markForeign(dir, etag: info.etag, why: "is larger than \(Self.maxIndexBytes >> 20) MiB")
+            return true
+        }
         guard let decoded = MetaIndexCodec.decode(bytes) else {
             markForeign(dir, etag: info.etag, why: "is not in a format this version of s3mount reads")
             return true

@@ -232,6 +232,15 @@ extension Filesystem {
     /// accepted and not kept. The kernel has checked who may change what (default_permissions).
     public func setattr(ino: UInt64, size: Int64?, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp? = nil, handle: UInt64?) -> Result<Attributes, FSError> {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
+        // Owners pinned by the admin: only what they already show may be set, and setting it
+        // changes nothing stored.
+        var uid = uid, gid = gid
+        if options.forceOwner {
+            if let u = uid, u != options.uid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+            if let g = gid, g != options.gid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
+            uid = nil
+            gid = nil
+        }
         let metaChange = mode != nil || uid != nil || gid != nil || mtime != nil
         if options.metadata == .none {
             if let m = mode, m & 0o7777 != (n.kind == .directory ? options.dirMode : options.fileMode) { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
@@ -240,14 +249,7 @@ extension Filesystem {
         } else if metaChange && options.readOnly {
             return .failure(FSError(EROFS))
         }
-        // Owners pinned by the admin: only what they already show may be set.
-        var uid = uid, gid = gid
-        if options.forceOwner {
-            if let u = uid, u != options.uid { return .failure(FSError(EPERM)) }
-            if let g = gid, g != options.gid { return .failure(FSError(EPERM)) }
-            uid = nil
-            gid = nil
-        }
+
         if let newSize = size {
             if options.readOnly { return .failure(FSError(EROFS)) }
             guard n.kind == .file else { return .failure(FSError(EISDIR)) }
