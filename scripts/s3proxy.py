@@ -9,14 +9,16 @@ ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{}</Code><Message>in
 
 
 class ForwardingProxy:
-    def __init__(self, upstream_port, before=None, inspect=None):
+    def __init__(self, upstream_port, before=None, inspect=None, rewrite=None):
         """`before(method, path)` returns None to forward the request, or (status, code) to
         answer it with that S3 error instead. `inspect(method, path, headers, body)` does the same
-        once the body is read (checks on headers and bytes)."""
+        once the body is read (checks on headers and bytes). `rewrite(method, path, body)` returns
+        the body to answer with instead of the store's (an endpoint that lies)."""
         proxy = self
         self.upstream_port = upstream_port
         self.before = before
         self.inspect = inspect
+        self.rewrite = rewrite
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -47,11 +49,14 @@ class ForwardingProxy:
                 r = c.getresponse()
                 self.send_response(r.status)
                 length = r.getheader("Content-Length")
+                rewritten = proxy.rewrite is not None and self.command != "HEAD"
                 for k, v in r.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection"):
+                    if k.lower() not in ("transfer-encoding", "connection") and not (rewritten and k.lower() == "content-length"):
                         self.send_header(k, v)
-                if length is None:
+                if length is None or rewritten:
                     data = r.read()
+                    if rewritten:
+                        data = proxy.rewrite(self.command, self.path, data)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     if self.command != "HEAD":
