@@ -60,3 +60,16 @@ def test_every_source_file_a_document_names_by_name_alone_exists(doc):
             files.update(fs)
     missing = sorted(n for n in names if n not in files)
     assert not missing, f"{doc} names files that are nowhere in the repository: {missing}"
+
+
+@pytest.mark.moto_only("reads the repository only: once is enough")
+def test_the_units_documentation_is_the_man_page_that_ships():
+    """The unit's Documentation= points at what is installed with it (the package adds its guides
+    under /usr/share/doc/s3mount, scripts/package.sh checks those), not at a web page that may not exist."""
+    unit = open(os.path.join(ROOT, "systemd", "s3mount@.service")).read()
+    docs = [u for line in unit.splitlines() if line.startswith("Documentation=") for u in line.split("=", 1)[1].split()]
+    assert docs, "the unit has no Documentation="
+    for u in docs:
+        m = re.fullmatch(r"man:([a-z0-9.-]+)\(([1-8])\)", u)
+        assert m, f"Documentation={u}: a man page that ships with s3mount, not a link"
+        assert exists(f"docs/{m.group(1)}.{m.group(2)}"), f"Documentation={u}: no docs/{m.group(1)}.{m.group(2)}"
