@@ -8,7 +8,7 @@ operation, 404s, GetObject bytes. A screenshot of each graphical window goes to 
 
     python3 scripts/filemanagers.py [--tools s3mount,s3fs,rclone] [--apps thunar,pcmanfm,mc,ranger]
                                     [--seconds 20] [--latency-ms 20] [--json out.json]
-Needs root, Xvfb, thunar, pcmanfm, mc, ranger, tmux, imagemagick (scripts/setup.sh --gui).
+Needs root, Xvfb, thunar, pcmanfm, mc, ranger, tmux, imagemagick (scripts/setup.sh tests).
 """
 import argparse
 import json
