@@ -58,8 +58,9 @@ if [ "$want_tests" = 1 ]; then
     # each writes reads right through the other.
     add "tools through the mount" rsync git make s3fs
     # File managers the tests open a bucket folder in (Thunar and PCManFM under Xvfb, mc and ranger
-    # under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots.
-    add "file managers" xvfb thunar pcmanfm dbus-x11 mc ranger tmux imagemagick
+    # under tmux), and what they need: a D-Bus session, ImageMagick for real images and screenshots,
+    # xwininfo to see their windows.
+    add "file managers" xvfb x11-utils thunar pcmanfm dbus-x11 mc ranger tmux imagemagick
     # The shells whose completions the tests try (scripts/completions/), and man for the man page.
     add "completions" bash-completion zsh fish
     command -v man >/dev/null 2>&1 || add "man page" man-db
