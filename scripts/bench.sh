@@ -6,12 +6,7 @@
 #   bash scripts/bench.sh [--quick] [--store moto|rgw] [--tools s3mount,s3fs] [--only "cat,ls -la"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-missing=()
-for p in s3fs rclone curl; do command -v "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-command -v aws >/dev/null 2>&1 || python3 -m pip install -q awscli
+# The benchmark's tools (s3fs, rclone, the aws CLI, moto), and Ceph for --store rgw.
+case " $* " in *" --store rgw "*|*" --store=rgw "*) bash scripts/setup.sh bench rgw ;; *) bash scripts/setup.sh bench ;; esac
 swift build -c release 2>&1 | tail -1
 S3MOUNT_BIN="$PWD/.build/release/s3mount" python3 scripts/bench.py "$@"

@@ -8,7 +8,7 @@ operation, 404s, GetObject bytes. A screenshot of each graphical window goes to 
 
     python3 scripts/filemanagers.py [--tools s3mount,s3fs,rclone] [--apps thunar,pcmanfm,mc,ranger]
                                     [--seconds 20] [--latency-ms 20] [--json out.json]
-Needs root, Xvfb, thunar, pcmanfm, mc, ranger, tmux, imagemagick (scripts/setup.sh --gui).
+Needs root, Xvfb, thunar, pcmanfm, mc, ranger, tmux, imagemagick (scripts/setup.sh tests).
 """
 import argparse
 import json
@@ -101,9 +101,11 @@ def proxy_bytes(proxy):
     return proxy.bytes_sent() if proxy else 0
 
 
-def run_gui(app, folder, seconds, shot, at_3s):
+def run_gui(app, folder, seconds, shot, at_3s, until=None):
     """The app in its own Xvfb and D-Bus session, for `seconds`; screenshots at 3 s and at the end
-    (`at_3s` is called then too)."""
+    (`at_3s` is called then too). With `until` (a function of the X display), for as long as it
+    takes instead: until it returns true, checked every 0.2 s, `seconds` at most; returns whether
+    it did (a program slow to come up, as under a full desktop's D-Bus services, gets the time)."""
     # Xvfb picks a free display itself and says which (-displayfd).
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -118,13 +120,23 @@ def run_gui(app, folder, seconds, shot, at_3s):
            "nemo": ["nemo", "--no-desktop", folder], "caja": ["caja", "--no-desktop", "--browser", folder]}[app]
     p = subprocess.Popen(["dbus-run-session", "--"] + cmd, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(3)
-    if shot:
-        subprocess.run(["import", "-window", "root", shot.replace(".png", "-3s.png")], env=env, capture_output=True)
-    at_3s()
-    time.sleep(max(0, seconds - 3))
-    if shot:
-        subprocess.run(["import", "-window", "root", shot], env=env, capture_output=True)
+    met = None
+    if until is not None:
+        met = False
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and p.poll() is None:
+            if until(display):
+                met = True
+                break
+            time.sleep(0.2)
+    else:
+        time.sleep(3)
+        if shot:
+            subprocess.run(["import", "-window", "root", shot.replace(".png", "-3s.png")], env=env, capture_output=True)
+        at_3s()
+        time.sleep(max(0, seconds - 3))
+        if shot:
+            subprocess.run(["import", "-window", "root", shot], env=env, capture_output=True)
     os.killpg(p.pid, signal.SIGTERM)
     try:
         p.wait(5)
@@ -138,6 +150,13 @@ def run_gui(app, folder, seconds, shot, at_3s):
         xvfb.kill()
         xvfb.wait()
     remove_tree(home)
+    return met
+
+
+def window_shown(display, title):
+    """A window named `title` (or "`title` - …") is on the X display: the file manager is up."""
+    out = subprocess.run(["xwininfo", "-root", "-tree", "-display", display], capture_output=True, text=True)
+    return any(f'"{title}"' in line or f'"{title} - ' in line for line in out.stdout.splitlines())
 
 
 def remove_tree(path):

@@ -15,7 +15,7 @@ PREFIX="${PREFIX:-/usr/local}"
 DESTDIR="${DESTDIR:-}"
 BIN="${BIN:-.build/release/s3mount}"
 if [ -z "${SKIP_BUILD:-}" ]; then
-    bash scripts/setup.sh
+    bash scripts/setup.sh build
     bash scripts/build-release.sh
 fi
 install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/bin/s3mount"

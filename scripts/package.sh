@@ -52,11 +52,15 @@ echo "package: staging $DEB"
 install -D -m 0755 "$BIN" "$root/usr/bin/s3mount"
 strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/s3mount"
 
-# The unit runs the binary where the package puts it (scripts/install.sh: /usr/local/bin).
+# The unit runs the binary where the package puts it (scripts/install.sh: /usr/local/bin), and
+# names the guides the package installs besides the man page (a source install has none).
 install -d "$root/lib/systemd/system"
-sed 's|/usr/local/bin/s3mount|/usr/bin/s3mount|g' systemd/s3mount@.service > "$root/lib/systemd/system/s3mount@.service"
+sed -e 's|/usr/local/bin/s3mount|/usr/bin/s3mount|g' \
+    -e 's|^Documentation=man:s3mount(1)$|& file:/usr/share/doc/s3mount/CONFIGURATION.md.gz|' \
+    systemd/s3mount@.service > "$root/lib/systemd/system/s3mount@.service"
 chmod 0644 "$root/lib/systemd/system/s3mount@.service"
 grep -q "ExecStart=/usr/bin/s3mount " "$root/lib/systemd/system/s3mount@.service"
+grep -q "^Documentation=man:s3mount(1) file:" "$root/lib/systemd/system/s3mount@.service"
 
 # The example configuration: a conffile, private like the NAME.env files made from it.
 install -d -m 0700 "$root/etc/s3mount"
@@ -77,6 +81,10 @@ install -m 0644 packaging/deb/copyright "$doc/copyright"
 gzip -9n < packaging/deb/changelog > "$doc/changelog.gz"
 # Like dh_compress: documentation over 4 KiB is compressed.
 find "$doc" -name '*.md' -size +4k -exec gzip -9n {} +
+# Every file the unit's Documentation= names is in the package.
+for f in $(sed -n 's/^Documentation=//p' "$root/lib/systemd/system/s3mount@.service" | tr ' ' '\n' | sed -n 's|^file:||p'); do
+    [ -f "$root$f" ] || { echo "package: the unit's Documentation= names $f, which the package does not install" >&2; exit 1; }
+done
 
 # Depends: the packages of the libraries the binary links, with the versions their symbols need.
 mkdir -p "$stage/shlibs/debian"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh tests
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/s3mount-test.XXXXXX")
 trap 'rm -rf --one-file-system "$scratch"' EXIT
 # SwiftPM and the compiler leave lock files and TemporaryDirectory.* folders in $TMPDIR.

@@ -26,3 +26,36 @@ func capturingLog<T>(_ body: () throws -> T) rethrows -> (result: T, log: String
     }
     return (result, String(decoding: text, as: UTF8.self))
 }
+
+/// The log sent to an unnamed temporary file while `body` runs, read piece by piece: `take()`
+/// returns what was written since the last take. For a loop of many steps, each checked for what
+/// it logged, without a file per step. (Process-wide, like capturingLog.)
+final class LogTap {
+    private let file: UnsafeMutablePointer<FILE>
+    private var read: off_t = 0
+    private var buf = [UInt8](repeating: 0, count: 65536)
+
+    private init() {
+        guard let f = tmpfile() else { fatalError("tmpfile: \(String(cString: strerror(errno)))") }
+        file = f
+    }
+
+    static func during<T>(_ body: (LogTap) throws -> T) rethrows -> T {
+        let tap = LogTap()
+        defer { fclose(tap.file) }
+        Log.shared.setOutput(fd: fileno(tap.file))
+        defer { Log.shared.setOutput(fd: 2) }
+        return try body(tap)
+    }
+
+    func take() -> String {
+        var text = [UInt8]()
+        while true {
+            let n = pread(fileno(file), &buf, buf.count, read)
+            if n <= 0 { break }
+            text += buf[0..<n]
+            read += off_t(n)
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}

@@ -185,8 +185,11 @@ final class NotificationTests: XCTestCase {
         q.push(Self.message(Self.record("ObjectCreated:Put", "d/new", size: 3, time: "2030-01-01T00:00:00Z")))
         q.push("garbage")
         q.push("{\"Service\": \"Amazon S3\", \"Event\": \"s3:TestEvent\"}")
-        listener.process(try! q.receive(waitSeconds: 0))
+        let (_, log) = capturingLog { listener.process(try! q.receive(waitSeconds: 0)) }
         XCTAssertEqual(q.deleted, ["h0", "h1", "h2"], "applied, malformed and test messages are all deleted")
+        // The malformed one is named in the log, once; nothing else is logged.
+        let lines = log.split(separator: "\n").map { String($0.drop(while: { $0 != "]" }).dropFirst(2)) }
+        XCTAssertEqual(lines, ["warning: notification message m1 is not an S3 event (not a JSON object); deleted"], log)
         XCTAssertEqual(lookup(fs, d.ino, "new")?.size, 3)
         let s = listener.stats
         XCTAssertEqual([s.messages, s.events, s.applied, s.malformed, s.testEvents], [3, 1, 1, 1, 1])

@@ -181,11 +181,16 @@ final class RefRunner {
     }
 
     func steps(_ ops: [RefOp]) -> RefFailure? {
+        LogTap.during { steps(ops, tap: $0) }
+    }
+
+    func steps(_ ops: [RefOp], tap: LogTap) -> RefFailure? {
         for (i, op) in ops.enumerated() {
             let dirsBefore = outOfBand ? model.directories : []
             let expect = model.apply(op)
             if case .skip = expect { continue }
             let got = perform(op)
+            if let m = Self.unexpectedLog(tap.take(), got) { return RefFailure(step: i, message: "\(op): \(m)") }
             deliverEvents()
             // An implicit directory (no marker, made by another client) whose last key went: like
             // another client's change, it shows in the listings begun after it (see settle()).
@@ -201,6 +206,7 @@ final class RefRunner {
             let dirsBefore = outOfBand ? model.directories : []
             let expect = model.apply(op)
             let got = perform(op)
+            if let m = Self.unexpectedLog(tap.take(), got) { return RefFailure(step: last, message: "closing #\(id) at the end: \(m)") }
             deliverEvents()
             // The last reader of an unlinked file closed: its object went (see steps()).
             if outOfBand && !dirsBefore.subtracting(model.directories).isEmpty { settle() }
@@ -211,6 +217,22 @@ final class RefRunner {
         let left = (try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []
         if !left.isEmpty { return RefFailure(step: last, message: "at the end, all closed: spool files left: \(left)") }
         return nil
+    }
+
+    /// What an op may log: why it failed, when it failed because another client (or a rename or
+    /// truncate through the mount) changed the object under an open handle. Any other line, or
+    /// one of these after an op that did not fail, is a divergence. (Captured, so that a green run
+    /// prints none of the errors these sequences provoke on purpose.)
+    static let expectedLines = try! NSRegularExpression(pattern:
+        #"^\S+ s3mount\[\d+\] (error: loading \S+ before changing it: GetObject failed with HTTP (412 PreconditionFailed|404 NoSuchKey)"#
+        + #"|warning: \S+ changed since it was opened \(ETag differs\))$"#)
+
+    static func unexpectedLog(_ log: String, _ got: RefOutcome) -> String? {
+        let lines = log.split(separator: "\n").map(String.init)
+        if lines.isEmpty { return nil }
+        if case .err = got {} else { return "the mount answered \(got) and logged: \(lines)" }
+        let odd = lines.filter { expectedLines.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) == nil }
+        return odd.isEmpty ? nil : "the mount answered \(got) and logged what no failure of it explains: \(odd)"
     }
 
     // MARK: - the kernel's side
