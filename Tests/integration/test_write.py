@@ -304,7 +304,8 @@ def test_store_that_refuses_checksums_still_gets_every_upload(moto, s3, bucket, 
 def test_spool_disk_full_is_enospc(moto, s3, bucket, mount, tmp_path):
     spool = tmp_path / "tiny"
     spool.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(spool)]).returncode != 0:
+    # (mode=0700: a tmpfs is 1777 by default, and a spool others can write is refused.)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(spool)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
         m = mount(bucket, "--spool-dir", str(spool))
