@@ -1,0 +1,27 @@
+import FuzzSupport
+@testable import S3
+
+/// ListObjectsV2 pages, error bodies (S3, STS), STS credentials and DeleteObjects results: every
+/// XML document the client reads from the endpoint.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzS3XML(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    _ = quietLogs
+    let b = input(data, size)
+    if let page = S3XML.parseListObjectsV2(b) {
+        for o in page.objects {
+            // What the parser hands on is a real size and date, never a negative size or NaN.
+            check(o.size >= 0, "a listed size of \(o.size)")
+            check(o.lastModified.isFinite, "a listed date of \(o.lastModified)")
+        }
+        _ = page.lastListed
+    }
+    let err = S3XML.parseError(b)
+    for status in [301, 403, 404, 500, 503] {
+        let e = S3Error.from(status: status, body: err, operation: "GetObject", headers: [:])
+        _ = e.description
+    }
+    _ = S3XML.firstValue(b, "Code")
+    if let c = S3XML.parseSTSCredentials(b) { _ = c.description }
+    _ = S3XML.parseDeleteErrors(b)
+    return 0
+}
