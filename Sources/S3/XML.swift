@@ -17,6 +17,11 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     }
 
     static func walk(_ data: [UInt8], onStart: ((_ path: [String]) -> Void)? = nil, onEnd: @escaping (_ path: [String], _ text: String) -> Void) -> Bool {
+        // FoundationXML traps (a force unwrap in its start-element callback) on an element name
+        // that is not UTF-8, e.g. the 5 bytes "<\u{FF}\u{1}\0\0": one response body from the
+        // endpoint (or anything between) would end the mount. S3 answers UTF-8 only, so a body that
+        // is not is unreadable, and never reaches the parser.
+        guard String(validating: data, as: UTF8.self) != nil else { return false }
         let parser = XMLParser(data: Data(data))
         let w = XMLWalker(onStart: onStart, onEnd: onEnd)
         parser.delegate = w
