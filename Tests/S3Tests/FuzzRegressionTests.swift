@@ -22,4 +22,32 @@ final class FuzzRegressionTests: XCTestCase {
         let page = S3XML.parseListObjectsV2(Array("<ListBucketResult><Contents><Key>é</Key><Size>1</Size><LastModified>2024-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>".utf8))
         XCTAssertEqual(page?.objects.map { $0.key }, [Array("é".utf8)])
     }
+
+    /// fuzz-events: a DeleteMessageBatch answer naming a failed entry "m-1" made `delete` index
+    /// the batch at -1 (a trap): whatever answers at the queue's URL could end the mount.
+    func testSQSDeleteFailedIdOutsideTheBatch() throws {
+        let body = #"{"Successful":[{"Id":"m0"}],"Failed":[{"Id":"m1"},{"Id":"m-1"},{"Id":"m10"},{"Id":"m99999999999999999999"},{"Id":""},{"Id":7}]}"#
+        let sqs = try SQSClient(queueURL: "https://sqs.us-east-1.amazonaws.com/123456789012/q", region: "us-east-1",
+                                credentials: CredentialsProvider(source: nil), transport: CannedAnswer(body: Array(body.utf8)))
+        XCTAssertEqual(try sqs.delete(["h0", "h1"]), ["h1"])
+    }
+    /// fuzz-metadata, fuzz-http: a Last-Modified year of -2147483648 overflowed `year - 1900`
+    /// (a trap) in AmzDate.parseHTTPDate: one HeadObject or GetObject answer could end the mount.
+    func testHTTPDateYearAtInt32Bounds() {
+        XCTAssertEqual(AmzDate.parseHTTPDate("Tue, 02 Jan 2024 03:04:05 GMT"), 1_704_164_645)
+        for year in ["-2147483648", "-2147481749", "2147483647", "9223372036854775807", "-9223372036854775808"] {
+            _ = AmzDate.parseHTTPDate("Tue, 02 Jan \(year) 03:04:05 GMT") // no trap; nil or some date
+        }
+        XCTAssertNil(AmzDate.parseHTTPDate("Tue, 02 Jan 99999999999999999999 03:04:05 GMT"))
+        let info = S3Client.objectInfo(["last-modified": "Tue, 02 Jan -2147483648 03:04:05 GMT", "content-length": "1"])
+        XCTAssertEqual(info.size, 1)
+    }
+}
+
+/// Answers every request with 200 and the same body.
+private struct CannedAnswer: HTTPTransport {
+    var body: [UInt8]
+    func perform(_ request: HTTPRequest, sink: BodySink?) throws -> HTTPResponse {
+        HTTPResponse(status: 200, headers: [:], body: body, bytesReceived: Int64(body.count))
+    }
 }
