@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the package and its tests with a sanitizer and runs the XCTest tests (unit, reference
+# model, client integration against moto_server) under it:
+#   bash scripts/sanitizers.sh address   # AddressSanitizer (+ LeakSanitizer): overflows, use after free, leaks
+#   bash scripts/sanitizers.sh thread    # ThreadSanitizer: data races
+#   bash scripts/sanitizers.sh thread --filter ReferenceModel   # extra arguments go to swift test
+# The build goes to .build-<sanitizer>/ (the plain .build/ is left as it is). Exits non-zero when a
+# test fails or the sanitizer reports anything; the reports are printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+san=${1:-address}
+shift || true
+case "$san" in address|thread) ;; *) echo "usage: sanitizers.sh [address|thread] [SWIFT TEST ARGS]" >&2; exit 2 ;; esac
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/s3mount-$san.XXXXXX")
+trap 'rm -rf --one-file-system "$scratch"' EXIT
+swift_() { TMPDIR="$scratch" nice -n 10 swift "$@"; }
+
+echo "== build with --sanitize=$san"
+start=$SECONDS
+swift_ build --build-tests --sanitize="$san" --scratch-path ".build-$san" 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]' || true; }
+echo "== build: $((SECONDS - start)) s"
+
+echo "== XCTest under --sanitize=$san"
+start=$SECONDS
+set +e
+# halt_on_error=0 for TSan: every race of the run is reported, not only the first.
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
+    swift_ test --skip-build --sanitize="$san" --scratch-path ".build-$san" --disable-swift-testing "$@" > "$scratch/test.log" 2>&1
+rc=$?
+set -e
+echo "== tests: $((SECONDS - start)) s (exit $rc)"
+grep -E "^Test Case '.*' failed|error: |Executed [0-9]+ tests?" "$scratch/test.log" | tail -20 || true
+reports=$(grep -cE '^(WARNING: ThreadSanitizer|==[0-9]+==ERROR: (Address|Leak)Sanitizer)' "$scratch/test.log" || true)
+if [ "$reports" -gt 0 ]; then
+    echo "== $reports sanitizer report(s)"
+    # Each report, up to its SUMMARY line.
+    awk '/^(WARNING: ThreadSanitizer|==[0-9]+==ERROR: (Address|Leak)Sanitizer)/{p=1} p{print} /^SUMMARY: /{p=0}' "$scratch/test.log"
+    rc=1
+fi
+[ "$rc" -eq 0 ]
