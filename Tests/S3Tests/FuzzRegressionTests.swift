@@ -23,6 +23,22 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(page?.objects.map { $0.key }, [Array("é".utf8)])
     }
 
+    /// fuzz-s3xml: a processing instruction without data (`<?x?>`) made FoundationXML call
+    /// strlen(NULL) (SIGSEGV). Processing instructions, DOCTYPEs and entity declarations (which S3
+    /// never sends) are refused before the parser; the declaration and comments still read.
+    func testXMLProcessingInstructionAndDoctype() {
+        let page = "<ListBucketResult><Contents><Key>k</Key><Size>1</Size><LastModified>2024-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>"
+        for bad in ["<?omion?>\n" + page, page + "<?x?>", "<!DOCTYPE x [<!ENTITY a \"aaaa\">]>" + page,
+                    "<ListBucketResult><![CDATA[x]]></ListBucketResult>", "<?xml-stylesheet?>" + page] {
+            XCTAssertNil(S3XML.parseListObjectsV2(Array(bad.utf8)), bad)
+            XCTAssertNil(S3XML.parseError(Array(bad.utf8)), bad)
+        }
+        for good in [page, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + page, "\u{FEFF}<?xml version=\"1.0\"?><!-- c -->" + page] {
+            XCTAssertEqual(S3XML.parseListObjectsV2(Array(good.utf8))?.objects.count, 1, good)
+        }
+        XCTAssertEqual(S3XML.parseError(Array("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code></Error>".utf8))?.code, "NoSuchKey")
+    }
+
     /// fuzz-events: a DeleteMessageBatch answer naming a failed entry "m-1" made `delete` index
     /// the batch at -1 (a trap): whatever answers at the queue's URL could end the mount.
     func testSQSDeleteFailedIdOutsideTheBatch() throws {
