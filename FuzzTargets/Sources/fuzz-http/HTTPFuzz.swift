@@ -18,7 +18,8 @@ public func fuzzHTTP(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let listed: [UInt8] = URIEncoding.decodeForm(s)   // a listing's keys (lenient)
     let event: [UInt8]? = URIEncoding.decodeForm(s)   // an event's key (strict)
     if let event { check(event == listed, "an event key and a listed key decode differently: \(s)") }
-    _ = bytesOfHex(s)
+    if let b = bytesOfHex(s) { check(hexString(b) == s.lowercased(), "hex \(s) read as \(b)") }
+    _ = FileReader.md5OfETag(s)
     _ = Timestamp(text: s)
     _ = MetaIndexCodec.unpercent(s)
     let half = s.split(separator: " ", maxSplits: 1).map(String.init)
