@@ -26,7 +26,9 @@ start=$SECONDS
 set +e
 # halt_on_error=0 for TSan: every race of the run is reported, not only the first. No Swift
 # backtracer: under ASan it faults reading the crashed process's memory and hangs the run.
-SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
+# LeakSanitizer: leaks in Foundation and XCTest are suppressed (scripts/lsan-suppressions.txt).
+SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+    LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan-suppressions.txt:print_suppressions=0} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
     swift_ test --skip-build --sanitize="$san" --scratch-path ".build-$san" --disable-swift-testing "$@" > "$scratch/test.log" 2>&1
 rc=$?
 set -e
