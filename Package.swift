@@ -7,6 +7,10 @@ let package = Package(
     name: "s3mount",
     products: [
         .executable(name: "s3mount", targets: ["s3mount"]),
+        // For the fuzz targets in FuzzTargets/ (a package of its own that depends on this one by path).
+        .library(name: "S3", targets: ["S3"]),
+        .library(name: "S3FSCore", targets: ["S3FSCore"]),
+        .library(name: "MountOptions", targets: ["MountOptions"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -20,8 +24,10 @@ let package = Package(
         .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         .target(name: "S3FSCore", dependencies: ["S3", "CCurlShim"]),
         .target(name: "FuseBridge", dependencies: ["S3FSCore", "CFuse3"]),
+        // The fstab `-o` syntax, pure (no dependencies): only the CLI uses it.
+        .target(name: "MountOptions"),
         .executableTarget(name: "s3mount", dependencies: [
-            "FuseBridge", "S3FSCore", "S3", "CFuse3", "CCurlShim", "CBuildInfo",
+            "FuseBridge", "S3FSCore", "S3", "CFuse3", "CCurlShim", "CBuildInfo", "MountOptions",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "S3Tests", dependencies: ["S3"]),

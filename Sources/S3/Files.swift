@@ -101,10 +101,19 @@ public func bytesOfHex<S: StringProtocol>(_ hex: S) -> [UInt8]? {
     guard digits.count % 2 == 0 else { return nil }
     var out = [UInt8]()
     out.reserveCapacity(digits.count / 2)
+    func value(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x41...0x46: return c - 0x41 + 10
+        case 0x61...0x66: return c - 0x61 + 10
+        default: return nil
+        }
+    }
     var i = 0
     while i < digits.count {
-        guard let v = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-        out.append(v)
+        // Digits only: UInt8("+f", radix: 16) would read a sign.
+        guard let h = value(digits[i]), let l = value(digits[i + 1]) else { return nil }
+        out.append(h << 4 | l)
         i += 2
     }
     return out

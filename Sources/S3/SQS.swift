@@ -136,7 +136,8 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
             let entries = batch.enumerated().map { ["Id": "m\($0.offset)", "ReceiptHandle": $0.element] }
             let r = try call("DeleteMessageBatch", ["QueueUrl": queueURL, "Entries": entries])
             for f in (r["Failed"] as? [[String: Any]]) ?? [] {
-                if let id = f["Id"] as? String, let n = Int(id.dropFirst()), n < batch.count { refused.append(batch[n]) }
+                // The Ids are ours ("m0".."m9"); another answer ("m-1") must not index outside the batch.
+                if let id = f["Id"] as? String, let n = Int(id.dropFirst()), batch.indices.contains(n) { refused.append(batch[n]) }
             }
             i += 10
         }

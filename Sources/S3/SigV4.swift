@@ -208,13 +208,14 @@ public enum AmzDate {
     /// Parses an RFC 7231 HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT") as sent in Last-Modified.
     public static func parseHTTPDate(_ s: String) -> Double? {
         let parts = s.split(separator: " ")
-        guard parts.count >= 5, let day = Int32(parts[1]), let year = Int32(parts[3]) else { return nil }
+        // The year as tm wants it (years since 1900), subtracted in Int: "-2147483648" must not trap.
+        guard parts.count >= 5, let day = Int32(parts[1]), let year = Int32(parts[3]).flatMap({ Int32(exactly: Int($0) - 1900) }) else { return nil }
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         guard let mon = months.firstIndex(of: String(parts[2])) else { return nil }
         let hms = parts[4].split(separator: ":").compactMap { Int32($0) }
         guard hms.count == 3 else { return nil }
         var tmv = tm()
-        tmv.tm_year = year - 1900
+        tmv.tm_year = year
         tmv.tm_mon = Int32(mon)
         tmv.tm_mday = day
         tmv.tm_hour = hms[0]

@@ -17,12 +17,42 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     }
 
     static func walk(_ data: [UInt8], onStart: ((_ path: [String]) -> Void)? = nil, onEnd: @escaping (_ path: [String], _ text: String) -> Void) -> Bool {
+        // FoundationXML traps (a force unwrap in its start-element callback) on an element name
+        // that is not UTF-8, e.g. the 5 bytes "<\u{FF}\u{1}\0\0", and crashes on `<?x?>` (see
+        // `plain`): one response body from the endpoint (or anything between) would end the mount.
+        // S3 answers UTF-8 only, and none of that: such a body is unreadable, and never reaches
+        // the parser.
+        guard String(validating: data, as: UTF8.self) != nil, plain(data) else { return false }
         let parser = XMLParser(data: Data(data))
         let w = XMLWalker(onStart: onStart, onEnd: onEnd)
         parser.delegate = w
         parser.shouldProcessNamespaces = false
         let ok = parser.parse()
         return ok && parser.parserError == nil
+    }
+
+    /// Whether the document holds only what S3 and STS send: elements, text, character and
+    /// predefined entity references, comments, after an optional XML declaration. No processing
+    /// instruction: FoundationXML crashes (strlen of NULL) on one without data, `<?x?>`. No
+    /// DOCTYPE, entity declaration or CDATA (`<!` other than a comment): no entity expansion to
+    /// blow up memory, no external entity to read.
+    static func plain(_ d: [UInt8]) -> Bool {
+        var i = 0
+        if d.starts(with: [0xEF, 0xBB, 0xBF]) { i = 3 } // a UTF-8 byte order mark
+        // "<?xml" and a space: the declaration, up to its "?>".
+        if d.count > i + 5, d[i..<i + 5].elementsEqual("<?xml".utf8), [0x20, 0x09, 0x0D, 0x0A].contains(d[i + 5]) {
+            i += 5
+            while i + 1 < d.count, !(d[i] == 0x3F && d[i + 1] == 0x3E) { i += 1 }
+            i += 2
+        }
+        while i + 1 < d.count {
+            if d[i] == 0x3C {
+                if d[i + 1] == 0x3F { return false }
+                if d[i + 1] == 0x21 && !(i + 3 < d.count && d[i + 2] == 0x2D && d[i + 3] == 0x2D) { return false }
+            }
+            i += 1
+        }
+        return true
     }
 
     func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName qName: String?, attributes attributeDict: [String: String] = [:]) {

@@ -136,8 +136,8 @@ enum MetaIndexCodec {
         var out = Array((header + "\n").utf8)
         for (name, r) in records.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
             let m = r.meta
-            let fields = [percent(name), r.etag.isEmpty ? "-" : percent(Array(r.etag.utf8)), String(m.mode, radix: 8), String(m.uid), String(m.gid),
-                          m.mtime?.text ?? "-", m.linkTarget.map(percent) ?? "-"]
+            let fields = [percent(name), r.etag.isEmpty ? "-" : field(Array(r.etag.utf8)), String(m.mode, radix: 8), String(m.uid), String(m.gid),
+                          m.mtime?.text ?? "-", m.linkTarget.map(field) ?? "-"]
             out += Array(fields.joined(separator: "\t").utf8)
             out.append(0x0A)
         }
@@ -160,6 +160,10 @@ enum MetaIndexCodec {
         }
         return out
     }
+
+    /// An optional field's value: "-" alone stands for none, so a value "-" (a symlink to a file
+    /// named "-") is written "%2D".
+    static func field(_ b: [UInt8]) -> String { b == [0x2D] ? "%2D" : percent(b) }
 
     static func percent(_ b: [UInt8]) -> String {
         var s = ""
