@@ -42,7 +42,11 @@ final class XMLWalker: NSObject, XMLParserDelegate {
         // "<?xml" and a space: the declaration, up to its "?>".
         if d.count > i + 5, d[i..<i + 5].elementsEqual("<?xml".utf8), [0x20, 0x09, 0x0D, 0x0A].contains(d[i + 5]) {
             i += 5
-            while i + 1 < d.count, !(d[i] == 0x3F && d[i + 1] == 0x3E) { i += 1 }
+            while i + 1 < d.count, !(d[i] == 0x3F && d[i + 1] == 0x3E) {
+                // Not a declaration that swallows markup: "<?xml a><x<?y?>" hides a "<?y?>".
+                if d[i] == 0x3C || d[i] == 0x3E { return false }
+                i += 1
+            }
             i += 2
         }
         while i + 1 < d.count {

@@ -29,7 +29,8 @@ final class FuzzRegressionTests: XCTestCase {
     func testXMLProcessingInstructionAndDoctype() {
         let page = "<ListBucketResult><Contents><Key>k</Key><Size>1</Size><LastModified>2024-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>"
         for bad in ["<?omion?>\n" + page, page + "<?x?>", "<!DOCTYPE x [<!ENTITY a \"aaaa\">]>" + page,
-                    "<ListBucketResult><![CDATA[x]]></ListBucketResult>", "<?xml-stylesheet?>" + page] {
+                    "<ListBucketResult><![CDATA[x]]></ListBucketResult>", "<?xml-stylesheet?>" + page,
+                    "<?xml nTo><L<?xm?>\"\"l-\nn", "<?xml a>" + page + "<?x?>"] {
             XCTAssertNil(S3XML.parseListObjectsV2(Array(bad.utf8)), bad)
             XCTAssertNil(S3XML.parseError(Array(bad.utf8)), bad)
         }
