@@ -47,22 +47,18 @@ def test_a_capped_link_reads_96_mib_with_parts_in_flight(moto, s3, bucket, mount
     print(f"96 MiB through a 40 MB/s-per-connection link: {len(data) / secs / 1e6:.0f} MB/s, {len(gets)} GETs")
 
 
+@pytest.mark.moto_only("RGW serves a stream's first 4 MiB near the 300 MB/s that keeps one stream on this 2-core VM: "
+                       "measured on 7 Dec 2026: 2 runs of 3 below it with fc9b22f's binary, 1 of 3 with today's; the "
+                       "verdict there is the link's, not the mount's (moto is well above it)")
 def test_one_stream_stays_where_one_connection_is_fast(moto, s3, bucket, mount):
     data = os.urandom(64 << 20)
     s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
-    # RGW serves a stream's first 4 MiB at 550-800 MB/s on the 2-core VM when it is idle, but a
-    # whole-suite run once measured it below the 300 MB/s that keeps one stream (the mount then
-    # rightly read in parts): on RGW a fresh mount (a new verdict on the link) gets three tries.
-    for attempt in range(3 if STORE == "rgw" else 1):
-        m = mount(bucket)
-        os.listdir(m.path)
-        before = m.requests()
-        out = run(f"cat {m.path}/big.bin | sha256sum", timeout=120)
-        assert out.stdout.split()[0] == hashlib.sha256(data).hexdigest()
-        got = (delta(before, m.requests()), m.stats()["reads"]["parallel_readers"])
-        m.unmount()
-        if got == ({"GetObject": 1}, 0):
-            break
+    m = mount(bucket)
+    os.listdir(m.path)
+    before = m.requests()
+    out = run(f"cat {m.path}/big.bin | sha256sum", timeout=120)
+    assert out.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    got = (delta(before, m.requests()), m.stats()["reads"]["parallel_readers"])
     assert got == ({"GetObject": 1}, 0)
 
 
