@@ -15,7 +15,6 @@ public enum ObjectSize {
         guard let v = Int64(text), (0...maxListed).contains(v) else { return nil }
         return v
     }
-    public static func listed(_ v: Int64) -> Int64? { (0...maxListed).contains(v) ? v : nil }
 
     /// `offset + length`, or nil when it passes `limit` (or Int64 itself).
     public static func end(offset: Int64, length: Int, limit: Int64 = maxWritable) -> Int64? {

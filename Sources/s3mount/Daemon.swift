@@ -95,9 +95,7 @@ enum Daemon {
             }
             if let cf = config.credentialsFile {
                 try CredentialsFileCheck.check(cf, what: "credentials file")
-                guard let rp = realpath(cf, nil) else { throw MountFailure("credentials file \(cf) does not exist") }
-                config.credentialsFile = String(cString: rp)
-                free(rp)
+                config.credentialsFile = try resolved(cf, what: "credentials file")
             }
             // The shared-credentials file the chain would read (AWS_SHARED_CREDENTIALS_FILE or
             // ~/.aws/credentials) is held to the same rule, whichever way it was named.
