@@ -46,10 +46,11 @@ public final class FuseBridge: @unchecked Sendable {
         st.st_blksize = 1 << 20
         // (A size is at most 1 PiB once past the S3 layer; the division comes first all the same.)
         st.st_blocks = Int(a.size / 512 + (a.size % 512 > 0 ? 1 : 0))
-        let ts = timespec(tv_sec: Int(a.mtime.sec), tv_nsec: Int(a.mtime.nsec))
-        st.st_mtim = ts
-        st.st_atim = ts
-        st.st_ctim = ts
+        func ts(_ t: Timestamp) -> timespec { timespec(tv_sec: Int(clamping: t.sec), tv_nsec: Int(t.nsec)) }
+        st.st_mtim = ts(a.mtime)
+        st.st_atim = ts(a.atime ?? a.mtime)
+        st.st_ctim = ts(a.ctime ?? a.mtime)
+        st.st_rdev = UInt(a.rdev)
         return st
     }
 
@@ -218,7 +219,13 @@ public final class FuseBridge: @unchecked Sendable {
         ops.statfs = Self.statfsCallback
         ops.access = Self.accessCallback
         ops.ioctl = Self.ioctlCallback
-        // No xattr operations: see ioctlCallback.
+        // Without --xattr, no xattr operations: see ioctlCallback.
+        if fs.options.xattr {
+            ops.getxattr = Self.getxattrCallback
+            ops.listxattr = Self.listxattrCallback
+            ops.setxattr = Self.setxattrCallback
+            ops.removexattr = Self.removexattrCallback
+        }
         ops.create = Self.createCallback
         ops.write = Self.writeCallback
         ops.flush = Self.flushCallback
@@ -230,7 +237,7 @@ public final class FuseBridge: @unchecked Sendable {
         ops.rename = Self.renameCallback
         ops.symlink = Self.symlinkCallback
         ops.readlink = Self.readlinkCallback
-        // Regular files only: device nodes and FIFOs do not exist in S3.
+        // Regular files, FIFOs, sockets and device nodes (empty objects whose mode says the type).
         ops.mknod = Self.mknodCallback
         // Hard links do not exist in S3 (see docs/SEMANTICS.md).
         ops.link = { req, ino, _, _ in FuseBridge.bridge(req).replyError(req, "link", ino, FSError(EPERM)) }

@@ -102,7 +102,7 @@ extension FuseBridge {
                         return fuse_add_direntry_plus(req, bp.baseAddress! + used, remaining, np.baseAddress, &e, off_t(ent.nextOffset))
                     }
                     var st = Glibc.stat()
-                    st.st_mode = ent.kind == .directory ? S_IFDIR : ent.isSymlink ? S_IFLNK : S_IFREG
+                    st.st_mode = ent.kind == .directory ? S_IFDIR : ent.fileType
                     st.st_ino = UInt(ent.attributes?.ino ?? 0)
                     return fuse_add_direntry(req, bp.baseAddress! + used, remaining, np.baseAddress, &st, off_t(ent.nextOffset))
                 }
@@ -269,12 +269,17 @@ extension FuseBridge {
         let b = bridge(req)
         guard let attr else { b.replyError(req, "setattr", ino, FSError(EINVAL)); return }
         let set = UInt32(bitPattern: toSet)
-        // atime is not kept (S3 has no access times; stat shows the mtime).
-        var mtime: Timestamp? = nil
+        // Times set by utimensat; reads never change the atime (the mount is noatime).
+        var mtime: Timestamp? = nil, atime: Timestamp? = nil
+        if set & UInt32(FUSE_SET_ATTR_ATIME_NOW) != 0 {
+            atime = Timestamp.now()
+        } else if set & UInt32(FUSE_SET_ATTR_ATIME) != 0 {
+            atime = Timestamp(sec: Int64(attr.pointee.st_atim.tv_sec), nsec: UInt32(clamping: attr.pointee.st_atim.tv_nsec))
+        }
         if set & UInt32(FUSE_SET_ATTR_MTIME_NOW) != 0 {
             mtime = Timestamp.now()
         } else if set & UInt32(FUSE_SET_ATTR_MTIME) != 0 {
-            mtime = Timestamp(sec: Int64(attr.pointee.st_mtim.tv_sec), nsec: UInt32(attr.pointee.st_mtim.tv_nsec))
+            mtime = Timestamp(sec: Int64(attr.pointee.st_mtim.tv_sec), nsec: UInt32(clamping: attr.pointee.st_mtim.tv_nsec))
         }
         let r = b.fs.setattr(ino: ino,
                              size: set & UInt32(FUSE_SET_ATTR_SIZE) != 0 ? Int64(attr.pointee.st_size) : nil,
@@ -282,6 +287,7 @@ extension FuseBridge {
                              uid: set & UInt32(FUSE_SET_ATTR_UID) != 0 ? attr.pointee.st_uid : nil,
                              gid: set & UInt32(FUSE_SET_ATTR_GID) != 0 ? attr.pointee.st_gid : nil,
                              mtime: mtime,
+                             atime: atime,
                              handle: fi.map { s3m_fi_fh($0) })
         b.trace("setattr", ino, nil, outcome(r))
         b.replyAttr(req, "setattr", ino, r)
@@ -313,9 +319,52 @@ extension FuseBridge {
         b.replyEntry(req, "symlink", parent, r)
     }
 
-    static let mknodCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, dev_t) -> Void = { req, parent, name, mode, _ in
+    static let mknodCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t, dev_t) -> Void = { req, parent, name, mode, rdev in
         let b = bridge(req)
-        b.replyEntry(req, "mknod", parent, b.fs.mknod(parent: parent, name: FuseBridge.name(name), mode: mode, caller: caller(req)))
+        let n = FuseBridge.name(name)
+        let r = b.fs.mknod(parent: parent, name: n, mode: mode, rdev: UInt64(rdev), caller: caller(req))
+        b.trace("mknod", parent, n, outcome(r))
+        b.replyEntry(req, "mknod", parent, r)
+    }
+
+    // MARK: - extended attributes (--xattr)
+
+    /// A getxattr or listxattr answer: its size when asked with size 0, ERANGE when it does not fit.
+    func replyXattr(_ req: fuse_req_t?, _ op: String, _ ino: UInt64, size: Int, _ r: Result<[UInt8], FSError>) {
+        switch r {
+        case .failure(let err): replyError(req, op, ino, err)
+        case .success(let value):
+            trace(op, ino, nil, "\(value.count) bytes")
+            if size == 0 { fuse_reply_xattr(req, value.count) }
+            else if value.count > size { replyError(req, op, ino, FSError(ERANGE)) }
+            else { value.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), value.count) } }
+        }
+    }
+
+    static func attributeName(_ name: UnsafePointer<CChar>?) -> String { name.map { String(cString: $0) } ?? "" }
+
+    static let getxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int) -> Void = { req, ino, name, size in
+        let b = bridge(req)
+        b.replyXattr(req, "getxattr", ino, size: size, b.fs.getxattr(ino: ino, name: attributeName(name)))
+    }
+
+    static let listxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int) -> Void = { req, ino, size in
+        let b = bridge(req)
+        // NUL-terminated names, one after the other.
+        b.replyXattr(req, "listxattr", ino, size: size, b.fs.listxattr(ino: ino).map { $0.flatMap { Array($0.utf8) + [0] } })
+    }
+
+    static let setxattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, UnsafePointer<CChar>?, Int, Int32) -> Void = { req, ino, name, value, size, flags in
+        let b = bridge(req)
+        let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+        let e = b.fs.setxattr(ino: ino, name: attributeName(name), value: bytes, flags: flags)
+        b.trace("setxattr", ino, nil, e.map { "error \($0.errno)" } ?? "ok")
+        b.replyStatus(req, "setxattr", ino, e)
+    }
+
+    static let removexattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, ino, name in
+        let b = bridge(req)
+        b.replyStatus(req, "removexattr", ino, b.fs.removexattr(ino: ino, name: attributeName(name)))
     }
 
     static let readlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t) -> Void = { req, ino in

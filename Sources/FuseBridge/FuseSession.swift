@@ -35,7 +35,8 @@ public final class FuseSession: @unchecked Sendable {
         if options.allowOther { o.append("allow_other") }
         if options.allowRoot { o.append("allow_root") }
         if options.readOnly { o.append("ro") }
-        o += [options.suid ? "suid" : "nosuid", options.dev ? "dev" : "nodev", options.exec ? "exec" : "noexec"]
+        // noatime: S3 keeps no access times, and reads must not cost a write (docs/SEMANTICS.md).
+        o += [options.suid ? "suid" : "nosuid", options.dev ? "dev" : "nodev", options.exec ? "exec" : "noexec", "noatime"]
         var argv = ["s3mount", "-o", o.joined(separator: ",")]
         if debug { argv.append("-d") }
         let cargv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: argv.count + 1)

@@ -175,7 +175,12 @@ public final class Filesystem: @unchecked Sendable {
             a.uid = m.uid
             a.gid = m.gid
             if let t = m.mtime { a.mtime = t }
-            a.isSymlink = kind == .file && m.isSymlink
+            a.ctime = m.ctime
+            a.atime = m.atime
+            if kind == .file && m.fileType != UInt32(S_IFDIR) {
+                a.fileType = m.fileType
+                a.rdev = m.rdev
+            }
         } else if options.metadata == .head && kind == .file && ino != Self.rootIno {
             a.provisional = true
         }

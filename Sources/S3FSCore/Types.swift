@@ -61,6 +61,9 @@ public struct FSOptions: Sendable {
     /// S3 event notifications keep the caches current (`--notification-queue`): the mount notes
     /// its own changes so that their events change nothing.
     public var notifications = false
+    /// Extended attributes (`--xattr`): `user.*` kept with the objects, the rest answered locally.
+    /// Off: the kernel is told at once that there are none, and `ls -l` asks nothing per file.
+    public var xattr = false
     /// The TTL while the notification queue cannot be read.
     public var degradedTTL: Double = 60
     public init() {}
@@ -91,14 +94,25 @@ public struct Attributes: Sendable, Equatable {
     public var mode: UInt32
     public var uid: UInt32
     public var gid: UInt32
-    /// A file whose metadata says S_IFLNK: its body is the target.
-    public var isSymlink = false
+    /// A file's type bits as its metadata says: S_IFREG, or S_IFLNK (its body is the target),
+    /// S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK (an empty object).
+    public var fileType = UInt32(S_IFREG)
+    public var isSymlink: Bool {
+        get { fileType == UInt32(S_IFLNK) }
+        set { fileType = UInt32(newValue ? S_IFLNK : S_IFREG) }
+    }
+    /// nil: the mtime (no change of the inode since its content changed).
+    public var ctime: Timestamp? = nil
+    /// nil: the mtime (the mount behaves as `noatime`).
+    public var atime: Timestamp? = nil
+    /// A device node's number.
+    public var rdev: UInt64 = 0
     /// Shown before the object's own headers were read (`--metadata head`): the kernel must not
     /// keep them, so that a stat asks again.
     public var provisional = false
     public var nlink: UInt32 { kind == .directory ? 2 : 1 }
     /// st_mode's file type bits.
-    public var typeBits: UInt32 { kind == .directory ? UInt32(S_IFDIR) : isSymlink ? UInt32(S_IFLNK) : UInt32(S_IFREG) }
+    public var typeBits: UInt32 { kind == .directory ? UInt32(S_IFDIR) : fileType }
 }
 
 public struct FSError: Error, Equatable, CustomStringConvertible {

@@ -108,6 +108,9 @@ struct S3MountCommand: ParsableCommand {
     @Flag(name: .customLong("no-exec"), help: "do not let programs be run from the mount (mount's noexec)")
     var noExec = false
 
+    @Flag(help: "extended attributes: user.* kept with each object as s3fs keeps them (x-amz-meta-xattr); security.* and system.* answered locally (default: none, so that ls -l asks nothing per file)")
+    var xattr = false
+
     @Option(help: ArgumentHelp(
         """
         where modes, owners, mtimes and symlinks live: in object headers and a per-directory index read beside each \

@@ -211,6 +211,7 @@ enum Daemon {
         fsOptions.dirMode = config.dirMode
         fsOptions.umask = config.umask
         fsOptions.forceOwner = config.forceOwner
+        fsOptions.xattr = config.xattr
         fsOptions.metadataTTL = config.metadataTTL
         fsOptions.kernelReadAhead = config.readAheadKiB << 10
         fsOptions.readOnly = config.readOnly

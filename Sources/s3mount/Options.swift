@@ -37,6 +37,8 @@ struct MountConfig {
     var suid = false
     var dev = false
     var noExec = false
+    /// `--xattr`: user.* extended attributes kept with the objects.
+    var xattr = false
     /// Default 60 s: long enough that browsing a tree (ls, find, a file manager's repeated
     /// stats) is served from memory, short enough that changes made by other S3 clients show up
     /// within a minute.
@@ -107,6 +109,7 @@ extension S3MountCommand {
         c.suid = suid
         c.dev = dev
         c.noExec = noExec
+        c.xattr = xattr
         if let q = notificationQueue {
             if let why = SQSClient.urlProblem(q) { throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)") }
             c.notificationQueue = q

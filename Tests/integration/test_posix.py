@@ -244,8 +244,6 @@ def test_mknod_of_a_regular_file_and_rename_keep_metadata(moto, s3, bucket, moun
     p = os.path.join(m.path, "node")
     os.mknod(p, stat.S_IFREG | 0o640)
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o640 and os.path.getsize(p) == 0
-    with pytest.raises(PermissionError):
-        os.mkfifo(os.path.join(m.path, "fifo"))
     os.mkdir(os.path.join(m.path, "from"))
     os.chmod(p, 0o604)
     os.rename(p, os.path.join(m.path, "from", "moved"))
@@ -459,3 +457,26 @@ def test_error_replies_are_counted_per_operation_and_failures_logged(moto, s3, b
     assert "ENOTEMPTY" not in m.log() and "EPERM" not in m.log()
     pools = m.stats()["pools"]
     assert set(pools) >= {"s3m-list", "s3m-upload", "s3m-copy", "s3m-head", "s3m-read"}, pools
+
+
+def test_s3fs_and_s3mount_read_each_others_fifos_device_nodes_and_xattrs(moto, s3, bucket, mount, s3fs_mount):
+    m = mount(bucket, "--xattr")
+    mine = os.path.join(m.path, "mine")
+    with open(mine, "w") as f:
+        f.write("m\n")
+    os.setxattr(mine, "user.by", b"s3mount")
+    os.mkfifo(os.path.join(m.path, "myfifo"), 0o600)
+    m.unmount()
+    fs = s3fs_mount(bucket)
+    assert os.getxattr(os.path.join(fs.path, "mine"), "user.by") == b"s3mount"
+    assert stat.S_ISFIFO(os.stat(os.path.join(fs.path, "myfifo")).st_mode)
+    theirs = os.path.join(fs.path, "theirs")
+    with open(theirs, "w") as f:
+        f.write("t\n")
+    os.setxattr(theirs, "user.by", b"s3fs")
+    os.mknod(os.path.join(fs.path, "theirdev"), stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    fs.unmount()
+    m2 = mount(bucket, "--xattr", "--metadata", "head")
+    assert os.getxattr(os.path.join(m2.path, "theirs"), "user.by") == b"s3fs"
+    st = os.stat(os.path.join(m2.path, "theirdev"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 5)

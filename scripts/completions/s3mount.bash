@@ -163,7 +163,7 @@ _s3mount() {
     local -a unparsed_words=("${COMP_WORDS[@]:1:${COMP_CWORD}}")
 
     local -a repeating_flags=()
-    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --no-upload-checksums --no-verify-reads --no-guess-content-type -d --debug -f --foreground --version -h --help)
+    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type -d --debug -f --foreground --version -h --help)
     local -a repeating_options=(-o)
     local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address)
     __s3mount_offer_flags_options 2

@@ -4,7 +4,7 @@ import FuzzSupport
 
 /// The per-directory metadata index object (`DIR/.s3mount-meta`, any bytes another tool or mount
 /// may have written), and the POSIX metadata an object's headers carry (x-amz-meta-mode, uid, gid,
-/// mtime), with the rest of a HeadObject answer.
+/// mtime, ctime, atime, rdev, xattr), with the rest of a HeadObject answer.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzMetadata(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     _ = quietLogs
@@ -13,6 +13,10 @@ public func fuzzMetadata(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         // What was read is written back as it was read (the writer puts local changes on top of it).
         let again = MetaIndexCodec.decode(MetaIndexCodec.encode(records))
         check(again == records, "the index does not read back as written")
+    }
+    // s3fs's x-amz-meta-xattr (percent-encoded JSON of base64 values), from any writer of the bucket.
+    if let x = XattrCodec.decode(String(decoding: b, as: UTF8.self)) {
+        check(XattrCodec.decode(XattrCodec.encode(x)) == x, "the xattrs do not read back as written")
     }
     let h = headerLines(b)
     var meta: [String: String] = [:]

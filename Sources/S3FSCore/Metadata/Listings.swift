@@ -350,8 +350,8 @@ extension Filesystem {
         /// For readdirplus: attributes and one lookup reference (nil for "." and "..").
         public var attributes: Attributes?
         public var isDotEntry: Bool
-        /// A symlink (its directory's index says so): readdir's d_type.
-        public var isSymlink = false
+        /// A file's type bits as its directory's index says (S_IFLNK, S_IFIFO...): readdir's d_type.
+        public var fileType = UInt32(S_IFREG)
     }
 
     /// Entries from `offset` on, as many as `add` accepts; waits only when nothing is ready yet.
@@ -386,7 +386,7 @@ extension Filesystem {
         if plus && !batch.isEmpty { meta.ensureLoaded(dirPath, probe: false) }
         for (name, e) in batch {
             var attr: Attributes? = nil
-            var symlink = false
+            var type = UInt32(S_IFREG)
             if plus && options.metadata == .head && needsHeaders(dir: dirPath, name: name, e) {
                 // Its type is not known before its headers are read: no inode yet (the kernel looks
                 // it up when a program stats it, and that lookup reads them).
@@ -396,11 +396,11 @@ extension Filesystem {
                     if e.kind == .file && handles.hasWriters, let w = writing(s, dirPath + name) { e.size = w.size } // being written
                     return attributes(referenceNode(&s, parent: dirIno, parentPath: dirPath, name: name, kind: e.kind), e)
                 }
-                symlink = attr?.isSymlink ?? false
+                type = attr?.fileType ?? type
             } else if e.kind == .file && options.metadata != .none {
-                symlink = name.withUnsafeBytes { meta.record(dir: dirPath, name: $0, etag: e.etag, isDirectory: false)?.isSymlink ?? false }
+                type = name.withUnsafeBytes { meta.record(dir: dirPath, name: $0, etag: e.etag, isDirectory: false)?.fileType } ?? type
             }
-            let entry = DirEntry(name: name, kind: e.kind, nextOffset: Int64(idx + 1), attributes: attr, isDotEntry: false, isSymlink: symlink)
+            let entry = DirEntry(name: name, kind: e.kind, nextOffset: Int64(idx + 1), attributes: attr, isDotEntry: false, fileType: type)
             if !add(entry) {
                 if let a = attr { forget(ino: a.ino, count: 1) }
                 return nil

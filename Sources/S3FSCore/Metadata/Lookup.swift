@@ -285,7 +285,7 @@ extension Filesystem {
                 return (handles.writer { $0.ino == ino }, handles.readers.first { $0.key == key })
             }
             if let w = open.0 {
-                var a = attributes(ino: ino, kind: .file, nil, w.meta)
+                var a = attributes(ino: ino, kind: .file, nil, w.shownMeta)
                 a.size = w.size
                 return .success(a)
             }
@@ -296,8 +296,17 @@ extension Filesystem {
                 return .success(a)
             }
         }
-        // A file open for writing is as large as its spool, whatever S3 holds yet.
-        if let size = openWriterSize(ino: ino) { r = r.map { a in var a = a; a.size = size; return a } }
+        // A file open for writing is as large as its spool, whatever S3 holds yet, and was
+        // modified when it was last written.
+        if handles.hasWriters, let w = handles.writer(where: { $0.ino == ino }) {
+            let (size, written) = (w.size, w.isDirty ? w.shownMeta : nil)
+            r = r.map { a in
+                var a = a
+                a.size = size
+                if let t = written?.mtime { a.mtime = t; a.ctime = written?.ctime }
+                return a
+            }
+        }
         guard case .success(let a) = r, options.metadata != .none,
               let dirPath = state.withLock({ s in s.nodes[ino].map { $0.parentPath } }) else { return r }
         // A directory's attributes cost no request (its lookup or listing read its index); a

@@ -300,6 +300,47 @@ final class MetadataIndex: @unchecked Sendable {
         if changed { startWriter() }
     }
 
+    /// A name went from `dir` (an unlink, a rename away): its record goes from the index S3 holds
+    /// (read first when it may hold one not read yet, e.g. after its directory was renamed), and
+    /// an index left with no record is deleted now, not a moment later, so that it does not keep
+    /// in S3 a directory that only its entries implied.
+    func remove(dir: [UInt8], name: [UInt8]) {
+        guard enabled else { return }
+        if !dirs.withLock({ $0[dir]?.loaded ?? false }) && mayExist(dir) { readNow(dir) }
+        update(dir: dir, name: name, nil)
+        deleteIfEmpty(dir)
+    }
+
+    /// Reads what S3 holds of `dir`'s index, whatever the TTL: a listing of exactly its key (never
+    /// a 404), then the index when there is one.
+    private func readNow(_ dir: [UInt8]) {
+        var mine = false
+        cond.wait(until: {
+            dirs.withLock { d in
+                if d[dir]?.busy == true { return false }
+                mine = true
+                d[dir, default: Dir()].busy = true
+                return true
+            }
+        })
+        guard mine else { return }
+        defer { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+        let t = monotonicSeconds(), key = Self.key(dir: dir)
+        guard let page = try? store.list(prefix: key, delimiter: nil, continuationToken: nil, startAfter: nil, maxKeys: 1) else { return }
+        counters.withLock { $0.probes += 1 }
+        let etag = page.objects.first(where: { $0.key == key })?.etag
+        noteListed(dir: dir, etag: etag, at: t)
+        if etag != nil { _ = load(dir) }
+    }
+
+    private func deleteIfEmpty(_ dir: [UInt8]) {
+        let due = dirs.withLock { d -> Bool in
+            guard let e = d[dir], e.dirtySince != nil else { return false }
+            return !e.records.contains { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }
+        }
+        if due && mayExist(dir) { write(dir) }
+    }
+
     /// A directory removed or renamed away: its state goes (after any load or write in flight).
     func discard(where matches: @escaping ([UInt8]) -> Bool) {
         cond.wait(until: { dirs.withLock { d in !d.contains { matches($0.key) && $0.value.busy } } })

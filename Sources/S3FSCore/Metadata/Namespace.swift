@@ -20,6 +20,7 @@ extension Filesystem {
         let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
         recordMeta(dirPath: dirPath, name: name, kind: .directory, etag: "", m)
+        touchDirectory(dirPath)
         // Nothing is known of the new directory's index but that there is none.
         meta.noteListed(dir: marker, etag: nil, at: now())
         // A new directory is empty: it is complete without a listing.
@@ -84,6 +85,7 @@ extension Filesystem {
         }
         record(dirPath: dirPath, name: name, nil)
         meta.update(dir: dirPath, name: name, nil)
+        touchDirectory(dirPath)
         state.withLock { s in
             s.attrs.removeTable(marker)
             s.markers[marker] = nil
@@ -131,7 +133,9 @@ extension Filesystem {
             if dst?.kind == .directory { return FSError(EISDIR) }
             // Its metadata moves with it: in the copy's headers (kept, or written whole when known,
             // since a multipart copy above 5 GiB starts with none) and in the new directory's index.
+            // A rename changes the file's ctime (kept where its metadata is ours to write).
             let rec = meta.anyRecord(dir: srcDir, name: name).flatMap { MetadataIndex.sameETag($0.etag, src.etag) ? $0 : nil }
+                .map { r in var r = r; r.meta.ctime = Timestamp.now(); return r }
             // A header change still waiting goes with this copy.
             let pending = meta.takeCopy(srcKey)
             // A file open for writing under the name replaced lives on detached, as after an unlink:
@@ -157,13 +161,15 @@ extension Filesystem {
                 }
                 record(dirPath: dstDir, name: newName, moved)
                 meta.update(dir: dstDir, name: newName, rec.map { MetaRecord(etag: moved.etag, meta: $0.meta) })
-                meta.update(dir: srcDir, name: name, nil)
+                meta.remove(dir: srcDir, name: name)
             } catch {
                 if let pending { meta.deferCopy(pending) }
                 return FSError(error)
             }
             for w in replaced { w.markUnlinked() }
             record(dirPath: srcDir, name: name, nil)
+            touchDirectory(srcDir)
+            if dstDir != srcDir { touchDirectory(dstDir) }
             moveNodes(fromPath: srcKey, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: false)
             return nil
         }
@@ -171,7 +177,7 @@ extension Filesystem {
         if dst?.kind == .file { return FSError(ENOTDIR) }
         let srcPrefix = srcKey + [Names.slash], dstPrefix = dstKey + [Names.slash]
         if dstPrefix.starts(with: srcPrefix) { return FSError(EINVAL) }
-        let dirRecord = meta.anyRecord(dir: srcDir, name: name)
+        let dirRecord = meta.anyRecord(dir: srcDir, name: name).map { r in var r = r; r.meta.ctime = Timestamp.now(); return r }
         do {
             if dst != nil, try state.withLock({ writingUnder($0, dstPrefix) })
                 || allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
@@ -205,6 +211,8 @@ extension Filesystem {
         }
         record(dirPath: srcDir, name: name, nil)
         record(dirPath: dstDir, name: newName, CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now()))
+        touchDirectory(srcDir)
+        if dstDir != srcDir { touchDirectory(dstDir) }
         moveNodes(fromPath: srcPrefix, parent: parent, name: name, toParentPath: dstDir, toName: newName, newParent: newParent, isDirectory: true)
         return nil
     }

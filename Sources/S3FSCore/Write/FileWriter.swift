@@ -39,8 +39,11 @@ final class FileWriter: @unchecked Sendable {
         var partError: S3Error? = nil
         var lastError: FSError? = nil
         /// Mode, owner and times the object is uploaded with (its `mtime` set only by an explicit
-        /// utimens since the last write: otherwise the upload's time).
+        /// utimens since the last write: otherwise `contentTime`).
         var meta: PosixMeta
+        /// When its content last changed (a write, a truncate, the open that made it empty): the
+        /// mtime stat shows and the upload stores, to the nanosecond.
+        var contentTime = Timestamp.now()
         /// Its name was removed (unlink) while open: it lives on until the last close and is then
         /// discarded, never uploaded (POSIX; private temporary files rely on it).
         var unlinked = false
@@ -83,9 +86,11 @@ final class FileWriter: @unchecked Sendable {
     var size: Int64 { state.withLock { $0.size } }
     var isDirty: Bool { state.withLock { ($0.dirty || $0.pendingEmpty) && !$0.unlinked } }
 
-    func markPendingEmpty() { state.withLock { $0.pendingEmpty = true } }
+    func markPendingEmpty() { state.withLock { $0.pendingEmpty = true; $0.contentTime = Timestamp.now() } }
 
     var meta: PosixMeta { state.withLock { $0.meta } }
+    /// The metadata stat shows while it is open: an unset mtime is its content's time.
+    var shownMeta: PosixMeta { state.withLock { s in var m = s.meta; if m.mtime == nil { m.mtime = s.contentTime }; return m } }
 
     /// unlink of its name: nothing more goes to S3 for it (a multipart upload under way is aborted).
     /// Before its object is deleted: an open that meant to modify it downloads it now.
@@ -179,7 +184,10 @@ final class FileWriter: @unchecked Sendable {
             let startMultipart = state.withLock { s -> Bool in
                 s.size = max(s.size, end)
                 s.dirty = true
-                s.meta.mtime = nil // a write sets the mtime to the time of the upload
+                // A write sets the mtime and ctime (stored with the upload).
+                s.meta.mtime = nil
+                s.meta.ctime = nil
+                s.contentTime = Timestamp.now()
                 if offset == s.sequentialEnd { s.sequentialEnd = end } else { s.sequentialEnd = min(s.sequentialEnd, offset) }
                 return s.upload == nil && !s.creatingUpload && s.size > multipartThreshold
             }
@@ -200,6 +208,8 @@ final class FileWriter: @unchecked Sendable {
                 s.size = newSize
                 s.dirty = true
                 s.meta.mtime = nil
+                s.meta.ctime = nil
+                s.contentTime = Timestamp.now()
                 s.sequentialEnd = min(s.sequentialEnd, newSize)
             }
             return nil
@@ -364,11 +374,13 @@ final class FileWriter: @unchecked Sendable {
     func upload(final: Bool) -> Result<Uploaded?, FSError> {
         ioLock.withLock { _ -> Result<Uploaded?, FSError> in
             let (dirty, size, id, meta, unlinked) = state.withLock { ($0.dirty || $0.pendingEmpty, $0.size, $0.upload?.id, $0.meta, $0.unlinked) }
+            var stored = meta
+            if stored.mtime == nil { stored.mtime = state.withLock { $0.contentTime } }
             guard dirty && !unlinked else { return .success(nil) }
             do {
                 var etag: String
                 if id == nil && size <= multipartThreshold {
-                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size), metadata: Self.headers(meta))
+                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size), metadata: Self.headers(stored))
                 } else {
                     if id == nil { beginMultipart() }
                     let count = partCount(for: size)
@@ -409,7 +421,7 @@ final class FileWriter: @unchecked Sendable {
                     }
                     if createdWith != meta {
                         // Mode or times changed while the parts were going up: one copy onto itself.
-                        let copied = try store.copy(from: key, to: key, size: size, metadata: Self.headers(meta), sourceETag: etag)
+                        let copied = try store.copy(from: key, to: key, size: size, metadata: Self.headers(stored), sourceETag: etag)
                         if !copied.isEmpty { etag = copied }
                     }
                 }
@@ -417,8 +429,10 @@ final class FileWriter: @unchecked Sendable {
                     s.dirty = false
                     s.pendingEmpty = false
                     s.lastError = nil
+                    // Uploaded with it: what later changes of its metadata keep.
+                    if s.meta.mtime == nil { s.meta.mtime = stored.mtime }
                 }
-                return .success(Uploaded(size: size, etag: etag, meta: meta))
+                return .success(Uploaded(size: size, etag: etag, meta: stored))
             } catch {
                 let s3e = error as? S3Error
                 Log.error("upload of \(Names.display(key)) (\(size) bytes) failed: \(error)")

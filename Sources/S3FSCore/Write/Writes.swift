@@ -112,6 +112,20 @@ extension Filesystem {
         n.ino == Self.rootIno ? (rootPath, Self.rootRecordName) : (n.parentPath, n.name)
     }
 
+    /// An entry was created, removed or renamed in `dirPath`: its mtime and ctime become now.
+    /// Shown at once and kept in memory; stored with the next write of its parent's index (a
+    /// `tar x` that sets the directory's times at the end writes them), so that a burst of
+    /// creates costs no request of its own (docs/SEMANTICS.md, "Times").
+    func touchDirectory(_ dirPath: [UInt8]) {
+        guard options.metadata != .none else { return }
+        let (dir, name) = dirPath == rootPath ? (rootPath, Self.rootRecordName) : splitKey(Array(dirPath.dropLast()))
+        if meta.isForeign(dir) { return }
+        var m = meta.anyRecord(dir: dir, name: name)?.meta ?? defaultMeta(.directory)
+        guard m.isDirectory else { return }
+        m.touch(Timestamp.now(), content: true)
+        meta.update(dir: dir, name: name, MetaRecord(etag: "", meta: m), persist: false)
+    }
+
     /// The metadata an inode has now: an open writer's, its record's, or the defaults.
     func currentMeta(_ n: Node) -> PosixMeta {
         if n.kind == .file, let w = handles.writer(where: { $0.ino == n.ino }) { return w.meta }
@@ -146,6 +160,7 @@ extension Filesystem {
         let m = newMeta(S_IFREG, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
         // Shown at once; stored with the upload (its headers, then its index entry).
         recordMeta(dirPath: dirPath, name: name, kind: .file, etag: "", m, persist: false)
+        touchDirectory(dirPath)
         let node = state.withLock { s in referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .file) }
         do {
             let w = try makeWriter(key: key, ino: node.ino, meta: m)
@@ -199,7 +214,7 @@ extension Filesystem {
         case .success(let up?):
             let node = state.withLock { $0.nodes[w.ino] }
             let (dirPath, name) = node.map { ($0.parentPath, $0.name) } ?? splitKey(w.key)
-            record(dirPath: dirPath, name: name, CachedEntry(kind: .file, size: up.size, mtime: Double(time(nil)), etag: up.etag, at: now()))
+            record(dirPath: dirPath, name: name, CachedEntry(kind: .file, size: up.size, mtime: (up.meta.mtime ?? Timestamp.now()).seconds, etag: up.etag, at: now()))
             meta.takeCopy(w.key) // the upload carried the headers
             recordMeta(dirPath: dirPath, name: name, kind: .file, etag: up.etag, up.meta)
             invalidator?(.inode(w.ino))
@@ -230,7 +245,8 @@ extension Filesystem {
     /// headers and its directory's index (docs/SEMANTICS.md). With `--metadata none` they are
     /// mount-wide: setting what they already are succeeds, anything else is EPERM, times are
     /// accepted and not kept. The kernel has checked who may change what (default_permissions).
-    public func setattr(ino: UInt64, size: Int64?, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp? = nil, handle: UInt64?) -> Result<Attributes, FSError> {
+    public func setattr(ino: UInt64, size: Int64?, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp? = nil, atime: Timestamp? = nil,
+                        handle: UInt64?) -> Result<Attributes, FSError> {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
         // Owners pinned by the admin: only what they already show may be set, and setting it
         // changes nothing stored.
@@ -241,7 +257,7 @@ extension Filesystem {
             uid = nil
             gid = nil
         }
-        let metaChange = mode != nil || uid != nil || gid != nil || mtime != nil
+        let metaChange = mode != nil || uid != nil || gid != nil || mtime != nil || atime != nil
         if options.metadata == .none {
             if let m = mode, m & 0o7777 != (n.kind == .directory ? options.dirMode : options.fileMode) { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
             if let u = uid, u != options.uid { return .failure(FSError(options.readOnly ? EROFS : EPERM)) }
@@ -270,24 +286,30 @@ extension Filesystem {
                 if let err { return .failure(err) }
             }
         }
-        if metaChange && options.metadata != .none, let e = changeMeta(n, mode: mode, uid: uid, gid: gid, mtime: mtime, handle: handle) {
+        if metaChange && options.metadata != .none, let e = changeMeta(n, handle: handle, { m in
+            if let mode { m.mode = (m.mode & UInt32(S_IFMT)) | (mode & 0o7777) }
+            if let uid { m.uid = uid }
+            if let gid { m.gid = gid }
+            if let mtime { m.mtime = mtime }
+            if let atime { m.atime = atime }
+            return nil
+        }) {
             return .failure(e)
         }
         return getattr(ino: ino)
     }
 
-    /// chmod, chown, utimens: an open file with unsent data takes the change with its upload; a
+    /// chmod, chown, utimens, xattrs: `edit` changes the inode's metadata (or refuses), and its
+    /// ctime becomes now. An open file with unsent data takes the change with its upload; a
     /// stored object is copied onto itself with the new headers (one CopyObject, as s3fs does); a
     /// directory's marker is written again with them. The index is updated either way.
-    func changeMeta(_ n: Node, mode: UInt32?, uid: UInt32?, gid: UInt32?, mtime: Timestamp?, handle: UInt64?) -> FSError? {
+    func changeMeta(_ n: Node, handle: UInt64?, _ edit: (inout PosixMeta) -> FSError?) -> FSError? {
         // An index this program cannot read is never written over: its directory's metadata is
         // read-only (said once in the log when it was read).
         if meta.isForeign(recordLocation(n).0) { return FSError(EROFS) }
         var m = currentMeta(n)
-        if let mode { m.mode = (m.mode & UInt32(S_IFMT)) | (mode & 0o7777) }
-        if let uid { m.uid = uid }
-        if let gid { m.gid = gid }
-        if let mtime { m.mtime = mtime }
+        if let e = edit(&m) { return e }
+        m.ctime = Timestamp.now()
         let (dir, name) = recordLocation(n)
         if n.kind == .directory {
             recordMeta(dirPath: dir, name: name, kind: .directory, etag: "", m)
@@ -363,11 +385,19 @@ extension Filesystem {
         return makeObject(parent: parent, name: name, body: target, meta: newMeta(S_IFLNK, 0o777, caller, linkTarget: target))
     }
 
-    /// mknod of a regular file makes an empty one (other types do not exist in S3: EPERM).
-    public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, caller: Caller) -> Result<Attributes, FSError> {
-        guard mode & UInt32(S_IFMT) == UInt32(S_IFREG) || mode & UInt32(S_IFMT) == 0 else { return .failure(FSError(EPERM)) }
+    /// mknod: a regular file is an empty object; a FIFO, socket or device node an empty object
+    /// whose mode says its type and whose `rdev` header its device number, as s3fs stores them.
+    /// The kernel handles opening them (a FIFO's data never reaches the daemon); devices are inert
+    /// under `nodev`, the default. Without stored metadata there is nowhere to keep the type: EPERM.
+    public func mknod(parent: UInt64, name: [UInt8], mode: UInt32, rdev: UInt64 = 0, caller: Caller) -> Result<Attributes, FSError> {
+        let type = mode & UInt32(S_IFMT) == 0 ? UInt32(S_IFREG) : mode & UInt32(S_IFMT)
         if let e = checkWritable(name) { return .failure(e) }
-        return makeObject(parent: parent, name: name, body: [], meta: newMeta(S_IFREG, mode, caller))
+        if type == UInt32(S_IFREG) { return makeObject(parent: parent, name: name, body: [], meta: newMeta(S_IFREG, mode, caller)) }
+        guard [S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].contains(where: { UInt32($0) == type }) else { return .failure(FSError(EINVAL)) }
+        if options.metadata == .none { return .failure(FSError(EPERM)) }
+        var m = newMeta(type, mode, caller)
+        if type == UInt32(S_IFCHR) || type == UInt32(S_IFBLK) { m.rdev = rdev }
+        return makeObject(parent: parent, name: name, body: [], meta: m)
     }
 
     /// The key prefix of directory `parent`, where `name` must not exist yet (else EEXIST).
@@ -396,10 +426,13 @@ extension Filesystem {
         }
         let key = Names.entryKey(dirPath: dirPath, name: name)
         let etag: String
+        var m = m
+        if options.metadata != .none { m.mtime = Timestamp.now() }
         do { etag = try store.put(key, body: body.isEmpty ? .none : .bytes(body), metadata: headers(m)) } catch { return .failure(FSError(error)) }
-        let entry = CachedEntry(kind: .file, size: Int64(body.count), mtime: Double(time(nil)), etag: etag, at: now())
+        let entry = CachedEntry(kind: .file, size: Int64(body.count), mtime: (m.mtime ?? Timestamp.now()).seconds, etag: etag, at: now())
         record(dirPath: dirPath, name: name, entry)
         recordMeta(dirPath: dirPath, name: name, kind: .file, etag: etag, m)
+        touchDirectory(dirPath)
         return .success(state.withLock { s in attributes(referenceNode(&s, parent: parent, parentPath: dirPath, name: name, kind: .file), entry) })
     }
 
@@ -468,7 +501,8 @@ extension Filesystem {
         }
         meta.takeCopy(key)
         record(dirPath: dirPath, name: name, nil)
-        meta.update(dir: dirPath, name: name, nil)
+        meta.remove(dir: dirPath, name: name)
+        touchDirectory(dirPath)
         detachNode(parent: parent, name: name, kind: .file)
         return nil
     }
