@@ -110,7 +110,9 @@ public struct Attributes: Sendable, Equatable {
     /// Shown before the object's own headers were read (`--metadata head`): the kernel must not
     /// keep them, so that a stat asks again.
     public var provisional = false
-    public var nlink: UInt32 { kind == .directory ? 2 : 1 }
+    /// Open and no longer under any name (unlinked while open): `fstat` shows no link.
+    public var unlinked = false
+    public var nlink: UInt32 { kind == .directory ? 2 : unlinked ? 0 : 1 }
     /// st_mode's file type bits.
     public var typeBits: UInt32 { kind == .directory ? UInt32(S_IFDIR) : fileType }
 }

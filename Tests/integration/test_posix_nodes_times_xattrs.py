@@ -226,3 +226,22 @@ def test_xattrs_set_by_another_tool_are_read_with_one_head(moto, s3, bucket, mou
     assert os.getxattr(p, "user.origin") == b"s3fs"
     assert os.getxattr(p, "user.origin") == b"s3fs"
     assert delta(before, m.requests()).get("HeadObject", 0) == 1
+
+
+def test_a_file_unlinked_while_open_shows_no_link_and_leaves_nothing(moto, s3, bucket, mount):
+    m = mount(bucket)
+    p, q = os.path.join(m.path, "read"), os.path.join(m.path, "written")
+    with open(p, "w") as f:
+        f.write("r")
+    reader = os.open(p, os.O_RDONLY)
+    os.unlink(p)
+    assert os.fstat(reader).st_nlink == 0 and os.pread(reader, 1, 0) == b"r"
+    os.close(reader)
+    writer = os.open(q, os.O_CREAT | os.O_RDWR, 0o600)
+    os.write(writer, b"w")
+    os.unlink(q)
+    assert os.fstat(writer).st_nlink == 0
+    os.close(writer)
+    time.sleep(1.5)
+    # The root's new times alone make no metadata index: the bucket is as it was.
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0

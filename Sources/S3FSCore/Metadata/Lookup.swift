@@ -287,12 +287,14 @@ extension Filesystem {
             if let w = open.0 {
                 var a = attributes(ino: ino, kind: .file, nil, w.shownMeta)
                 a.size = w.size
+                a.unlinked = w.state.withLock { $0.unlinked }
                 return .success(a)
             }
             if let rd = open.1 {
                 var a = attributes(ino: ino, kind: .file, nil)
                 a.size = rd.size
                 a.provisional = false
+                a.unlinked = true // its name went while it was open
                 return .success(a)
             }
         }

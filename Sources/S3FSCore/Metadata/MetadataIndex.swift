@@ -46,6 +46,14 @@ final class MetadataIndex: @unchecked Sendable {
         /// The index S3 holds is one this program cannot read (another format, or past the cap):
         /// it is left alone, never overwritten, until it changes; metadata changes here are EROFS.
         var foreign = false
+
+        /// What the index object holds when written. A file not uploaded yet has no ETag: its
+        /// upload writes its entry. Records never written on their own (a directory's times after
+        /// an entry changed) go with other records, and make no index by themselves.
+        var recordsToWrite: [[UInt8]: MetaRecord] {
+            let r = records.filter { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }
+            return r.contains { !localOnly.contains($0.key) } ? r : [:]
+        }
     }
 
     /// The largest index read (about 200,000 names): a larger object is no index this program wrote.
@@ -285,9 +293,11 @@ final class MetadataIndex: @unchecked Sendable {
             var e = d[dir] ?? Dir()
             if e.foreign { return false }
             if e.records[name] == r && (!persist || !e.localOnly.contains(name)) { return false }
+            let written = e.records[name] != nil && !e.localOnly.contains(name)
             e.records[name] = r
             if !persist {
-                e.localOnly.insert(name)
+                // A record already in S3 stays one that is written (with its new value, at the next write).
+                if !written { e.localOnly.insert(name) }
                 d[dir] = e
                 return false
             }
@@ -336,7 +346,7 @@ final class MetadataIndex: @unchecked Sendable {
     private func deleteIfEmpty(_ dir: [UInt8]) {
         let due = dirs.withLock { d -> Bool in
             guard let e = d[dir], e.dirtySince != nil else { return false }
-            return !e.records.contains { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }
+            return e.recordsToWrite.isEmpty
         }
         if due && mayExist(dir) { write(dir) }
     }
@@ -472,8 +482,7 @@ final class MetadataIndex: @unchecked Sendable {
         for _ in 0..<5 {
             guard let (records, pending, expected) = dirs.withLock({ d -> ([[UInt8]: MetaRecord], [[UInt8]: MetaRecord?], String?)? in
                 guard let e = d[dir] else { return nil }
-                // A file not uploaded yet has no ETag: its upload writes its entry.
-                return (e.records.filter { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }, e.pending, e.loadedETag)
+                return (e.recordsToWrite, e.pending, e.loadedETag)
             }) else { return true }
             let key = Self.key(dir: dir)
             do {

@@ -177,9 +177,13 @@ extension Filesystem {
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
         guard n.kind == .file else { return .failure(FSError(EISDIR)) }
         let w: FileWriter
-        // An overwrite keeps mode and owner; its mtime becomes the upload's.
+        // An overwrite keeps mode, owner and times until it writes (a write or truncate sets the
+        // mtime and ctime: `touch -a` opens for writing and changes neither).
         var m = currentMeta(n)
-        m.mtime = nil
+        if flags & O_TRUNC != 0 {
+            m.mtime = nil
+            m.ctime = nil
+        }
         do { w = try makeWriter(key: n.entryKey, ino: ino, meta: m) } catch { return .failure(FSError(error)) }
         if flags & O_TRUNC != 0 {
             w.markPendingEmpty()
