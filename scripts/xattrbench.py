@@ -44,9 +44,9 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
     moto = Moto()
-    moto.s3.create_bucket(Bucket="xb")
+    moto.s3.create_bucket(Bucket="xattrbench")
     # Written through a mount, so that each file has its own metadata in the directory's index.
-    w = mount(moto, "xb", ["--xattr"])
+    w = mount(moto, "xattrbench", ["--xattr"])
     os.mkdir(os.path.join(w, "d"))
     for i in range(a.files):
         with open(os.path.join(w, "d", f"f{i:05d}"), "w") as f:
@@ -56,7 +56,7 @@ def main():
     print("| mount | first run (s) | later runs, median (s) | requests |")
     print("|---|---|---|---|")
     for label, args in (("default", []), ("--xattr", ["--xattr"])):
-        m = mount(moto, "xb", args)
+        m = mount(moto, "xattrbench", args)
         times = []
         for _ in range(a.runs):
             t = time.perf_counter()
