@@ -15,7 +15,7 @@ import base64
 
 import pytest
 
-from conftest import delta, run
+from conftest import BIN, CREDS, delta, mounted, run
 
 
 def headers(s3, bucket, key):
@@ -245,3 +245,23 @@ def test_a_file_unlinked_while_open_shows_no_link_and_leaves_nothing(moto, s3, b
     time.sleep(1.5)
     # The root's new times alone make no metadata index: the bucket is as it was.
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_the_fstab_form_of_xattr(moto, s3, bucket, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    env = dict(os.environ, **CREDS, AWS_EC2_METADATA_DISABLED="true", TMPDIR=str(tmp_path))
+    opts = f"endpoint_url={moto.endpoint},force_path_style,xattr,log_file={tmp_path}/log"
+    out = subprocess.run([BIN, bucket, str(mp), "-o", opts], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    try:
+        p = str(mp / "f")
+        with open(p, "w") as f:
+            f.write("x")
+        os.setxattr(p, "user.k", b"v")
+        assert os.getxattr(p, "user.k") == b"v"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)])
+        deadline = time.time() + 10
+        while mounted(str(mp)) and time.time() < deadline:
+            time.sleep(0.1)
