@@ -124,6 +124,27 @@ final class PosixNodesTests: XCTestCase {
         XCTAssertEqual(dirAfter.ctime, dirAfter.mtime)
     }
 
+    func testAChmodOnAnotherMountOfAFileWithARecordIsWrittenAndADirectorysTimesAloneMakeNoIndex() throws {
+        let store = InMemoryStore()
+        let one = make(store)
+        let (f, h) = try one.create(parent: Filesystem.rootIno, name: b("f"), flags: O_WRONLY, mode: 0o644, caller: caller).get()
+        XCTAssertNil(one.flush(handle: h, final: true))
+        one.release(handle: h)
+        XCTAssertTrue(one.meta.flush())
+        XCTAssertNotNil(store.data(".s3mount-meta"), "the file's stored mtime is in the index")
+        let two = make(store)
+        let g = try two.lookup(parent: Filesystem.rootIno, name: b("f")).get()!
+        _ = try two.setattr(ino: g.ino, size: nil, mode: 0o600, uid: nil, gid: nil, handle: nil).get()
+        XCTAssertTrue(two.meta.flush())
+        let three = make(store)
+        XCTAssertEqual(try three.lookup(parent: Filesystem.rootIno, name: b("f")).get()?.mode, 0o600)
+        _ = f
+        // An unlink leaves the root's new times only: the index goes, none is made for them.
+        XCTAssertNil(three.unlink(parent: Filesystem.rootIno, name: b("f")))
+        XCTAssertTrue(three.meta.flush())
+        XCTAssertNil(store.data(".s3mount-meta"))
+    }
+
     func testXattrsFollowTheFlagsTheLimitAndTheNamespaces() throws {
         let store = InMemoryStore()
         let fs = make(store)

@@ -47,12 +47,14 @@ final class MetadataIndex: @unchecked Sendable {
         /// it is left alone, never overwritten, until it changes; metadata changes here are EROFS.
         var foreign = false
 
+        /// Directories whose record holds nothing but the times an entry's change gave them (`touch`).
+        var timesOnly = Set<[UInt8]>()
+
         /// What the index object holds when written. A file not uploaded yet has no ETag: its
-        /// upload writes its entry. Records never written on their own (a directory's times after
-        /// an entry changed) go with other records, and make no index by themselves.
+        /// upload writes its entry. A directory's record that holds nothing but the times an
+        /// entry's change gave it stays in memory.
         var recordsToWrite: [[UInt8]: MetaRecord] {
-            let r = records.filter { !$0.value.etag.isEmpty || $0.value.meta.isDirectory }
-            return r.contains { !localOnly.contains($0.key) } ? r : [:]
+            records.filter { ($0.value.etag.isEmpty == false || $0.value.meta.isDirectory) && !timesOnly.contains($0.key) }
         }
     }
 
@@ -169,17 +171,8 @@ final class MetadataIndex: @unchecked Sendable {
         var step = need(dir, at: t, probe: probe)
         if step == .nothing { return }
         // One load or probe per directory at a time; the others wait for it.
-        var mine = false
-        cond.wait(until: {
-            dirs.withLock { d in
-                if d[dir]?.busy == true { return false }
-                mine = true
-                d[dir, default: Dir()].busy = true
-                return true
-            }
-        })
-        guard mine else { return }
-        defer { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+        claim(dir)
+        defer { unclaim(dir) }
         step = need(dir, at: t, probe: probe) // someone else may have done it meanwhile
         if step == .probe {
             counters.withLock { $0.probes += 1 }
@@ -293,11 +286,10 @@ final class MetadataIndex: @unchecked Sendable {
             var e = d[dir] ?? Dir()
             if e.foreign { return false }
             if e.records[name] == r && (!persist || !e.localOnly.contains(name)) { return false }
-            let written = e.records[name] != nil && !e.localOnly.contains(name)
             e.records[name] = r
+            e.timesOnly.remove(name)
             if !persist {
-                // A record already in S3 stays one that is written (with its new value, at the next write).
-                if !written { e.localOnly.insert(name) }
+                e.localOnly.insert(name)
                 d[dir] = e
                 return false
             }
@@ -308,6 +300,22 @@ final class MetadataIndex: @unchecked Sendable {
             return true
         }
         if changed { startWriter() }
+    }
+
+    /// A directory's new times after an entry in it changed: shown at once and never written on
+    /// their own (a burst of creates costs no request for them). A directory with a record of
+    /// its own (mode, owner, times set, xattrs) has them written with that record at the index's
+    /// next write; one without keeps them in memory only, so that no index is made for them.
+    func touch(dir: [UInt8], name: [UInt8], _ r: MetaRecord) {
+        guard enabled else { return }
+        dirs.withLock { d in
+            var e = d[dir] ?? Dir()
+            if e.foreign { return }
+            if e.records[name] == nil || e.timesOnly.contains(name) { e.timesOnly.insert(name) }
+            e.records[name] = r
+            e.localOnly.insert(name)
+            d[dir] = e
+        }
     }
 
     /// A name went from `dir` (an unlink, a rename away): its record goes from the index S3 holds
@@ -321,20 +329,24 @@ final class MetadataIndex: @unchecked Sendable {
         deleteIfEmpty(dir)
     }
 
-    /// Reads what S3 holds of `dir`'s index, whatever the TTL: a listing of exactly its key (never
-    /// a 404), then the index when there is one.
-    private func readNow(_ dir: [UInt8]) {
-        var mine = false
+    /// Waits until no load, probe or write of `dir` is under way, then marks one (this caller's).
+    private func claim(_ dir: [UInt8]) {
         cond.wait(until: {
             dirs.withLock { d in
                 if d[dir]?.busy == true { return false }
-                mine = true
                 d[dir, default: Dir()].busy = true
                 return true
             }
         })
-        guard mine else { return }
-        defer { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+    }
+
+    private func unclaim(_ dir: [UInt8]) { cond.broadcast { dirs.withLock { d in d[dir]?.busy = false } } }
+
+    /// Reads what S3 holds of `dir`'s index, whatever the TTL: a listing of exactly its key (never
+    /// a 404), then the index when there is one.
+    private func readNow(_ dir: [UInt8]) {
+        claim(dir)
+        defer { unclaim(dir) }
         let t = monotonicSeconds(), key = Self.key(dir: dir)
         guard let page = try? store.list(prefix: key, delimiter: nil, continuationToken: nil, startAfter: nil, maxKeys: 1) else { return }
         counters.withLock { $0.probes += 1 }

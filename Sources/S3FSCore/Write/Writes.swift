@@ -119,11 +119,10 @@ extension Filesystem {
     func touchDirectory(_ dirPath: [UInt8]) {
         guard options.metadata != .none else { return }
         let (dir, name) = dirPath == rootPath ? (rootPath, Self.rootRecordName) : splitKey(Array(dirPath.dropLast()))
-        if meta.isForeign(dir) { return }
         var m = meta.anyRecord(dir: dir, name: name)?.meta ?? defaultMeta(.directory)
         guard m.isDirectory else { return }
         m.touch(Timestamp.now(), content: true)
-        meta.update(dir: dir, name: name, MetaRecord(etag: "", meta: m), persist: false)
+        meta.touch(dir: dir, name: name, MetaRecord(etag: "", meta: m))
     }
 
     /// The metadata an inode has now: an open writer's, its record's, or the defaults.
