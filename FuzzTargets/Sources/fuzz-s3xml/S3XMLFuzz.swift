@@ -12,6 +12,8 @@ public func fuzzS3XML(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             // What the parser hands on is a real size and date, never a negative size or NaN.
             check(o.size >= 0, "a listed size of \(o.size)")
             check(o.lastModified.isFinite, "a listed date of \(o.lastModified)")
+            // The class is kept per entry: bounded, never empty.
+            if let c = o.storageClass { check(!c.isEmpty && c.utf8.count <= 64, "a listed storage class of \(c.utf8.count) bytes") }
         }
         _ = page.lastListed
     }
