@@ -66,6 +66,7 @@ public enum StatsText {
           "metadata": \(metadata),
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
+          "archived": {"refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
           "fuse_errors": {\(errors)},\(notifications)
           "pools": {\(pools)},
           "heap_bytes": \(s.heapBytes),

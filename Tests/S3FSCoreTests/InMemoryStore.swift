@@ -214,7 +214,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         return objects[key]!.etag
     }
     func abortMultipart(_ key: [UInt8], uploadId: String) throws { lock.lock(); uploads[uploadId] = nil; lock.unlock() }
-    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?, storageClass: String?) throws -> String {
         lock.lock()
         guard let o = objects[from] else { lock.unlock(); throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "CopyObject") }
         if let e = sourceETag, e != o.etag { lock.unlock(); throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "CopyObject") }
