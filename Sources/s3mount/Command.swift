@@ -217,6 +217,39 @@ struct S3MountCommand: ParsableCommand {
             completion: .list([]))
     var metricsAddress: String?
 
+    @Option(help: ArgumentHelp("encrypt new objects (uploads, copies, the metadata index) with SSE-S3 (AES256) or SSE-KMS (aws:kms)",
+                               valueName: "AES256|aws:kms"),
+            completion: .list(["AES256", "aws:kms"]))
+    var sse: String?
+
+    @Option(name: .customLong("sse-kms-key-id"),
+            help: ArgumentHelp("the KMS key of --sse aws:kms: key id, ARN or alias (default: the account's aws/s3 key)", valueName: "KEY"),
+            completion: .list([]))
+    var sseKMSKeyID: String?
+
+    @Flag(name: .customLong("sse-bucket-key"), help: "with --sse aws:kms: use an S3 bucket key (fewer KMS requests: lower cost, less KMS throttling)")
+    var sseBucketKey = false
+
+    @Option(name: .customLong("sse-c-key-file"),
+            help: ArgumentHelp("SSE-C: read and write every object with the customer key in this file (32 bytes, or their base64); refused if others can read it (chmod 600)",
+                               valueName: "PATH"),
+            completion: .file())
+    var sseCKeyFile: String?
+
+    @Option(name: .customLong("storage-class"),
+            help: ArgumentHelp("storage class of new objects, e.g. STANDARD_IA or INTELLIGENT_TIERING (default: the bucket's, STANDARD); renames and metadata changes keep an object's own",
+                               valueName: "CLASS"),
+            completion: .list(StorageClass.known))
+    var storageClass: String?
+
+    @Flag(name: .customLong("requester-pays"), help: "agree to pay for the requests and transfer of a requester-pays bucket (x-amz-request-payer)")
+    var requesterPays = false
+
+    @Option(name: .customLong("expected-bucket-owner"),
+            help: ArgumentHelp("the 12-digit account id that must own the bucket; S3 refuses every request otherwise (403)", valueName: "ACCOUNT"),
+            completion: .list([]))
+    var expectedBucketOwner: String?
+
     @Flag(name: [.customShort("d"), .customLong("debug")],
           help: "one log line per S3 request (operation, key, status, milliseconds) and per FUSE operation")
     var debug = false
@@ -243,6 +276,30 @@ struct StatsCommandLine: ParsableCommand {
 
     @Argument(help: ArgumentHelp("the mount point of a running s3mount", valueName: "mountpoint"), completion: .directory)
     var mountpoint: String
+}
+
+/// `s3mount restore PATH...`: starts restoring archived files of a running mount (routed like `stats`).
+struct RestoreCommandLine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "s3mount restore",
+        abstract: "Starts restoring archived files (GLACIER, DEEP_ARCHIVE) of a running mount, so that they can be read once the restore completes.")
+
+    @Argument(help: ArgumentHelp("files on an s3mount mount", valueName: "path"), completion: .file())
+    var paths: [String]
+
+    @Option(help: ArgumentHelp("days the restored copy stays (default 7; 1 to 36500)", valueName: "N"))
+    var days: Int = 7
+
+    @Option(help: ArgumentHelp("retrieval tier: Standard (hours), Bulk (cheapest, slowest) or Expedited (minutes; not for DEEP_ARCHIVE) (default Standard)",
+                               valueName: "TIER"),
+            completion: .list(["Standard", "Bulk", "Expedited"]))
+    var tier: String = "Standard"
+
+    func validate() throws {
+        guard !paths.isEmpty else { throw ValidationError("no PATH given") }
+        guard (1...36500).contains(days) else { throw ValidationError("--days expects 1 to 36500, got \(days)") }
+        guard ["Standard", "Bulk", "Expedited"].contains(tier) else { throw ValidationError("--tier expects Standard, Bulk or Expedited, got \"\(tier)\"") }
+    }
 }
 
 /// Profile names in the AWS shared files, for completing `--profile`.
