@@ -28,6 +28,9 @@ import uuid
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 USER = "s3mount"
+# The one key of RGW's testing KMS: --sse aws:kms --sse-kms-key-id s3mount-test-key (a test key, no secret)
+KMS_TEST_KEY_ID = "s3mount-test-key"
+KMS_TEST_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
 def free_port():
@@ -125,6 +128,11 @@ debug rgw = 1
 debug ms = 0
 rgw enable usage log = false
 rgw keystone api version = 3
+# SSE-C and SSE-KMS over loopback HTTP (RGW refuses customer keys without TLS otherwise), with
+# KMS keys from this list (RGW's "testing" KMS, which needs no Vault or Barbican)
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = {KMS_TEST_KEY_ID}={KMS_TEST_KEY}
 """
         with open(self.conf, "w") as f:
             f.write(text)
