@@ -50,6 +50,9 @@ def test_sse_kms_and_storage_class_on_every_write(moto, s3, bucket, mount, proxy
     m = mount(bucket, "--endpoint-url", proxy.endpoint, "--sse", "aws:kms", "--sse-kms-key-id", KMS_KEY, "--sse-bucket-key", *storage_class)
     data = write_files(m, tmp_path, copies=STORE == "moto")
     m.unmount()
+    m = mount(bucket, "--endpoint-url", proxy.endpoint, "--sse", "aws:kms", "--sse-kms-key-id", KMS_KEY)
+    assert run(f"cat {m.path}/small.txt").stdout == "small\n"  # a read, which carries none of the headers
+    m.unmount()
     writes = WRITES if STORE == "moto" else WRITES - {"CopyObject"}
     assert writes | {"UploadPart", "CompleteMultipartUpload"} <= proxy.kinds(), proxy.kinds()
     assert proxy.kinds() & {"GetObject", "GetObject(range)"}, "a read went by too, without the headers"
