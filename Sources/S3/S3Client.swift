@@ -64,6 +64,8 @@ public struct S3Config: Sendable {
     public var verifyReads = true
     /// Encryption, storage class, requester pays, expected owner: headers by request kind.
     public var policy = RequestPolicy()
+    /// `--as-of`: the bucket as it was at this moment (seconds since 1970), read-only, from its versions.
+    public var asOf: Double? = nil
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 100) {
         self.bucket = bucket
@@ -111,6 +113,8 @@ public final class S3Client: Sendable {
     /// The store matched a PUT's If-Match only without the ETag's quotes (putObject).
     private let ifMatchUnquoted = Locked(false)
     private let endpointParts: (scheme: String, host: String, basePath: String)?
+    /// The versions listings showed, when the bucket is read as of a moment.
+    let versionedView: VersionedView?
 
     /// Logs one line per request at debug level when set (operation, key, status, ms).
     public let traceRequests: Bool
@@ -128,6 +132,7 @@ public final class S3Client: Sendable {
         self.gate = RequestGate(limit: config.maxRequests, reserved: config.interactiveReserve)
         self.regionState = Locked(config.region ?? "us-east-1")
         self.endpointParts = config.endpoint.flatMap(S3Client.parseEndpoint)
+        self.versionedView = config.asOf.map(VersionedView.init)
     }
 
     public var region: String {
@@ -353,6 +358,10 @@ public final class S3Client: Sendable {
 
     public func listObjectsV2(prefix: [UInt8], delimiter: String? = "/", continuationToken: String? = nil,
                               startAfter: [UInt8]? = nil, maxKeys: Int? = nil, retrySeconds: Double? = nil) throws -> ListPage {
+        if let view = versionedView {
+            return try listAsOf(view, prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, startAfter: startAfter,
+                                maxKeys: maxKeys, retrySeconds: retrySeconds)
+        }
         let prefixText = String(decoding: prefix, as: UTF8.self)
         // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
         if !prefixText.utf8.elementsEqual(prefix) { return ListPage() }
@@ -389,7 +398,7 @@ public final class S3Client: Sendable {
     }
 
     public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
-        let r = try send("HeadObject", method: "HEAD", key: key)
+        let r = try send("HeadObject", method: "HEAD", key: key, query: try versionQuery(key, "HeadObject"))
         return try Self.objectInfo(r.headers, operation: "HeadObject")
     }
 
@@ -399,8 +408,13 @@ public final class S3Client: Sendable {
         var h: [(String, String)] = []
         if let r = range { h.append(("Range", "bytes=\(r.lowerBound)-\(r.upperBound - 1)")) }
         if let e = ifMatch { h.append(("If-Match", e)) }
-        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        let resp = try send("GetObject", method: "GET", key: key, query: try versionQuery(key, "GetObject"), headers: h, sink: sink)
         return try Self.objectInfo(resp.headers, operation: "GetObject")
+    }
+
+    /// `versionId` of the version an as-of view reads; none otherwise.
+    private func versionQuery(_ key: [UInt8], _ operation: String) throws -> [(String, String)] {
+        try versionToRead(key, operation: operation).map { [("versionId", $0)] } ?? []
     }
 
     /// GET with an open-ended range from `offset` (a streaming reader's request). From 0 it is
@@ -409,7 +423,7 @@ public final class S3Client: Sendable {
     public func getObject(_ key: [UInt8], from offset: Int64, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
         var h: [(String, String)] = offset == 0 && config.verifyReads ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
         if let e = ifMatch { h.append(("If-Match", e)) }
-        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        let resp = try send("GetObject", method: "GET", key: key, query: try versionQuery(key, "GetObject"), headers: h, sink: sink)
         return try Self.objectInfo(resp.headers, operation: "GetObject")
     }
 

@@ -250,6 +250,12 @@ struct S3MountCommand: ParsableCommand {
             completion: .list([]))
     var expectedBucketOwner: String?
 
+    @Option(name: .customLong("as-of"),
+            help: ArgumentHelp("mount a versioned bucket read-only as it was at this time: 2026-12-07T17:00:00Z (UTC) or @EPOCH-SECONDS (needs s3:ListBucketVersions and s3:GetObjectVersion)",
+                               valueName: "TIME"),
+            completion: .list([]))
+    var asOf: String?
+
     @Flag(name: [.customShort("d"), .customLong("debug")],
           help: "one log line per S3 request (operation, key, status, milliseconds) and per FUSE operation")
     var debug = false

@@ -202,6 +202,7 @@ enum Daemon {
         s3Config.readRetrySeconds = config.readRetryTime
         s3Config.writeRetrySeconds = config.writeRetryTime
         s3Config.policy = config.policy
+        s3Config.asOf = config.asOf
         let client = S3Client(config: s3Config,
                               credentials: creds, transport: transport, traceRequests: config.debug)
         if region == nil && endpoint == nil, let r = client.discoverRegion() {

@@ -70,6 +70,8 @@ struct MountConfig {
     /// key is read from `sseCustomerKeyFile` when the mount starts, not at parsing).
     var policy = RequestPolicy()
     var sseCustomerKeyFile: String?
+    /// `--as-of`: the moment a versioned bucket is shown at (read-only), seconds since 1970.
+    var asOf: Double?
     /// --metadata-ttl with notifications, unless given: events keep the caches current, the TTL
     /// only bounds what a lost event can cost.
     static let notificationTTL: Double = 3600
@@ -134,6 +136,10 @@ extension S3MountCommand {
         if let f = sseCKeyFile {
             if c.policy.encryption != nil { throw UsageError("\(name("sse-c-key-file")) and \(name("sse")) contradict each other: an object has one encryption") }
             c.sseCustomerKeyFile = f
+        }
+        if let v = asOf {
+            c.asOf = try V.moment(name("as-of"), v)
+            c.readOnly = true
         }
         c.debug = debug
         c.foreground = foreground
@@ -261,6 +267,20 @@ enum OptionValues {
             p.expectedBucketOwner = o
         }
         return p
+    }
+
+    /// "2026-12-07T17:00:00Z" (UTC, fractions allowed) or "@1765126800".
+    static func moment(_ name: String, _ v: String) throws -> Double {
+        let t: Double?
+        if v.hasPrefix("@") {
+            t = Double(v.dropFirst()).flatMap { $0.isFinite ? $0 : nil }
+        } else {
+            t = v.hasSuffix("Z") && v.utf8.count <= 40 ? AmzDate.parseISO8601(v) : nil
+        }
+        guard let t, t > 0, t < 32_503_680_000 else {
+            throw UsageError("\(name) expects a UTC time like 2026-12-07T17:00:00Z or @EPOCH-SECONDS, got \"\(v.prefix(60))\"")
+        }
+        return t
     }
 
     static func metadataMode(_ v: String) throws -> MetadataMode {

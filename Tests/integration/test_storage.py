@@ -272,3 +272,59 @@ def test_restore_outside_a_mount_says_so(tmp_path):
     assert out.returncode == 1 and "not on an s3mount mount" in out.stderr, out
     out = run([BIN, "restore", str(tmp_path / "f"), "--tier", "Fast"])
     assert out.returncode == 2 and "--tier expects" in out.stderr, out
+
+
+def test_versioned_bucket_as_of_three_moments(moto, s3, bucket, mount, proxy):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def moment():
+        """The time of the newest version so far (as the store dates it), then a pause so that
+        the next change is dated later."""
+        newest = max(v["LastModified"] for v in s3.list_object_versions(Bucket=bucket).get("Versions", []) +
+                     s3.list_object_versions(Bucket=bucket).get("DeleteMarkers", []))
+        time.sleep(1.2)
+        return newest.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a1\n")
+    s3.put_object(Bucket=bucket, Key="b.txt", Body=b"b1\n")
+    s3.put_object(Bucket=bucket, Key="dir/x.txt", Body=b"x1\n")
+    first = moment()
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a2, longer\n")
+    s3.delete_object(Bucket=bucket, Key="b.txt")
+    s3.put_object(Bucket=bucket, Key="c.txt", Body=b"c2\n")
+    second = moment()
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a3\n")
+    s3.put_object(Bucket=bucket, Key="b.txt", Body=b"b3\n")
+    s3.put_object(Bucket=bucket, Key="dir/x.txt", Body=b"x3\n")
+    third = moment()
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"after all three\n")
+
+    def state(m):
+        out = {}
+        for root, _, files in os.walk(m.path):
+            for f in files:
+                p = os.path.join(root, f)
+                out[os.path.relpath(p, m.path)] = open(p, "rb").read()
+        return out
+
+    expected = [
+        (first, {"a.txt": b"a1\n", "b.txt": b"b1\n", "dir/x.txt": b"x1\n"}),
+        (second, {"a.txt": b"a2, longer\n", "c.txt": b"c2\n", "dir/x.txt": b"x1\n"}),
+        (third, {"a.txt": b"a3\n", "b.txt": b"b3\n", "c.txt": b"c2\n", "dir/x.txt": b"x3\n"}),
+    ]
+    for at, files in expected:
+        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--as-of", at)
+        assert state(m) == files, at
+        assert os.stat(f"{m.path}/a.txt").st_size == len(files["a.txt"])
+        out = run(f"echo no > {m.path}/new.txt")
+        assert out.returncode != 0 and "Read-only file system" in out.stderr
+        m.unmount()
+    # Listings of versions, reads by version id: never the plain listing, never an unversioned GET.
+    kinds = proxy.kinds()
+    assert "ListObjectVersions" in kinds and "ListObjectsV2" not in kinds, kinds
+    gets = [p for k, p, _ in proxy.seen if k.startswith("GetObject")]
+    assert gets and all("versionId=" in p for p in gets), gets
+    # The same moment by epoch seconds.
+    epoch = time.mktime(time.strptime(second[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone + float("0." + second[20:23])
+    m = mount(bucket, "--as-of", f"@{epoch:.3f}")
+    assert state(m) == expected[1][1]
