@@ -18,14 +18,15 @@ struct S3MountCommand: ParsableCommand {
             s3mount [<options>] <bucket>[:<prefix>] <mountpoint>
             s3mount [<options>] s3://<bucket>/<prefix> <mountpoint>
             s3mount stats <mountpoint>
+            s3mount restore <path>...
             """,
-        discussion: "s3mount stats MOUNTPOINT prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses.",
+        discussion: "s3mount stats MOUNTPOINT prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses. s3mount restore PATH... starts restoring archived files of a mount (s3mount restore --help).",
         version: Version.line,
         helpNames: [.short, .long])
 
-    /// Completed with nothing but the subcommand's name, `stats`, as the first word.
+    /// Completed with nothing but the subcommands' names, `stats` and `restore`, as the first word.
     @Argument(help: ArgumentHelp("the bucket: BUCKET, BUCKET:PREFIX or s3://BUCKET/PREFIX", valueName: "bucket"),
-              completion: .custom { _, index, prefix in index == 1 && "stats".hasPrefix(prefix) ? ["stats"] : [] })
+              completion: .custom { _, index, prefix in index == 1 ? ["stats", "restore"].filter { $0.hasPrefix(prefix) } : [] })
     var source: String
 
     @Argument(help: ArgumentHelp("an empty directory to mount it on", valueName: "mountpoint"), completion: .directory)
