@@ -140,6 +140,8 @@ extension S3MountCommand {
         if let v = asOf {
             c.asOf = try V.moment(name("as-of"), v)
             c.readOnly = true
+            // Events tell of the bucket now, not of the moment shown.
+            if c.notificationQueue != nil { throw UsageError("\(name("as-of")) and \(name("notification-queue")) contradict each other") }
         }
         c.debug = debug
         c.foreground = foreground

@@ -144,7 +144,10 @@ def test_option_values_are_checked(tmp_path):
                        (["--sse", "AES256", "--sse-bucket-key"], "needs --sse=aws:kms, not AES256"),
                        (["--storage-class", "COLD"], "--storage-class expects one of"),
                        (["--expected-bucket-owner", "12345"], "12-digit"),
-                       (["-o", "sse=aws:kms,sse_c_key_file=/nonexistent"], "sse_c_key_file and sse contradict")):
+                       (["-o", "sse=aws:kms,sse_c_key_file=/nonexistent"], "sse_c_key_file and sse contradict"),
+                       (["--as-of", "2026-12-07 17:00"], "--as-of expects a UTC time"),
+                       (["--as-of", "@1765126800", "--notification-queue", "https://sqs.us-east-1.amazonaws.com/123456789012/q"],
+                        "--as-of and --notification-queue contradict")):
         out = run([BIN, "b-ucket", str(tmp_path), *args])
         assert out.returncode == 2 and said in out.stderr, (args, out.stderr)
 
