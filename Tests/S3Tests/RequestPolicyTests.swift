@@ -153,6 +153,9 @@ final class RequestPolicyTests: XCTestCase {
         XCTAssertEqual(RestoreStatus.parse("ongoing-request=\"true\""), .ongoing)
         XCTAssertEqual(RestoreStatus.parse("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""), .restored(expiry: 1356048000))
         XCTAssertEqual(RestoreStatus.parse("ongoing-request=\"false\""), .restored(expiry: nil))
+        // Header field names in any case (found by fuzz-http: its check had assumed lower case).
+        XCTAssertEqual(RestoreStatus.parse("ongOing-request=\"false\", expiry-date=\"Fgoing-request=\"false\", e GMT\""), .restored(expiry: nil))
+        XCTAssertEqual(RestoreStatus.parse("Ongoing-Request=\"true\""), .ongoing)
         XCTAssertEqual(RestoreStatus.parse("ongoing-request=\"false\", expiry-date=\"soon\""), .restored(expiry: nil))
         for junk in ["", "=", "ongoing-request", "ongoing-request=\"tru", "ongoing-request=maybe", "\"\"=\"\"", ",,,,", "expiry-date=\"x\""] {
             XCTAssertEqual(RestoreStatus.parse(junk), .none, junk)
