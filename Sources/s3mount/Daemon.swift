@@ -321,7 +321,11 @@ enum Daemon {
         switch e.kind {
         case .noSuchBucket: return "bucket \"\(config.bucket)\" does not exist at \(endpoint)"
         case .notFound: return "bucket \"\(config.bucket)\" not found at \(endpoint) (HTTP 404)"
-        case .accessDenied: return "access denied to bucket \"\(config.bucket)\" (\(e.code)): check the credentials' permissions (s3:ListBucket)"
+        case .accessDenied:
+            var why = "check the credentials' permissions (\(config.asOf == nil ? "s3:ListBucket" : "s3:ListBucketVersions"))"
+            if let owner = config.policy.expectedBucketOwner { why += ", and that account \(owner) owns the bucket (--expected-bucket-owner)" }
+            if config.policy.requesterPays { why += "; the bucket may not allow requester-pays access" }
+            return "access denied to bucket \"\(config.bucket)\" (\(e.code)): " + why
         case .invalidAccessKeyId, .signatureDoesNotMatch:
             if e.code == "NoCredentials" { return e.message }
             return "credentials rejected by \(endpoint) (\(e.code)): check the access key and secret"
