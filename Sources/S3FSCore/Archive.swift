@@ -53,7 +53,7 @@ extension Filesystem {
     /// `days` at `tier`.
     public func restore(dirIno: UInt64, name: [UInt8], days: Int, tier: String) -> Result<RestoreStarted, FSError> {
         guard (1...36500).contains(days), ["Standard", "Bulk", "Expedited"].contains(tier) else { return .failure(FSError(EINVAL)) }
-        let dirPath: [UInt8]? = state.withLock { s in s.nodes[dirIno].flatMap { $0.kind == .directory ? $0.path : nil } }
+        let dirPath: [UInt8]? = state.withLock { s in s.nodes[dirIno].flatMap { $0.kind == .directory ? path(of: $0) : nil } }
         guard let dirPath else { return .failure(FSError(ENOTDIR)) }
         switch resolve(dirPath: dirPath, name: name) {
         case .failure(let e): return .failure(e)

@@ -265,10 +265,16 @@ def test_archived_object_open_fails_once_with_eacces_and_reads_after_restore(mot
     assert s3.head_object(Bucket=bucket, Key="cold/g.bin")["Restore"].startswith('ongoing-request="false"')  # moto restores at once
     assert run(f"cat {m.path}/cold/g.bin").stdout == "glacier\n"
     assert run(f"cat {m.path}/cold/d.bin").returncode == 1
+    # At the mount's root too, by a relative path.
+    s3.put_object(Bucket=bucket, Key="top.bin", Body=b"top\n", StorageClass="DEEP_ARCHIVE")
+    assert run(f"ls {m.path} > /dev/null; cat {m.path}/top.bin").returncode == 1
+    out = run([BIN, "restore", "top.bin"], cwd=m.path)
+    assert out.returncode == 0 and "restore started" in out.stdout, out
+    assert run(f"cat {m.path}/top.bin").stdout == "top\n"
     out = run([BIN, "restore", f"{m.path}/cold/warm.txt", f"{m.path}/cold/nothing"])
     assert out.returncode == 1 and "cold/nothing: No such file" in out.stderr, out
     archived = m.stats()["archived"]
-    assert archived["refused_opens"] >= 7 and archived["restores_started"] == 1, archived
+    assert archived["refused_opens"] >= 8 and archived["restores_started"] == 2, archived
 
 
 def test_restore_outside_a_mount_says_so(tmp_path):
@@ -279,7 +285,7 @@ def test_restore_outside_a_mount_says_so(tmp_path):
     assert out.returncode == 2 and "--tier expects" in out.stderr, out
 
 
-def test_versioned_bucket_as_of_three_moments(moto, s3, bucket, mount, proxy):
+def test_versioned_bucket_as_of_three_moments(moto, s3, bucket, mount, proxy, tmp_path):
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
     def moment():
@@ -317,8 +323,10 @@ def test_versioned_bucket_as_of_three_moments(moto, s3, bucket, mount, proxy):
         (second, {"a.txt": b"a2, longer\n", "c.txt": b"c2\n", "dir/x.txt": b"x1\n"}),
         (third, {"a.txt": b"a3\n", "b.txt": b"b3\n", "c.txt": b"c2\n", "dir/x.txt": b"x3\n"}),
     ]
+    cache = tmp_path / "cache"
     for at, files in expected:
-        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--as-of", at)
+        # One data cache for all three: what one moment read must not be served at another.
+        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--as-of", at, "--cache", str(cache))
         assert state(m) == files, at
         assert os.stat(f"{m.path}/a.txt").st_size == len(files["a.txt"])
         out = run(f"echo no > {m.path}/new.txt")
@@ -326,7 +334,7 @@ def test_versioned_bucket_as_of_three_moments(moto, s3, bucket, mount, proxy):
         m.unmount()
     # Listings of versions, reads by version id: never the plain listing, never an unversioned GET.
     kinds = proxy.kinds()
-    assert "ListObjectVersions" in kinds and "ListObjectsV2" not in kinds, kinds
+    assert "ListObjectVersions" in kinds and "ListObjectsV2" not in kinds and "HeadObject" not in kinds, kinds
     gets = [p for k, p, _ in proxy.seen if k.startswith("GetObject")]
     assert gets and all("versionId=" in p for p in gets), gets
     # The same moment by epoch seconds.
