@@ -352,7 +352,8 @@ public final class S3Client: Sendable {
     /// 200, 301 and 403 alike).
     public func discoverRegion() -> String? {
         let loc = location(key: nil)
-        let resp = try? transport.perform(HTTPRequest(method: "HEAD", url: loc.base, timeoutMs: 10_000))
+        // Unsigned, but with the payer and owner headers: every request of the mount carries them.
+        let resp = try? transport.perform(HTTPRequest(method: "HEAD", url: loc.base, headers: config.policy.headers(for: "HeadBucket"), timeoutMs: 10_000))
         return resp?.headers["x-amz-bucket-region"]
     }
 

@@ -8,10 +8,11 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from conftest import BIN, STORE, run
+from conftest import BIN, STORE, free_port, run
 from headerproxy import HeaderProxy
 
 KMS_KEY = "s3mount-test-key"  # RGW's testing KMS knows this one (scripts/rgwcluster.py); moto takes any id
@@ -244,7 +245,8 @@ def test_archived_object_open_fails_once_with_eacces_and_reads_after_restore(mot
     s3.put_object(Bucket=bucket, Key="cold/g.bin", Body=b"glacier\n", StorageClass="GLACIER")
     s3.put_object(Bucket=bucket, Key="cold/d.bin", Body=b"deep\n", StorageClass="DEEP_ARCHIVE")
     s3.put_object(Bucket=bucket, Key="cold/warm.txt", Body=b"warm\n")
-    m = mount(bucket, "--endpoint-url", proxy.endpoint)
+    port = free_port()
+    m = mount(bucket, "--endpoint-url", proxy.endpoint, "--metrics-address", f"127.0.0.1:{port}")
     for name in ("g.bin", "d.bin"):
         for _ in range(3):
             out = run(f"cat {m.path}/cold/{name}")
@@ -275,6 +277,8 @@ def test_archived_object_open_fails_once_with_eacces_and_reads_after_restore(mot
     assert out.returncode == 1 and "cold/nothing: No such file" in out.stderr, out
     archived = m.stats()["archived"]
     assert archived["refused_opens"] >= 8 and archived["restores_started"] == 2, archived
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "s3mount_restores_started_total 2" in metrics, metrics
 
 
 def test_restore_outside_a_mount_says_so(tmp_path):
