@@ -43,7 +43,9 @@ final class StorageClassTests: XCTestCase {
         }
         store.restoreCompletes = true
         store.clearRestore("cold.bin")
-        XCTAssertEqual(try fs.restore(dirIno: 1, name: b("cold.bin"), days: 2, tier: "Bulk").get(), .started)
+        let (restored, log) = try capturingLog { try fs.restore(dirIno: 1, name: b("cold.bin"), days: 2, tier: "Bulk").get() }
+        XCTAssertEqual(restored, .started)
+        XCTAssertTrue(log.contains("restore of \"cold.bin\" (Bulk, 2 days): started"), log)
         let h = try fs.open(ino: cold.ino, flags: O_RDONLY).get()
         XCTAssertEqual(try fs.read(handle: h, offset: 0, size: 100).get(), b("frozen bytes"))
         fs.release(handle: h)
