@@ -28,6 +28,11 @@ import uuid
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 USER = "s3mount"
+# The one key of RGW's testing KMS: --sse aws:kms --sse-kms-key-id s3mount-test-key (a test key, no secret)
+KMS_TEST_KEY_ID = "s3mount-test-key"
+KMS_TEST_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+# The storage class the zone gets beside STANDARD (kept in the same pool: only the name matters to the tests)
+EXTRA_STORAGE_CLASS = "STANDARD_IA"
 
 
 def free_port():
@@ -125,6 +130,11 @@ debug rgw = 1
 debug ms = 0
 rgw enable usage log = false
 rgw keystone api version = 3
+# SSE-C and SSE-KMS over loopback HTTP (RGW refuses customer keys without TLS otherwise), with
+# KMS keys from this list (RGW's "testing" KMS, which needs no Vault or Barbican)
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = {KMS_TEST_KEY_ID}={KMS_TEST_KEY}
 """
         with open(self.conf, "w") as f:
             f.write(text)
@@ -187,6 +197,26 @@ rgw keystone api version = 3
         self._spawn("osd.0", ["ceph-osd", "-f", "-c", self.conf, "-i", "0",
                               "--keyring", os.path.join(d, "osd", "0", "keyring")])
         self._spawn("client.rgw", ["radosgw", "-f", "-c", self.conf, "-n", "client.rgw"])
+        self._wait_for_rgw(timeout)
+        # A second storage class (RGW knows STANDARD only): its zone placement is read when RGW
+        # starts, so RGW is started again once the default zone exists.
+        admin = ("radosgw-admin", "-c", self.conf, "-n", "client.admin")
+        self._run(*admin, "zonegroup", "placement", "add", "--rgw-zonegroup", "default", "--placement-id", "default-placement",
+                  "--storage-class", EXTRA_STORAGE_CLASS)
+        self._run(*admin, "zone", "placement", "add", "--rgw-zone", "default", "--placement-id", "default-placement",
+                  "--storage-class", EXTRA_STORAGE_CLASS, "--data-pool", "default.rgw.buckets.data")
+        rgw = self.procs.pop("client.rgw")
+        rgw.terminate()
+        rgw.wait(30)
+        self._spawn("client.rgw", ["radosgw", "-f", "-c", self.conf, "-n", "client.rgw"])
+        self._wait_for_rgw(timeout)
+        self._run("radosgw-admin", "-c", self.conf, "-n", "client.admin", "user", "create", f"--uid={USER}",
+                  "--display-name=s3mount tests", f"--access-key={self.access_key}", f"--secret={self.secret_key}",
+                  "--max-buckets=100000")
+
+    def _wait_for_rgw(self, timeout):
+        """Until RGW answers S3 on its port (raises if a daemon exited or `timeout` passed)."""
+        d = self.dir
         deadline = time.time() + timeout
         while True:
             dead = [n for n, p in self.procs.items() if p.poll() is not None]
@@ -203,9 +233,6 @@ rgw keystone api version = 3
             if time.time() > deadline:
                 raise RuntimeError(f"RGW did not answer on {self.endpoint} within {timeout} s: see {d}/log/")
             time.sleep(0.1)
-        self._run("radosgw-admin", "-c", self.conf, "-n", "client.admin", "user", "create", f"--uid={USER}",
-                  "--display-name=s3mount tests", f"--access-key={self.access_key}", f"--secret={self.secret_key}",
-                  "--max-buckets=100000")
 
     # -- use -----------------------------------------------------------------------------------
     def describe(self):

@@ -14,6 +14,18 @@
 static const unsigned int S3M_STATS_IOCTL = _IOR('S', 0x53, char[S3M_STATS_MAX]);
 static inline int s3m_stats_ioctl(int fd, char *buf) { return ioctl(fd, S3M_STATS_IOCTL, buf); }
 
+/* `s3mount restore`: an ioctl on the directory holding the file (an archived file cannot be
+   opened) starts the restore of the object of `name`; `result` comes back 0 started, 1 already
+   in progress, 2 already restored. */
+struct s3m_restore {
+    uint32_t days;
+    char tier[16];
+    char name[256];
+    int32_t result;
+};
+static const unsigned int S3M_RESTORE_IOCTL = _IOWR('S', 0x52, struct s3m_restore);
+static inline int s3m_restore_ioctl(int fd, struct s3m_restore *r) { return ioctl(fd, S3M_RESTORE_IOCTL, r); }
+
 /* fuse_session_loop_mt is a macro over versioned symbols; Swift cannot call macros. */
 static inline int s3m_session_loop_mt(struct fuse_session *se, unsigned int max_threads, unsigned int max_idle) {
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();

@@ -192,10 +192,14 @@ extension FuseBridge {
     /// `s3mount stats`: the statistics as JSON, from an ioctl on a directory of the mount. Not an xattr:
     /// with no xattr operations libfuse answers ENOSYS once and the kernel stops asking, so
     /// `ls -l` (two xattr reads per file) and `cp -a` cost no round trip to the daemon per file.
-    static let ioctlCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UInt32, UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_file_info>?, UInt32, UnsafeRawPointer?, Int, Int) -> Void = { req, ino, cmd, _, _, _, _, _, outSize in
+    static let ioctlCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UInt32, UnsafeMutableRawPointer?, UnsafeMutablePointer<fuse_file_info>?, UInt32, UnsafeRawPointer?, Int, Int) -> Void = { req, ino, cmd, _, _, _, inBuf, inSize, outSize in
         // Any directory of the mount answers (the figures are the mount's): `s3mount stats .` works
         // from inside it.
         let b = bridge(req)
+        if cmd == S3M_RESTORE_IOCTL {
+            restore(b, req, ino, inBuf, inSize, outSize)
+            return
+        }
         guard cmd == S3M_STATS_IOCTL else {
             b.replyError(req, "ioctl", ino, FSError(ENOTTY))
             return
@@ -206,6 +210,54 @@ extension FuseBridge {
             return
         }
         json.withUnsafeBytes { _ = fuse_reply_ioctl(req, 0, $0.baseAddress, json.count) }
+    }
+
+    /// `s3mount restore`: the request as the caller's kernel copied it in, checked before use
+    /// (its size, a name that ends within its field and is one path component).
+    static func restore(_ b: FuseBridge, _ req: fuse_req_t?, _ ino: fuse_ino_t, _ inBuf: UnsafeRawPointer?, _ inSize: Int, _ outSize: Int) {
+        let size = MemoryLayout<s3m_restore>.size
+        guard let inBuf, inSize >= size, outSize >= size else {
+            b.replyError(req, "ioctl", ino, FSError(EINVAL))
+            return
+        }
+        var r = s3m_restore()
+        withUnsafeMutableBytes(of: &r) { $0.copyMemory(from: UnsafeRawBufferPointer(start: inBuf, count: size)) }
+        func text<T>(_ field: T) -> [UInt8]? {
+            withUnsafeBytes(of: field) { raw in raw.firstIndex(of: 0).map { Array(raw[..<$0]) } }
+        }
+        guard let name = text(r.name), !name.isEmpty, !name.contains(0x2F), name != [0x2E], name != [0x2E, 0x2E],
+              let tier = text(r.tier), let days = Int(exactly: r.days) else {
+            b.replyError(req, "ioctl", ino, FSError(EINVAL))
+            return
+        }
+        switch b.fs.restore(dirIno: ino, name: name, days: days, tier: String(decoding: tier, as: UTF8.self)) {
+        case .failure(let e): b.replyError(req, "ioctl", ino, e)
+        case .success(let started):
+            r.result = started == .started ? 0 : started == .alreadyInProgress ? 1 : 2
+            withUnsafeBytes(of: &r) { _ = fuse_reply_ioctl(req, 0, $0.baseAddress, size) }
+        }
+    }
+
+    /// Starts the restore of the archived file at `path` on a mount (see `restore`); the answer,
+    /// or nil with errno set.
+    public static func requestRestore(path: String, days: Int, tier: String) -> RestoreStarted? {
+        var dir = "."
+        var name = Substring(path)
+        while name.count > 1 && name.hasSuffix("/") { name.removeLast() }
+        if let slash = name.lastIndex(of: "/") {
+            dir = slash == name.startIndex ? "/" : String(name[..<slash])
+            name = name[name.index(after: slash)...]
+        }
+        var r = s3m_restore()
+        guard let d = UInt32(exactly: days), name.utf8.count < 256, tier.utf8.count < 16 else { errno = EINVAL; return nil }
+        r.days = d
+        withUnsafeMutableBytes(of: &r.name) { raw in raw.copyBytes(from: name.utf8) }
+        withUnsafeMutableBytes(of: &r.tier) { raw in raw.copyBytes(from: tier.utf8) }
+        let fd = open(dir, O_RDONLY | O_DIRECTORY)
+        if fd < 0 { return nil }
+        defer { let e = errno; close(fd); errno = e }
+        if s3m_restore_ioctl(fd, &r) != 0 { return nil }
+        return r.result == 0 ? .started : r.result == 1 ? .alreadyInProgress : .alreadyRestored
     }
 
     /// Reads the statistics of the mount at `mountpoint` (see `ioctlCallback`); nil and errno set

@@ -66,6 +66,7 @@ public enum StatsText {
           "metadata": \(metadata),
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
+          "archived": {"refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
           "fuse_errors": {\(errors)},\(notifications)
           "pools": {\(pools)},
           "heap_bytes": \(s.heapBytes),
@@ -116,6 +117,9 @@ public enum StatsText {
             gauge("s3mount_data_cache_bytes", "Bytes held in the local data cache.", Int(d.bytesCached))
         }
         counter("s3mount_verification_failures_total", "Answers whose bytes did not match the object's checksum or ETag.", Int64(s.verificationFailures))
+        counter("s3mount_archived_refused_opens_total", "Opens of archived objects (GLACIER, DEEP_ARCHIVE) refused: not restored.", Int64(s.archive.refusedOpens))
+        counter("s3mount_archived_restoring_opens_total", "Opens of archived objects refused while their restore ran.", Int64(s.archive.restoringSeen))
+        counter("s3mount_restores_started_total", "Restores of archived objects this mount started (s3mount restore).", Int64(s.archive.restoresStarted))
         out += "# HELP s3mount_fuse_errors_total Error replies to the kernel, by FUSE operation and errno.\n# TYPE s3mount_fuse_errors_total counter\n"
         for (op, byErrno) in fuseErrors.sorted(by: { $0.key < $1.key }) {
             for (e, n) in byErrno.sorted(by: { $0.key < $1.key }) {

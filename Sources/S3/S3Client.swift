@@ -13,6 +13,10 @@ public struct ObjectInfo: Sendable {
     /// The CRC-32 of the whole object (base64), when S3 sent it (`x-amz-checksum-mode: ENABLED`
     /// on a GET of the whole object) and it covers the whole object rather than its parts.
     public var checksumCRC32: String? = nil
+    /// `x-amz-storage-class` (S3 sends none for STANDARD).
+    public var storageClass: String? = nil
+    /// What `x-amz-restore` says of an archived object's restored copy.
+    public var restore: RestoreStatus = .none
 
     public init(size: Int64, etag: String, lastModified: Double, contentType: String? = nil, metadata: [String: String] = [:]) {
         self.size = size
@@ -58,6 +62,10 @@ public struct S3Config: Sendable {
     /// A GET of a whole object asks for its checksum (`x-amz-checksum-mode`), which the reader
     /// checks (`--no-verify-reads` turns both off).
     public var verifyReads = true
+    /// Encryption, storage class, requester pays, expected owner: headers by request kind.
+    public var policy = RequestPolicy()
+    /// `--as-of`: the bucket as it was at this moment (seconds since 1970), read-only, from its versions.
+    public var asOf: Double? = nil
 
     public init(bucket: String, endpoint: String? = nil, region: String? = nil, forcePathStyle: Bool = false, maxAttempts: Int = 100) {
         self.bucket = bucket
@@ -105,6 +113,8 @@ public final class S3Client: Sendable {
     /// The store matched a PUT's If-Match only without the ETag's quotes (putObject).
     private let ifMatchUnquoted = Locked(false)
     private let endpointParts: (scheme: String, host: String, basePath: String)?
+    /// The versions listings showed, when the bucket is read as of a moment.
+    let versionedView: VersionedView?
 
     /// Logs one line per request at debug level when set (operation, key, status, ms).
     public let traceRequests: Bool
@@ -122,6 +132,7 @@ public final class S3Client: Sendable {
         self.gate = RequestGate(limit: config.maxRequests, reserved: config.interactiveReserve)
         self.regionState = Locked(config.region ?? "us-east-1")
         self.endpointParts = config.endpoint.flatMap(S3Client.parseEndpoint)
+        self.versionedView = config.asOf.map(VersionedView.init)
     }
 
     public var region: String {
@@ -228,7 +239,7 @@ public final class S3Client: Sendable {
     public func send(_ op: String, method: String, key: [UInt8]?, query: [(String, String)] = [],
                      headers: [(String, String)] = [], body: HTTPBody = .none, payloadHash: String? = nil,
                      sink: BodySink? = nil, okStatuses: Set<Int> = [], timeoutMs: Int? = nil, retrySeconds: Double? = nil,
-                     stallSeconds: Int? = nil) throws -> HTTPResponse {
+                     stallSeconds: Int? = nil, storageClass: String? = nil) throws -> HTTPResponse {
         var attempt = 0
         let firstAttempt = monotonicSeconds()
         let budget = retrySeconds ?? (["GET", "HEAD"].contains(method) ? config.readRetrySeconds : config.writeRetrySeconds)
@@ -259,7 +270,7 @@ public final class S3Client: Sendable {
             } else {
                 hash = "UNSIGNED-PAYLOAD"
             }
-            var allHeaders = headers
+            var allHeaders = headers + config.policy.headers(for: op, storageClass: storageClass)
             allHeaders.append(("x-amz-date", amzDate))
             allHeaders.append(("x-amz-content-sha256", hash))
             let creds: Credentials?
@@ -294,7 +305,17 @@ public final class S3Client: Sendable {
                 stats.record(operation: op, status: resp.status, bytesDown: resp.bytesReceived, bytesUp: resp.status < 300 ? body.length : 0)
                 if traceRequests { Log.debug("s3 \(op) key=\(keyText) status=\(resp.status) \(ms)ms") }
                 if (200..<300).contains(resp.status) || okStatuses.contains(resp.status) { return resp }
-                let err = S3Error.from(status: resp.status, body: S3XML.parseError(resp.body), operation: op, headers: resp.headers)
+                var err = S3Error.from(status: resp.status, body: S3XML.parseError(resp.body), operation: op, headers: resp.headers)
+                if resp.status == 400, ["GetObject", "HeadObject"].contains(op),
+                   config.policy.customerKey != nil || err.message.lowercased().contains("encryption") {
+                    // A read of an object written with another customer key, or with none, or an
+                    // SSE-C object read without a key (S3 and RGW answer 400; RGW's HEAD without a
+                    // body): EACCES and one line, never retried.
+                    err.kind = .accessDenied
+                    Log.shared.once(.warning, key: "sse-c:" + keyText, config.policy.customerKey != nil
+                        ? "\"\(keyText)\": the store refused the SSE-C key (HTTP 400 \(err.code)): the object was written with another customer key, or without one"
+                        : "\"\(keyText)\": the object is encrypted with a customer key (HTTP 400 \(err.code)): it can be read only by a mount given that key (--sse-c-key-file)")
+                }
                 if err.kind == .permanentRedirect || (err.status == 400 && err.region != nil), let r = err.region, r != region, !regionRetried, endpointParts == nil {
                     Log.info("bucket \(config.bucket) is in region \(r); switching")
                     setRegion(r)
@@ -331,12 +352,17 @@ public final class S3Client: Sendable {
     /// 200, 301 and 403 alike).
     public func discoverRegion() -> String? {
         let loc = location(key: nil)
-        let resp = try? transport.perform(HTTPRequest(method: "HEAD", url: loc.base, timeoutMs: 10_000))
+        // Unsigned, but with the payer and owner headers: every request of the mount carries them.
+        let resp = try? transport.perform(HTTPRequest(method: "HEAD", url: loc.base, headers: config.policy.headers(for: "HeadBucket"), timeoutMs: 10_000))
         return resp?.headers["x-amz-bucket-region"]
     }
 
     public func listObjectsV2(prefix: [UInt8], delimiter: String? = "/", continuationToken: String? = nil,
                               startAfter: [UInt8]? = nil, maxKeys: Int? = nil, retrySeconds: Double? = nil) throws -> ListPage {
+        if let view = versionedView {
+            return try listAsOf(view, prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, startAfter: startAfter,
+                                maxKeys: maxKeys, retrySeconds: retrySeconds)
+        }
         let prefixText = String(decoding: prefix, as: UTF8.self)
         // Not valid UTF-8: S3 keys are UTF-8, so nothing can match; answer empty.
         if !prefixText.utf8.elementsEqual(prefix) { return ListPage() }
@@ -367,11 +393,13 @@ public final class S3Client: Sendable {
         info.etagIsMD5 = !(h["x-amz-server-side-encryption"]?.hasPrefix("aws:kms") ?? false)
             && h["x-amz-server-side-encryption-customer-algorithm"] == nil && !info.etag.contains("-")
         if let crc = h["x-amz-checksum-crc32"], !crc.contains("-"), h["x-amz-checksum-type"] != "COMPOSITE" { info.checksumCRC32 = crc }
+        info.storageClass = h["x-amz-storage-class"]
+        info.restore = h["x-amz-restore"].map(RestoreStatus.parse) ?? .none
         return info
     }
 
     public func headObject(_ key: [UInt8]) throws -> ObjectInfo {
-        let r = try send("HeadObject", method: "HEAD", key: key)
+        let r = try send("HeadObject", method: "HEAD", key: key, query: try versionQuery(key, "HeadObject"))
         return try Self.objectInfo(r.headers, operation: "HeadObject")
     }
 
@@ -381,8 +409,13 @@ public final class S3Client: Sendable {
         var h: [(String, String)] = []
         if let r = range { h.append(("Range", "bytes=\(r.lowerBound)-\(r.upperBound - 1)")) }
         if let e = ifMatch { h.append(("If-Match", e)) }
-        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        let resp = try send("GetObject", method: "GET", key: key, query: try versionQuery(key, "GetObject"), headers: h, sink: sink)
         return try Self.objectInfo(resp.headers, operation: "GetObject")
+    }
+
+    /// `versionId` of the version an as-of view reads; none otherwise.
+    private func versionQuery(_ key: [UInt8], _ operation: String) throws -> [(String, String)] {
+        try versionToRead(key, operation: operation).map { [("versionId", $0)] } ?? []
     }
 
     /// GET with an open-ended range from `offset` (a streaming reader's request). From 0 it is
@@ -391,7 +424,7 @@ public final class S3Client: Sendable {
     public func getObject(_ key: [UInt8], from offset: Int64, ifMatch: String? = nil, sink: @escaping BodySink) throws -> ObjectInfo {
         var h: [(String, String)] = offset == 0 && config.verifyReads ? [("x-amz-checksum-mode", "ENABLED")] : [("Range", "bytes=\(offset)-")]
         if let e = ifMatch { h.append(("If-Match", e)) }
-        let resp = try send("GetObject", method: "GET", key: key, headers: h, sink: sink)
+        let resp = try send("GetObject", method: "GET", key: key, query: try versionQuery(key, "GetObject"), headers: h, sink: sink)
         return try Self.objectInfo(resp.headers, operation: "GetObject")
     }
 
@@ -424,14 +457,14 @@ public final class S3Client: Sendable {
     /// PutObject; `condition` makes it conditional (412 PreconditionFailed when it does not hold).
     @discardableResult
     public func putObject(_ key: [UInt8], body: HTTPBody, contentType: String? = nil, metadata: [(String, String)] = [],
-                          condition: WriteCondition? = nil) throws -> String {
+                          condition: WriteCondition? = nil, storageClass: String? = nil) throws -> String {
         var h: [(String, String)] = [("Content-Type", contentType ?? typeFor(key))]
         for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
         let put = { (condition: [(String, String)]) throws -> String in
             try self.withChecksumFallback("PutObject") { checksummed in
                 var headers = h + condition
                 if checksummed { headers.append(("x-amz-checksum-crc32", try Self.crc32Header(body, "PutObject"))) }
-                let r = try self.send("PutObject", method: "PUT", key: key, headers: headers, body: body)
+                let r = try self.send("PutObject", method: "PUT", key: key, headers: headers, body: body, storageClass: storageClass)
                 return r.headers["etag"] ?? ""
             }
         }
@@ -460,12 +493,12 @@ public final class S3Client: Sendable {
     /// Starts a multipart upload, checksummed (CRC-32, composite) when `checksummed` is asked and
     /// this client sends checksums.
     public func createMultipartUpload(_ key: [UInt8], contentType: String? = nil, metadata: [(String, String)] = [],
-                                      checksummed: Bool = true) throws -> MultipartUpload {
+                                      checksummed: Bool = true, storageClass: String? = nil) throws -> MultipartUpload {
         let create = { (withChecksum: Bool) throws -> MultipartUpload in
             var h = [("Content-Type", contentType ?? self.typeFor(key))]
             for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
             if withChecksum { h.append(("x-amz-checksum-algorithm", "CRC32")) }
-            let r = try self.send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")], headers: h)
+            let r = try self.send("CreateMultipartUpload", method: "POST", key: key, query: [("uploads", "")], headers: h, storageClass: storageClass)
             guard let id = S3XML.firstValue(r.body, "UploadId"), !id.isEmpty else {
                 throw S3Error(kind: .badResponse, status: r.status, code: "MalformedXML", message: "no UploadId", operation: "CreateMultipartUpload")
             }
@@ -530,11 +563,11 @@ public final class S3Client: Sendable {
     /// changed in place. `sourceETag` makes the copy fail (412) if the source changed meanwhile.
     @discardableResult
     public func copyObject(from source: [UInt8], to dest: [UInt8], size: Int64? = nil, metadata: [(String, String)]? = nil,
-                           contentType: String? = nil, sourceETag: String? = nil, partSize: Int64 = 512 << 20,
+                           contentType: String? = nil, sourceETag: String? = nil, storageClass: String? = nil, partSize: Int64 = 512 << 20,
                            multipartAbove: Int64 = S3Client.maxSinglePutSize) throws -> String {
         if let size, size > multipartAbove {
             // A multipart copy carries no metadata of its own: the new upload gets the source's (as read by the caller) or the new.
-            let id = try createMultipartUpload(dest, contentType: contentType, metadata: metadata ?? [], checksummed: false).id
+            let id = try createMultipartUpload(dest, contentType: contentType, metadata: metadata ?? [], checksummed: false, storageClass: storageClass).id
             do {
                 var parts: [CompletedPart] = []
                 var off: Int64 = 0
@@ -558,9 +591,22 @@ public final class S3Client: Sendable {
             h.append(("Content-Type", contentType ?? typeFor(dest)))
             for (k, v) in metadata { h.append(("x-amz-meta-\(k)", v)) }
         }
-        let r = try send("CopyObject", method: "PUT", key: dest, headers: h, stallSeconds: Self.serverWorkStallSeconds)
+        let r = try send("CopyObject", method: "PUT", key: dest, headers: h, stallSeconds: Self.serverWorkStallSeconds, storageClass: storageClass)
         if let err = S3XML.parseError(r.body) { throw S3Error.from(status: 500, body: err, operation: "CopyObject", headers: r.headers) }
         return S3XML.firstValue(r.body, "ETag") ?? ""
+    }
+
+    /// Starts restoring an archived object's temporary copy for `days` at `tier` (RestoreObject).
+    /// 202: started; 200: a copy is already there (its days are renewed); 409
+    /// RestoreAlreadyInProgress is reported as such, not as a failure.
+    public func restoreObject(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted {
+        let xml = "<RestoreRequest><Days>\(days)</Days><GlacierJobParameters><Tier>\(S3XML.escape(Array(tier.utf8)))</Tier></GlacierJobParameters></RestoreRequest>"
+        let body = Array(xml.utf8)
+        let r = try send("RestoreObject", method: "POST", key: key, query: [("restore", "")],
+                         headers: [("Content-Type", "application/xml"), ("Content-MD5", Crypto.base64(Crypto.md5(body)))],
+                         body: .bytes(body), okStatuses: [409])
+        if r.status == 409 { return .alreadyInProgress }
+        return r.status == 200 ? .alreadyRestored : .started
     }
 
     public func deleteObject(_ key: [UInt8]) throws {

@@ -79,12 +79,15 @@ public struct ListedObject: Sendable {
     public var size: Int64
     public var lastModified: Double
     public var etag: String
+    /// The listing's `StorageClass` (nil when the store sends none).
+    public var storageClass: String? = nil
 
-    public init(key: [UInt8], size: Int64, lastModified: Double, etag: String) {
+    public init(key: [UInt8], size: Int64, lastModified: Double, etag: String, storageClass: String? = nil) {
         self.key = key
         self.size = size
         self.lastModified = lastModified
         self.etag = etag
+        self.storageClass = storageClass
     }
 }
 
@@ -141,6 +144,7 @@ public enum S3XML {
                 case "Size": cur.size = ObjectSize.listed(text) ?? -1
                 case "LastModified": cur.lastModified = AmzDate.parseISO8601(text) ?? .nan
                 case "ETag": cur.etag = text
+                case "StorageClass": cur.storageClass = text.isEmpty || text.utf8.count > 64 ? nil : text
                 default: break
                 }
             } else if path.count == 3 && path[1] == "CommonPrefixes" && path[2] == "Prefix" {

@@ -26,6 +26,8 @@ public struct MountStats: Sendable {
     public var openReaders = 0, openWriters = 0, openDirectories = 0
     /// S3 event notifications (`--notification-queue`), when on.
     public var notifications: NotificationStats? = nil
+    /// Archived objects: opens refused, restores seen running, restores started.
+    public var archive = ArchiveCounters()
 
     public struct DataCacheStats: Sendable {
         public var hits = 0, misses = 0, bytesServed: Int64 = 0, bytesWritten: Int64 = 0, bytesCached: Int64 = 0, evictions = 0, writeErrors = 0
@@ -65,6 +67,7 @@ extension Filesystem {
             (s.requestsInFlight, s.bulkWaits) = gate.load
         }
         s.notifications = listener.withLock { $0 }?.stats
+        s.archive = Archive.counters.withLock { $0 }
         return s
     }
 }

@@ -1,3 +1,4 @@
+import Glibc
 import S3
 
 /// What the filesystem core needs from object storage. S3Client is the real one; unit tests use
@@ -20,19 +21,27 @@ public protocol ObjectStore: Sendable {
     func abortMultipart(_ key: [UInt8], uploadId: String) throws
     /// Server-side copy; `size` lets the store pick a multipart copy for objects over 5 GiB.
     /// `metadata` nil keeps the source's user metadata, else replaces it; `sourceETag` fails the
-    /// copy if the source changed.
-    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String
+    /// copy if the source changed. `storageClass`: the source's, which the copy keeps (nil: the
+    /// mount's class for new objects).
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?, storageClass: String?) throws -> String
     /// Size, ETag and user metadata of one object (HeadObject).
     func head(_ key: [UInt8]) throws -> ObjectInfo
     func delete(_ key: [UInt8]) throws
     /// Returns the keys that could not be deleted.
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]]
+    /// Starts restoring an archived object (RestoreObject).
+    func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted
 }
 
 extension ObjectStore {
     func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, maxKeys: Int?) throws -> ListPage {
         try list(prefix: prefix, delimiter: delimiter, continuationToken: continuationToken, startAfter: nil, maxKeys: maxKeys)
     }
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
+        try copy(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag, storageClass: nil)
+    }
+    /// A store without archive classes has nothing to restore.
+    public func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted { throw FSError(EOPNOTSUPP) }
 }
 
 extension S3Client: ObjectStore {
@@ -52,7 +61,9 @@ extension S3Client: ObjectStore {
         try putObject(key, body: body, metadata: metadata)
     }
     public func put(_ key: [UInt8], body: HTTPBody, condition: WriteCondition) throws -> String {
-        try putObject(key, body: body, contentType: "text/plain; charset=utf-8", condition: condition)
+        // The metadata index is read by every listing: never put in a class that must be restored first.
+        let indexClass = StorageClass.isArchived(config.policy.storageClass) ? "STANDARD" : nil
+        return try putObject(key, body: body, contentType: "text/plain; charset=utf-8", condition: condition, storageClass: indexClass)
     }
     public func createMultipart(_ key: [UInt8], metadata: [(String, String)]) throws -> MultipartUpload {
         try createMultipartUpload(key, metadata: metadata)
@@ -61,10 +72,11 @@ extension S3Client: ObjectStore {
         try completeMultipartUpload(key, uploadId: uploadId, parts: parts)
     }
     public func abortMultipart(_ key: [UInt8], uploadId: String) throws { try abortMultipartUpload(key, uploadId: uploadId) }
-    public func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
-        try copyObject(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag)
+    public func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?, storageClass: String?) throws -> String {
+        try copyObject(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag, storageClass: storageClass)
     }
     public func head(_ key: [UInt8]) throws -> ObjectInfo { try headObject(key) }
+    public func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted { try restoreObject(key, days: days, tier: tier) }
     public func delete(_ key: [UInt8]) throws { try deleteObject(key) }
     public func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteObjects(keys).map { $0.key } }
 }

@@ -33,6 +33,7 @@ extension Filesystem {
             case .success: return .failure(FSError(ENOENT))
             }
         }
+        if let refused = archivedOpenError(node.entryKey, entry) { return .failure(refused) }
         // Only a streamed file has a window to size from the kernel's read-ahead (asked then, not at
         // every open): a small one is fetched whole.
         let kernelReadAhead = entry.size > FileReader.smallFileLimit ? currentKernelReadAhead?() ?? options.kernelReadAhead : options.kernelReadAhead

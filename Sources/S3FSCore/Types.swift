@@ -137,14 +137,27 @@ struct CachedEntry: Sendable {
     var at: Double
     private var tag: CompactETag
     var kind: EntryKind
+    /// The listing's storage class, as 1 + its index in `StorageClass.known` (0: not known);
+    /// one byte, so the entry stays 48 bytes.
+    private var storageClassCode: UInt8 = 0
 
-    init(kind: EntryKind, size: Int64, mtime: Double, etag: String, at: Double) {
+    init(kind: EntryKind, size: Int64, mtime: Double, etag: String, at: Double, storageClass: String? = nil) {
         self.kind = kind
         self.size = size
         self.mtime = mtime
         self.tag = CompactETag(etag)
         self.at = at
+        self.storageClass = storageClass
     }
+
+    /// nil when not known (an entry this mount made, or a class S3 added after this list).
+    var storageClass: String? {
+        get { storageClassCode == 0 ? nil : StorageClass.known[Int(storageClassCode) - 1] }
+        set { storageClassCode = newValue.flatMap { StorageClass.known.firstIndex(of: $0) }.map { UInt8($0 + 1) } ?? 0 }
+    }
+
+    /// Listed in a class that must be restored before its bytes can be read.
+    var isArchived: Bool { StorageClass.isArchived(storageClass) }
 
     var etag: String {
         get { tag.string }

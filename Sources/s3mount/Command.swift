@@ -18,14 +18,15 @@ struct S3MountCommand: ParsableCommand {
             s3mount [<options>] <bucket>[:<prefix>] <mountpoint>
             s3mount [<options>] s3://<bucket>/<prefix> <mountpoint>
             s3mount stats <mountpoint>
+            s3mount restore <path>...
             """,
-        discussion: "s3mount stats MOUNTPOINT prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses.",
+        discussion: "s3mount stats MOUNTPOINT prints, as JSON, the requests sent since the mount (by operation and outcome), bytes, and the caches' hits and misses. s3mount restore PATH... starts restoring archived files of a mount (s3mount restore --help).",
         version: Version.line,
         helpNames: [.short, .long])
 
-    /// Completed with nothing but the subcommand's name, `stats`, as the first word.
+    /// Completed with nothing but the subcommands' names, `stats` and `restore`, as the first word.
     @Argument(help: ArgumentHelp("the bucket: BUCKET, BUCKET:PREFIX or s3://BUCKET/PREFIX", valueName: "bucket"),
-              completion: .custom { _, index, prefix in index == 1 && "stats".hasPrefix(prefix) ? ["stats"] : [] })
+              completion: .custom { _, index, prefix in index == 1 ? ["stats", "restore"].filter { $0.hasPrefix(prefix) } : [] })
     var source: String
 
     @Argument(help: ArgumentHelp("an empty directory to mount it on", valueName: "mountpoint"), completion: .directory)
@@ -220,6 +221,45 @@ struct S3MountCommand: ParsableCommand {
             completion: .list([]))
     var metricsAddress: String?
 
+    @Option(help: ArgumentHelp("encrypt new objects (uploads, copies, the metadata index) with SSE-S3 (AES256) or SSE-KMS (aws:kms)",
+                               valueName: "AES256|aws:kms"),
+            completion: .list(["AES256", "aws:kms"]))
+    var sse: String?
+
+    @Option(name: .customLong("sse-kms-key-id"),
+            help: ArgumentHelp("the KMS key of --sse aws:kms: key id, ARN or alias (default: the account's aws/s3 key)", valueName: "KEY"),
+            completion: .list([]))
+    var sseKMSKeyID: String?
+
+    @Flag(name: .customLong("sse-bucket-key"), help: "with --sse aws:kms: use an S3 bucket key (fewer KMS requests: lower cost, less KMS throttling)")
+    var sseBucketKey = false
+
+    @Option(name: .customLong("sse-c-key-file"),
+            help: ArgumentHelp("SSE-C: read and write every object with the customer key in this file (32 bytes, or their base64); refused if others can read it (chmod 600)",
+                               valueName: "PATH"),
+            completion: .file())
+    var sseCKeyFile: String?
+
+    @Option(name: .customLong("storage-class"),
+            help: ArgumentHelp("storage class of new objects, e.g. STANDARD_IA or INTELLIGENT_TIERING (default: the bucket's, STANDARD); renames and metadata changes keep an object's own",
+                               valueName: "CLASS"),
+            completion: .list(StorageClass.known))
+    var storageClass: String?
+
+    @Flag(name: .customLong("requester-pays"), help: "agree to pay for the requests and transfer of a requester-pays bucket (x-amz-request-payer)")
+    var requesterPays = false
+
+    @Option(name: .customLong("expected-bucket-owner"),
+            help: ArgumentHelp("the 12-digit account id that must own the bucket; S3 refuses every request otherwise (403)", valueName: "ACCOUNT"),
+            completion: .list([]))
+    var expectedBucketOwner: String?
+
+    @Option(name: .customLong("as-of"),
+            help: ArgumentHelp("mount a versioned bucket read-only as it was at this time: 2026-12-07T17:00:00Z (UTC) or @EPOCH-SECONDS (needs s3:ListBucketVersions and s3:GetObjectVersion)",
+                               valueName: "TIME"),
+            completion: .list([]))
+    var asOf: String?
+
     @Flag(name: [.customShort("d"), .customLong("debug")],
           help: "one log line per S3 request (operation, key, status, milliseconds) and per FUSE operation")
     var debug = false
@@ -246,6 +286,30 @@ struct StatsCommandLine: ParsableCommand {
 
     @Argument(help: ArgumentHelp("the mount point of a running s3mount", valueName: "mountpoint"), completion: .directory)
     var mountpoint: String
+}
+
+/// `s3mount restore PATH...`: starts restoring archived files of a running mount (routed like `stats`).
+struct RestoreCommandLine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "s3mount restore",
+        abstract: "Starts restoring archived files (GLACIER, DEEP_ARCHIVE) of a running mount, so that they can be read once the restore completes.")
+
+    @Argument(help: ArgumentHelp("files on an s3mount mount", valueName: "path"), completion: .file())
+    var paths: [String]
+
+    @Option(help: ArgumentHelp("days the restored copy stays (default 7; 1 to 36500)", valueName: "N"))
+    var days: Int = 7
+
+    @Option(help: ArgumentHelp("retrieval tier: Standard (hours), Bulk (cheapest, slowest) or Expedited (minutes; not for DEEP_ARCHIVE) (default Standard)",
+                               valueName: "TIER"),
+            completion: .list(["Standard", "Bulk", "Expedited"]))
+    var tier: String = "Standard"
+
+    func validate() throws {
+        guard !paths.isEmpty else { throw ValidationError("no PATH given") }
+        guard (1...36500).contains(days) else { throw ValidationError("--days expects 1 to 36500, got \(days)") }
+        guard ["Standard", "Bulk", "Expedited"].contains(tier) else { throw ValidationError("--tier expects Standard, Bulk or Expedited, got \"\(tier)\"") }
+    }
 }
 
 /// Profile names in the AWS shared files, for completing `--profile`.

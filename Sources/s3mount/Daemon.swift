@@ -93,6 +93,9 @@ enum Daemon {
             if let envFile = getenv("S3MOUNT_ENV_FILE").map({ String(cString: $0) }), !envFile.isEmpty {
                 try CredentialsFileCheck.check(envFile, what: "environment file")
             }
+            if let kf = config.sseCustomerKeyFile {
+                config.policy.customerKey = try CustomerKeyFile.read(kf)
+            }
             if let cf = config.credentialsFile {
                 try CredentialsFileCheck.check(cf, what: "credentials file")
                 config.credentialsFile = try resolved(cf, what: "credentials file")
@@ -198,6 +201,8 @@ enum Daemon {
         s3Config.verifyReads = config.verifyReads
         s3Config.readRetrySeconds = config.readRetryTime
         s3Config.writeRetrySeconds = config.writeRetryTime
+        s3Config.policy = config.policy
+        s3Config.asOf = config.asOf
         let client = S3Client(config: s3Config,
                               credentials: creds, transport: transport, traceRequests: config.debug)
         if region == nil && endpoint == nil, let r = client.discoverRegion() {
@@ -317,7 +322,11 @@ enum Daemon {
         switch e.kind {
         case .noSuchBucket: return "bucket \"\(config.bucket)\" does not exist at \(endpoint)"
         case .notFound: return "bucket \"\(config.bucket)\" not found at \(endpoint) (HTTP 404)"
-        case .accessDenied: return "access denied to bucket \"\(config.bucket)\" (\(e.code)): check the credentials' permissions (s3:ListBucket)"
+        case .accessDenied:
+            var why = "check the credentials' permissions (\(config.asOf == nil ? "s3:ListBucket" : "s3:ListBucketVersions"))"
+            if let owner = config.policy.expectedBucketOwner { why += ", and that account \(owner) owns the bucket (--expected-bucket-owner)" }
+            if config.policy.requesterPays { why += "; the bucket may not allow requester-pays access" }
+            return "access denied to bucket \"\(config.bucket)\" (\(e.code)): " + why
         case .invalidAccessKeyId, .signatureDoesNotMatch:
             if e.code == "NoCredentials" { return e.message }
             return "credentials rejected by \(endpoint) (\(e.code)): check the access key and secret"
@@ -340,5 +349,27 @@ enum StatsCommand {
         }
         print(json)
         return 0
+    }
+}
+
+enum RestoreCommand {
+    /// One line per path; exit 1 if any restore could not be started.
+    static func run(_ c: RestoreCommandLine) -> Int32 {
+        var failed = false
+        for path in c.paths {
+            guard let r = FuseBridge.requestRestore(path: path, days: c.days, tier: c.tier) else {
+                let e = errno
+                let why = e == ENOTTY || e == ENOSYS ? "not on an s3mount mount" : e == EOPNOTSUPP ? "the store cannot restore" : String(cString: strerror(e))
+                fputs("s3mount restore: \(path): \(why)\n", stderr)
+                failed = true
+                continue
+            }
+            switch r {
+            case .started: print("\(path): restore started (\(c.tier), the copy kept \(c.days) days)")
+            case .alreadyInProgress: print("\(path): a restore is already in progress")
+            case .alreadyRestored: print("\(path): already restored (its copy is kept \(c.days) days from now)")
+            }
+        }
+        return failed ? 1 : 0
     }
 }

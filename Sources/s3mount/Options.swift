@@ -68,6 +68,12 @@ struct MountConfig {
     var walkReadAhead = 8
     /// The SQS queue S3 event notifications of the bucket arrive at (`--notification-queue`).
     var notificationQueue: String?
+    /// Encryption, storage class, requester pays and expected owner of every request (the SSE-C
+    /// key is read from `sseCustomerKeyFile` when the mount starts, not at parsing).
+    var policy = RequestPolicy()
+    var sseCustomerKeyFile: String?
+    /// `--as-of`: the moment a versioned bucket is shown at (read-only), seconds since 1970.
+    var asOf: Double?
     /// --metadata-ttl with notifications, unless given: events keep the caches current, the TTL
     /// only bounds what a lost event can cost.
     static let notificationTTL: Double = 3600
@@ -128,6 +134,18 @@ extension S3MountCommand {
         if let v = readConcurrency { c.readConcurrency = try V.count(name("read-concurrency"), v, 1...64) }
         if let v = maxReadMemory { c.maxReadMemory = try V.byteSize(name("max-read-memory"), v, min: 16 << 20) }
         if let v = walkReadAhead { c.walkReadAhead = try V.count(name("walk-read-ahead"), v, 0...64) }
+        c.policy = try V.policy(sse: sse, kmsKeyID: sseKMSKeyID, bucketKey: sseBucketKey, storageClass: storageClass,
+                                requesterPays: requesterPays, expectedBucketOwner: expectedBucketOwner, name: name)
+        if let f = sseCKeyFile {
+            if c.policy.encryption != nil { throw UsageError("\(name("sse-c-key-file")) and \(name("sse")) contradict each other: an object has one encryption") }
+            c.sseCustomerKeyFile = f
+        }
+        if let v = asOf {
+            c.asOf = try V.moment(name("as-of"), v)
+            c.readOnly = true
+            // Events tell of the bucket now, not of the moment shown.
+            if c.notificationQueue != nil { throw UsageError("\(name("as-of")) and \(name("notification-queue")) contradict each other") }
+        }
         c.debug = debug
         c.foreground = foreground
         try V.parseSource(source, into: &c)
@@ -221,6 +239,53 @@ enum OptionValues {
     static func seconds(_ name: String, _ v: String, max: Double) throws -> Double {
         guard let n = Double(v), n >= 1, n <= max else { throw UsageError("\(name) expects seconds from 1 to \(Int(max)), got \"\(v)\"") }
         return n
+    }
+
+    static func policy(sse: String?, kmsKeyID: String?, bucketKey: Bool, storageClass: String?, requesterPays: Bool,
+                       expectedBucketOwner: String?, name: (String) -> String) throws -> RequestPolicy {
+        var p = RequestPolicy()
+        switch sse {
+        case nil:
+            if kmsKeyID != nil || bucketKey { throw UsageError("\(kmsKeyID != nil ? name("sse-kms-key-id") : name("sse-bucket-key")) needs \(name("sse"))=aws:kms") }
+        case "AES256"?:
+            if kmsKeyID != nil || bucketKey { throw UsageError("\(kmsKeyID != nil ? name("sse-kms-key-id") : name("sse-bucket-key")) needs \(name("sse"))=aws:kms, not AES256") }
+            p.encryption = .s3
+        case "aws:kms"?:
+            if let k = kmsKeyID, k.isEmpty || k.utf8.count > 2048 || k.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value >= 0x7F }) {
+                throw UsageError("\(name("sse-kms-key-id")) expects a key id, ARN or alias, got \"\(k.prefix(80))\"")
+            }
+            p.encryption = .kms(keyID: kmsKeyID, bucketKey: bucketKey)
+        case let other?:
+            throw UsageError("\(name("sse")) expects AES256 or aws:kms, got \"\(other)\" (for a customer key: --sse-c-key-file)")
+        }
+        if let sc = storageClass {
+            guard StorageClass.known.contains(sc) else {
+                throw UsageError("\(name("storage-class")) expects one of \(StorageClass.known.joined(separator: ", ")), got \"\(sc)\"")
+            }
+            p.storageClass = sc
+        }
+        p.requesterPays = requesterPays
+        if let o = expectedBucketOwner {
+            guard o.utf8.count == 12, o.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                throw UsageError("\(name("expected-bucket-owner")) expects a 12-digit AWS account id, got \"\(o.prefix(40))\"")
+            }
+            p.expectedBucketOwner = o
+        }
+        return p
+    }
+
+    /// "2026-12-07T17:00:00Z" (UTC, fractions allowed) or "@1765126800".
+    static func moment(_ name: String, _ v: String) throws -> Double {
+        let t: Double?
+        if v.hasPrefix("@") {
+            t = Double(v.dropFirst()).flatMap { $0.isFinite ? $0 : nil }
+        } else {
+            t = v.hasSuffix("Z") && v.utf8.count <= 40 ? AmzDate.parseISO8601(v) : nil
+        }
+        guard let t, t > 0, t < 32_503_680_000 else {
+            throw UsageError("\(name) expects a UTC time like 2026-12-07T17:00:00Z or @EPOCH-SECONDS, got \"\(v.prefix(60))\"")
+        }
+        return t
     }
 
     static func metadataMode(_ v: String) throws -> MetadataMode {

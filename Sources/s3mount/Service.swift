@@ -170,3 +170,18 @@ enum CredentialsFileCheck {
         }
     }
 }
+
+/// The SSE-C key file: private to its owner like a credentials file, and holding exactly an
+/// AES-256 key. Its path may be logged; its contents never are.
+enum CustomerKeyFile {
+    static func read(_ path: String) throws -> CustomerKey {
+        try CredentialsFileCheck.check(path, what: "SSE-C key file")
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw MountFailure("SSE-C key file \(path) cannot be read: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard let bytes = readRegularFile(fd, maxBytes: 4096), let key = CustomerKey(fileContents: bytes) else {
+            throw MountFailure("SSE-C key file \(path) must hold a 256-bit key: 32 bytes, or their base64 (44 characters) on one line")
+        }
+        return key
+    }
+}

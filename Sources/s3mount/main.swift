@@ -35,6 +35,19 @@ if args.first == "stats" {
         exit(2)
     }
 }
+if args.first == "restore" {
+    do {
+        let restore = try RestoreCommandLine.parse(Array(args.dropFirst()))
+        exit(RestoreCommand.run(restore))
+    } catch {
+        if RestoreCommandLine.exitCode(for: error) == .success {
+            print(RestoreCommandLine.helpMessage())
+            exit(0)
+        }
+        fputs("s3mount restore: \(RestoreCommandLine.message(for: error))\nusage: s3mount restore PATH... [--days N] [--tier Standard|Bulk|Expedited]\n", stderr)
+        exit(2)
+    }
+}
 do {
     // Shell completion asks the binary with "---completion ... -- WORDS": words as typed, -o too.
     let (argv, origin) = args.first == "---completion" ? (args, [:]) : try Fstab.translate(args)

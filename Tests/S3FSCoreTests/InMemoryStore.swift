@@ -55,6 +55,7 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         listed.append(String(decoding: prefix, as: UTF8.self) + (delimiter == nil ? " (flat)" : ""))
         if delimiter == nil { flatListCalls += 1 }
         let snapshot = objects
+        let classes = storageClasses
         if sortedKeys == nil { sortedKeys = objects.keys.sorted { $0.lexicographicallyPrecedes($1) } }
         let sorted = sortedKeys!
         lock.unlock()
@@ -91,7 +92,8 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         for it in slice {
             if it.isPrefix { page.commonPrefixes.append(it.key) } else {
                 let o = snapshot[it.key]!
-                page.objects.append(ListedObject(key: it.key, size: Int64(o.data.count), lastModified: o.mtime, etag: o.etag))
+                page.objects.append(ListedObject(key: it.key, size: Int64(o.data.count), lastModified: o.mtime, etag: o.etag,
+                                                 storageClass: classes[it.key] ?? "STANDARD"))
             }
         }
         page.isTruncated = max < items.count
@@ -106,8 +108,10 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         lock.lock()
         getCalls += 1
         let o = objects[key]
+        let frozen = StorageClass.isArchived(storageClasses[key]) && restored[key] == nil
         lock.unlock()
         guard let o else { throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "GetObject") }
+        if frozen { throw S3Error(kind: .accessDenied, status: 403, code: "InvalidObjectState", message: "", operation: "GetObject") }
         if let m = ifMatch, m != o.etag { throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "GetObject") }
         let lo = Int(range?.lowerBound ?? from ?? 0), hi = Int(range?.upperBound ?? Int64(o.data.count))
         lock.lock()
@@ -139,6 +143,25 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
             let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(len), off_t(off)) }
             return Array(out[0..<max(0, n)])
         }
+    }
+
+    /// Storage classes by key (none: STANDARD), restores asked for, and the class each copy was asked to keep.
+    private var storageClasses: [[UInt8]: String] = [:]
+    private var restored: [[UInt8]: RestoreStatus] = [:]
+    private(set) var copyClasses: [String?] = []
+    private(set) var restoreCalls = 0
+    /// What a restore makes: a copy at once, or one still on its way.
+    var restoreCompletes = true
+    func setStorageClass(_ key: String, _ c: String) { lock.lock(); storageClasses[Array(key.utf8)] = c; lock.unlock() }
+    func clearRestore(_ key: String) { lock.lock(); restored[Array(key.utf8)] = nil; lock.unlock() }
+    func storageClass(_ key: String) -> String? { lock.lock(); defer { lock.unlock() }; return storageClasses[Array(key.utf8)] }
+    func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted {
+        lock.lock(); defer { lock.unlock() }
+        restoreCalls += 1
+        guard objects[key] != nil else { throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "RestoreObject") }
+        if restored[key] == .ongoing { return .alreadyInProgress }
+        restored[key] = restoreCompletes ? .restored(expiry: nil) : .ongoing
+        return .started
     }
 
     /// User metadata by key, as the last PUT, copy or multipart creation set it.
@@ -177,7 +200,10 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         headCalls += 1
         guard let o = objects[key] else { throw S3Error(kind: .notFound, status: 404, code: "NotFound", message: "", operation: "HeadObject") }
-        return ObjectInfo(size: Int64(o.data.count), etag: o.etag, lastModified: o.mtime, metadata: userMeta[key] ?? [:])
+        var info = ObjectInfo(size: Int64(o.data.count), etag: o.etag, lastModified: o.mtime, metadata: userMeta[key] ?? [:])
+        info.storageClass = storageClasses[key]
+        info.restore = restored[key] ?? .none
+        return info
     }
     func createMultipart(_ key: [UInt8], metadata: [(String, String)]) throws -> MultipartUpload {
         lock.lock(); defer { lock.unlock() }
@@ -214,11 +240,13 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         return objects[key]!.etag
     }
     func abortMultipart(_ key: [UInt8], uploadId: String) throws { lock.lock(); uploads[uploadId] = nil; lock.unlock() }
-    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?, storageClass: String?) throws -> String {
         lock.lock()
         guard let o = objects[from] else { lock.unlock(); throw S3Error(kind: .noSuchKey, status: 404, code: "NoSuchKey", message: "", operation: "CopyObject") }
         if let e = sourceETag, e != o.etag { lock.unlock(); throw S3Error(kind: .preconditionFailed, status: 412, code: "PreconditionFailed", message: "", operation: "CopyObject") }
         copyCalls += 1
+        copyClasses.append(storageClass)
+        storageClasses[to] = storageClass
         let m = metadata.map { Dictionary($0, uniquingKeysWith: { _, b in b }) } ?? userMeta[from]
         lock.unlock()
         put(to, o.data)

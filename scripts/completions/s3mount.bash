@@ -163,9 +163,9 @@ _s3mount() {
     local -a unparsed_words=("${COMP_WORDS[@]:1:${COMP_CWORD}}")
 
     local -a repeating_flags=()
-    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type -d --debug -f --foreground --version -h --help)
+    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type --sse-bucket-key --requester-pays -d --debug -f --foreground --version -h --help)
     local -a repeating_options=(-o)
-    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address)
+    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address --sse --sse-kms-key-id --sse-c-key-file --storage-class --expected-bucket-owner --as-of)
     __s3mount_offer_flags_options 2
 
     # Offer option value completions
@@ -271,6 +271,30 @@ _s3mount() {
         return
         ;;
     '--metrics-address')
+        __s3mount_add_completions -W ''
+        return
+        ;;
+    '--sse')
+        __s3mount_add_completions -W 'AES256'$'\n''aws:kms'
+        return
+        ;;
+    '--sse-kms-key-id')
+        __s3mount_add_completions -W ''
+        return
+        ;;
+    '--sse-c-key-file')
+        __s3mount_add_completions -f
+        return
+        ;;
+    '--storage-class')
+        __s3mount_add_completions -W 'STANDARD'$'\n''REDUCED_REDUNDANCY'$'\n''STANDARD_IA'$'\n''ONEZONE_IA'$'\n''INTELLIGENT_TIERING'$'\n''GLACIER'$'\n''DEEP_ARCHIVE'$'\n''GLACIER_IR'$'\n''OUTPOSTS'$'\n''SNOW'$'\n''EXPRESS_ONEZONE'
+        return
+        ;;
+    '--expected-bucket-owner')
+        __s3mount_add_completions -W ''
+        return
+        ;;
+    '--as-of')
         __s3mount_add_completions -W ''
         return
         ;;

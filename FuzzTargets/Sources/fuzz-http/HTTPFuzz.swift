@@ -25,5 +25,11 @@ public func fuzzHTTP(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let half = s.split(separator: " ", maxSplits: 1).map(String.init)
     if half.count == 2 { _ = ObjectEvent.sequencer(half[0], isAfter: half[1]) }
     _ = Log.escapingControls(s)
+    // A versions listing's continuation token reads back as written.
+    if let t = VersionsToken(s) { check(VersionsToken(t.text) == t, "a versions token \(s)") }
+    // x-amz-restore: a restored copy is claimed only by an answer that says ongoing-request (names in any case).
+    if RestoreStatus.parse(s) != .none { check(s.lowercased().contains("ongoing-request"), "a restore status from \(s)") }
+    // The SSE-C key file: a key is exactly 32 bytes, and its description never holds it.
+    if let k = CustomerKey(fileContents: b) { check(!k.description.contains(k.keyBase64), "a key in its description") }
     return 0
 }

@@ -94,12 +94,13 @@ final class OwnChangeStore: ObjectStore, @unchecked Sendable {
         return etag
     }
     func abortMultipart(_ key: [UInt8], uploadId: String) throws { try inner.abortMultipart(key, uploadId: uploadId) }
-    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
-        let etag = try inner.copy(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag)
+    func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?, storageClass: String?) throws -> String {
+        let etag = try inner.copy(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag, storageClass: storageClass)
         own.note(to, .created(etag))
         return etag
     }
     func head(_ key: [UInt8]) throws -> ObjectInfo { try inner.head(key) }
+    func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted { try inner.restore(key, days: days, tier: tier) }
     var requestStats: RequestStats? { inner.requestStats }
     func delete(_ key: [UInt8]) throws {
         try inner.delete(key)

@@ -304,7 +304,7 @@ extension Filesystem {
                     let comp = Array(rest)
                     if MetadataIndex.isIndex(name: comp) { indexes[parent] = o.etag; break }
                     if let why = Names.invalidReason(comp) { skip(o.key, why); break }
-                    if !isHidden { add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t)) }
+                    if !isHidden { add(parent, comp, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t, storageClass: o.storageClass)) }
                     break
                 }
             }

@@ -179,7 +179,7 @@ extension Filesystem {
                 continue
             }
             if let why = Names.invalidReason(name) { skip(o.key, why); continue }
-            out.append((name, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t)))
+            out.append((name, CachedEntry(kind: .file, size: o.size, mtime: o.lastModified, etag: o.etag, at: t, storageClass: o.storageClass)))
         }
         for p in page.commonPrefixes {
             guard p.count > n, p.starts(with: dirPath), p.last == Names.slash else { continue }

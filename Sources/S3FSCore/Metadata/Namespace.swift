@@ -147,7 +147,8 @@ extension Filesystem {
                 moved.at = now()
                 do {
                     let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
-                                              metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil)
+                                              metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil,
+                                              storageClass: src.storageClass)
                     try store.delete(srcKey)
                     if !etag.isEmpty { moved.etag = etag }
                 } catch let notFound as S3Error where [.noSuchKey, .notFound].contains(notFound.kind) && state.withLock({ writing($0, srcKey) != nil }) {
@@ -235,7 +236,8 @@ extension Filesystem {
                     if i < 0 { break }
                     let k = keys[i]
                     do {
-                        _ = try store.copy(from: k.key, to: to + Array(k.key[from.count...]), size: k.size, metadata: nil, sourceETag: nil)
+                        _ = try store.copy(from: k.key, to: to + Array(k.key[from.count...]), size: k.size, metadata: nil, sourceETag: nil,
+                                           storageClass: k.storageClass)
                     } catch {
                         let e = error as? S3Error ?? S3Error(kind: .transport, status: 0, code: "Copy", message: "\(error)", operation: "CopyObject")
                         cond.broadcast { if failure == nil { failure = e } }

@@ -174,10 +174,11 @@ final class WalkPrefetch: @unchecked Sendable {
     private func fetchAhead(dir: [UInt8]) {
         guard let walk = state.withLock({ $0.walks[dir] }), walk.direction != 0 else { return }
         // Up to `span` files of the extensions the walk opens, looked for within 4 x span positions:
-        // heads of files of a sniffed extension, whole files up to `maxSize` of the others.
+        // heads of files of a sniffed extension, whole files up to `maxSize` of the others. Not
+        // archived objects: S3 refuses their bytes until restored.
         let range = walk.ahead(4 * span(walk))
         var next = fs.state.withLock { s -> [([UInt8], CachedEntry, Int)] in
-            s.attrs.entries(dir: dir, from: range.lowerBound, count: range.count, accept: { $0.kind == .file && $0.size > 0 && !$0.etag.isEmpty })
+            s.attrs.entries(dir: dir, from: range.lowerBound, count: range.count, accept: { $0.kind == .file && $0.size > 0 && !$0.etag.isEmpty && !$0.isArchived })
         }.filter { walk.extensions.contains(Self.extensionOf($0.0)) && (walk.mode(of: $0.0) == .head || $0.1.size <= maxSize) }
         if walk.direction < 0 { next.reverse() }
         next = Array(next.prefix(span(walk)))

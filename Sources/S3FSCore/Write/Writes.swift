@@ -359,7 +359,10 @@ extension Filesystem {
             }
         }
         do {
-            let etag = try store.copy(from: c.key, to: c.key, size: c.size, metadata: headers(c.meta), sourceETag: c.etag.isEmpty ? nil : c.etag)
+            // A copy onto itself in another class would move the object: it keeps the class listed.
+            let storageClass = state.withLock { $0.attrs[dir: c.dir, name: c.name]?.storageClass }
+            let etag = try store.copy(from: c.key, to: c.key, size: c.size, metadata: headers(c.meta), sourceETag: c.etag.isEmpty ? nil : c.etag,
+                                      storageClass: storageClass)
             meta.counters.withLock { $0.metadataCopies += 1 }
             let newETag = etag.isEmpty ? c.etag : etag
             let current = state.withLock { s -> Bool in
