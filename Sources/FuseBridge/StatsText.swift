@@ -66,7 +66,7 @@ public enum StatsText {
           "metadata": \(metadata),
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
-          "archived": {"refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
+          "archived": {"listed": \(s.archive.listed), "refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
           "fuse_errors": {\(errors)},\(notifications)
           "pools": {\(pools)},
           "heap_bytes": \(s.heapBytes),
@@ -117,6 +117,7 @@ public enum StatsText {
             gauge("s3mount_data_cache_bytes", "Bytes held in the local data cache.", Int(d.bytesCached))
         }
         counter("s3mount_verification_failures_total", "Answers whose bytes did not match the object's checksum or ETag.", Int64(s.verificationFailures))
+        gauge("s3mount_archived_listed", "Entries known now (listed within the TTL) in an archived storage class.", s.archive.listed)
         counter("s3mount_archived_refused_opens_total", "Opens of archived objects (GLACIER, DEEP_ARCHIVE) refused: not restored.", Int64(s.archive.refusedOpens))
         counter("s3mount_archived_restoring_opens_total", "Opens of archived objects refused while their restore ran.", Int64(s.archive.restoringSeen))
         counter("s3mount_restores_started_total", "Restores of archived objects this mount started (s3mount restore).", Int64(s.archive.restoresStarted))

@@ -7,6 +7,8 @@ import S3
 /// instead of GETs that S3 refuses (403 InvalidObjectState) one by one (docs/SEMANTICS.md,
 /// "Archived objects").
 public struct ArchiveCounters: Sendable, Equatable {
+    /// Entries the mount knows now (listed, within the TTL) whose storage class is archived.
+    public var listed = 0
     /// Opens refused because the object is archived and not restored.
     public var refusedOpens = 0
     /// Opens of an archived object whose restore was still running.

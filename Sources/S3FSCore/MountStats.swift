@@ -68,6 +68,7 @@ extension Filesystem {
         }
         s.notifications = listener.withLock { $0 }?.stats
         s.archive = Archive.counters.withLock { $0 }
+        s.archive.listed = state.withLock { $0.attrs.count(where: { $0.isArchived }) }
         return s
     }
 }

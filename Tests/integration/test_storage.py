@@ -277,8 +277,10 @@ def test_archived_object_open_fails_once_with_eacces_and_reads_after_restore(mot
     assert out.returncode == 1 and "cold/nothing: No such file" in out.stderr, out
     archived = m.stats()["archived"]
     assert archived["refused_opens"] >= 8 and archived["restores_started"] == 2, archived
+    # How many archived entries the mount knows now: g.bin (its class stays GLACIER once restored), d.bin, top.bin.
+    assert archived["listed"] == 3, archived
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert "s3mount_restores_started_total 2" in metrics, metrics
+    assert "s3mount_restores_started_total 2" in metrics and "s3mount_archived_listed 3" in metrics, metrics
 
 
 def test_restore_outside_a_mount_says_so(tmp_path):

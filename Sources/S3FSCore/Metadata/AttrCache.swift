@@ -262,6 +262,11 @@ struct AttrCache {
 
     /// Live entries in all tables.
     var count: Int { tables.values.reduce(0) { $0 + $1.live } }
+
+    /// Live entries that `matches` accepts, in every table (a walk of all of them: for statistics).
+    func count(where matches: (CachedEntry) -> Bool) -> Int {
+        tables.values.reduce(0) { n, t in n + t.entries.reduce(0) { $0 + (matches($1.1) ? 1 : 0) } }
+    }
     var completeCount: Int { tables.values.reduce(0) { $0 + ($1.listedAt == nil ? 0 : 1) } }
 
     func listedAt(_ dir: [UInt8]) -> Double? { tables[dir]?.listedAt }
