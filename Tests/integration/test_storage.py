@@ -233,7 +233,8 @@ def test_sse_c_object_reads_back_with_the_key_and_is_refused_without_it(moto, s3
         pos = moto.log_position()
         out = run(f"cat {m.path}/small.txt")
         assert out.returncode != 0 and "Permission denied" in out.stderr, (args, out)
-        gets = [r for r in moto.requests_since(pos, bucket) if r[0] == "GetObject"]
+        # (The directory's metadata index is encrypted with the key too: its read fails apart.)
+        gets = [r for r in moto.requests_since(pos, bucket) if r[0] == "GetObject" and r[2].endswith("/small.txt")]
         assert 1 <= len(gets) <= 3, gets
         lines = [line for line in m.log().splitlines() if "small.txt" in line and ("SSE-C" in line or "customer key" in line)]
         assert len(lines) == 1, m.log()
