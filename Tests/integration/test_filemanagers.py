@@ -97,8 +97,10 @@ def test_a_file_manager_opens_a_folder_with_small_reads_only(moto, s3, bucket, m
         return
     assert gets, f"{app} read nothing in {GUI_BOUND} s (seconds from its start: {reached})"
     assert reached["settled"], f"{app}'s reads did not settle in {GUI_BOUND} s (seconds from its start: {reached})"
-    # Whole files only where a whole file is what the program reads (thumbnails of small images);
-    # every other file a head of at most 64 KiB, and nothing read twice beyond a few.
+    # Whole files only where a whole file is what the program reads (thumbnails of small images,
+    # which Thunar's thumbnailer and its own type sniffing may each read: seen once on a loaded
+    # RGW, 7.3 MB for 3.6 MB of them); every other file a head of at most 64 KiB (the 25 .py files
+    # read whole would pass this bound by 2 MB), and nothing read twice beyond a few.
     whole = sum(len(folder[g]) for g in set(gets) if not g.endswith(".py"))
-    assert down <= whole + len({g for g in gets if g.endswith(".py")}) * (64 << 10) + 2 * 320_000, down
+    assert down <= 2 * whole + len({g for g in gets if g.endswith(".py")}) * (64 << 10) + 2 * 320_000, down
     assert len(gets) <= len(set(gets)) * 1.1 + 5, len(gets)
