@@ -79,6 +79,14 @@ final class PosixNodesTests: XCTestCase {
 
     // MARK: - through the filesystem
 
+    /// A file "f" created, written empty and closed through `fs`.
+    func writtenFile(_ fs: Filesystem, parent: UInt64) throws -> Attributes {
+        let (f, h) = try fs.create(parent: parent, name: b("f"), flags: O_WRONLY, mode: 0o644, caller: caller).get()
+        XCTAssertNil(fs.flush(handle: h, final: true))
+        fs.release(handle: h)
+        return f
+    }
+
     func testMknodMakesFifosSocketsAndDevicesAsEmptyObjectsShownFromTheIndex() throws {
         let store = InMemoryStore()
         let fs = make(store)
@@ -108,9 +116,7 @@ final class PosixNodesTests: XCTestCase {
         let store = InMemoryStore()
         let fs = make(store)
         let d = try fs.mkdir(parent: Filesystem.rootIno, name: b("d"), mode: 0o755, caller: caller).get()
-        let (f, h) = try fs.create(parent: d.ino, name: b("f"), flags: O_WRONLY, mode: 0o644, caller: caller).get()
-        XCTAssertNil(fs.flush(handle: h, final: true))
-        fs.release(handle: h)
+        let f = try writtenFile(fs, parent: d.ino)
         let before = try fs.getattr(ino: f.ino).get()
         usleep(2000)
         let after = try fs.setattr(ino: f.ino, size: nil, mode: 0o600, uid: nil, gid: nil, handle: nil).get()
@@ -127,9 +133,7 @@ final class PosixNodesTests: XCTestCase {
     func testAChmodOnAnotherMountOfAFileWithARecordIsWrittenAndADirectorysTimesAloneMakeNoIndex() throws {
         let store = InMemoryStore()
         let one = make(store)
-        let (f, h) = try one.create(parent: Filesystem.rootIno, name: b("f"), flags: O_WRONLY, mode: 0o644, caller: caller).get()
-        XCTAssertNil(one.flush(handle: h, final: true))
-        one.release(handle: h)
+        _ = try writtenFile(one, parent: Filesystem.rootIno)
         XCTAssertTrue(one.meta.flush())
         XCTAssertNotNil(store.data(".s3mount-meta"), "the file's stored mtime is in the index")
         let two = make(store)
@@ -138,7 +142,6 @@ final class PosixNodesTests: XCTestCase {
         XCTAssertTrue(two.meta.flush())
         let three = make(store)
         XCTAssertEqual(try three.lookup(parent: Filesystem.rootIno, name: b("f")).get()?.mode, 0o600)
-        _ = f
         // An unlink leaves the root's new times only: the index goes, none is made for them.
         XCTAssertNil(three.unlink(parent: Filesystem.rootIno, name: b("f")))
         XCTAssertTrue(three.meta.flush())
@@ -148,9 +151,7 @@ final class PosixNodesTests: XCTestCase {
     func testXattrsFollowTheFlagsTheLimitAndTheNamespaces() throws {
         let store = InMemoryStore()
         let fs = make(store)
-        let (f, h) = try fs.create(parent: Filesystem.rootIno, name: b("f"), flags: O_WRONLY, mode: 0o644, caller: caller).get()
-        XCTAssertNil(fs.flush(handle: h, final: true))
-        fs.release(handle: h)
+        let f = try writtenFile(fs, parent: Filesystem.rootIno)
         XCTAssertNil(fs.setxattr(ino: f.ino, name: "user.a", value: [1], flags: 0))
         XCTAssertEqual(fs.setxattr(ino: f.ino, name: "user.a", value: [2], flags: Filesystem.xattrCreate)?.errno, EEXIST)
         XCTAssertEqual(fs.setxattr(ino: f.ino, name: "user.b", value: [2], flags: Filesystem.xattrReplace)?.errno, ENODATA)

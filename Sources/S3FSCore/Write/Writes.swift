@@ -113,9 +113,8 @@ extension Filesystem {
     }
 
     /// An entry was created, removed or renamed in `dirPath`: its mtime and ctime become now.
-    /// Shown at once and kept in memory; stored with the next write of its parent's index (a
-    /// `tar x` that sets the directory's times at the end writes them), so that a burst of
-    /// creates costs no request of its own (docs/SEMANTICS.md, "Times").
+    /// Shown at once, at no request; stored with the next write of its parent's index only when
+    /// the directory has a record of its own (`MetadataIndex.touch`, docs/SEMANTICS.md, "Times").
     func touchDirectory(_ dirPath: [UInt8]) {
         guard options.metadata != .none else { return }
         let (dir, name) = dirPath == rootPath ? (rootPath, Self.rootRecordName) : splitKey(Array(dirPath.dropLast()))
@@ -237,11 +236,6 @@ extension Filesystem {
     func splitKey(_ key: [UInt8]) -> ([UInt8], [UInt8]) {
         if let i = key.lastIndex(of: Names.slash) { return (Array(key[...i]), Array(key[(i + 1)...])) }
         return ([], key)
-    }
-
-    /// Size of the file as the writers see it, when one is open.
-    func openWriterSize(ino: UInt64) -> Int64? {
-        handles.writer { $0.ino == ino }?.size
     }
 
     /// Attribute changes: size (truncate), and mode, owner, group and mtime, stored in the object's
