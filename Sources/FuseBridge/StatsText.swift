@@ -35,6 +35,11 @@ public enum StatsText {
             "\"\(op)\": {" + byErrno.sorted(by: { $0.key < $1.key }).map { "\"\(errnoName($0.key))\": \($0.value)" }.joined(separator: ", ") + "}"
         }.joined(separator: ", ")
         let r = s.requests
+        var writeBack = ""
+        if let w = s.writeBack {
+            writeBack = "\n  \"write_back\": {\"pending\": \(w.pending), \"pending_bytes\": \(w.pendingBytes), \"uploaded\": \(w.uploaded), "
+                + "\"failed\": \(w.failed), \"failed_kept\": \(w.failedNow), \"recovered\": \(w.recovered), \"journal_records\": \(w.journalRecords)},"
+        }
         var notifications = ""
         if let n = s.notifications {
             func ms(_ v: Double?) -> String { v.map { String(Int(($0 * 1000).rounded())) } ?? "null" }
@@ -67,7 +72,7 @@ public enum StatsText {
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
           "archived": {"listed": \(s.archive.listed), "refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
-          "fuse_errors": {\(errors)},\(notifications)
+          "fuse_errors": {\(errors)},\(writeBack)\(notifications)
           "pools": {\(pools)},
           "heap_bytes": \(s.heapBytes),
           "skipped_keys": \(c.skippedNames)
@@ -121,6 +126,12 @@ public enum StatsText {
         counter("s3mount_archived_refused_opens_total", "Opens of archived objects (GLACIER, DEEP_ARCHIVE) refused: not restored.", Int64(s.archive.refusedOpens))
         counter("s3mount_archived_restoring_opens_total", "Opens of archived objects refused while their restore ran.", Int64(s.archive.restoringSeen))
         counter("s3mount_restores_started_total", "Restores of archived objects this mount started (s3mount restore).", Int64(s.archive.restoresStarted))
+        if let w = s.writeBack {
+            gauge("s3mount_write_back_pending", "Closed files whose upload is owed (--write-back).", w.pending)
+            gauge("s3mount_write_back_pending_bytes", "Bytes of closed files whose upload is owed.", Int(w.pendingBytes))
+            counter("s3mount_write_back_uploaded_total", "Write-back uploads that landed.", Int64(w.uploaded))
+            counter("s3mount_write_back_failed_total", "Write-back uploads that failed for good (kept in the spool).", Int64(w.failed))
+        }
         out += "# HELP s3mount_fuse_errors_total Error replies to the kernel, by FUSE operation and errno.\n# TYPE s3mount_fuse_errors_total counter\n"
         for (op, byErrno) in fuseErrors.sorted(by: { $0.key < $1.key }) {
             for (e, n) in byErrno.sorted(by: { $0.key < $1.key }) {

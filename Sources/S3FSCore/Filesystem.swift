@@ -63,6 +63,8 @@ public final class Filesystem: @unchecked Sendable {
 
     /// Multipart uploads in progress, recorded so a later mount can abort what this one leaves.
     let journal: UploadJournal?
+    /// `--write-back`: closed files whose upload is owed, their journal and bounds (WriteBack.swift).
+    let writeBack: WriteBack?
     /// With notifications: how long caches are trusted now (long while the queue is healthy), the
     /// changes this mount made (their events change nothing), and the newest event per key.
     let ttl: MetadataTTL
@@ -71,12 +73,13 @@ public final class Filesystem: @unchecked Sendable {
     /// The notification listener, for the statistics.
     let listener = Locked<NotificationListener?>(nil)
 
-    public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil, journal: UploadJournal? = nil) {
+    public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil, journal: UploadJournal? = nil, writeBackJournal: WriteBackJournal? = nil) {
         let own = options.notifications ? OwnChanges() : nil
         let store: ObjectStore = own.map { OwnChangeStore(store, own: $0) } ?? store
         self.ownChanges = own
         self.store = store
         self.journal = journal
+        self.writeBack = options.writeBack ? writeBackJournal.map { WriteBack(journal: $0, maxFiles: options.writeBackMaxFiles, maxBytes: options.writeBackMaxBytes) } : nil
         self.options = options
         self.ttl = MetadataTTL(options.metadataTTL)
         self.reads = ReadShared(store: store, options: options, cache: cache)

@@ -1,3 +1,4 @@
+import Glibc
 import S3
 
 /// What a handle (the `fh` the kernel passes back) stands for: a file open for reading, a file
@@ -6,6 +7,37 @@ enum Handle {
     case read(FileReader)
     case write(FileWriter)
     case dir(DirHandle)
+    /// A file opened for reading while this mount holds unsent data of it (an open writer, or a
+    /// write-back not landed yet): read from that writer's spool, not from S3.
+    case spool(SpoolReader)
+}
+
+/// Reads of a spool file through a descriptor of its own: the writer may close (and remove) its
+/// spool meanwhile, and the bytes stay readable until this handle is released.
+final class SpoolReader: @unchecked Sendable {
+    let fd: Int32
+    let key: [UInt8]
+    let ino: UInt64
+    init?(path: String, key: [UInt8], ino: UInt64) {
+        guard let fd = OwnedFile.open(path, O_RDONLY) else { return nil }
+        self.fd = fd
+        self.key = key
+        self.ino = ino
+    }
+    func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
+        var out = [UInt8](repeating: 0, count: max(0, length))
+        var done = 0
+        while done < out.count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return .failure(FSError(errno)) }
+            if n == 0 { break }
+            done += n
+        }
+        out.removeSubrange(done...)
+        return .success(out)
+    }
+    func close() { Glibc.close(fd) }
 }
 
 /// The mount's open handles: a part of its own with its own lock. The lock is a leaf: nothing is
@@ -46,6 +78,10 @@ final class HandleTable: @unchecked Sendable {
         state.withLock { if case .write(let w)? = $0.open[n] { return w } else { return nil } }
     }
 
+    func spoolReader(_ n: UInt64) -> SpoolReader? {
+        state.withLock { if case .spool(let r)? = $0.open[n] { return r } else { return nil } }
+    }
+
     func dir(_ n: UInt64) -> DirHandle? {
         state.withLock { if case .dir(let d)? = $0.open[n] { return d } else { return nil } }
     }
@@ -81,7 +117,7 @@ final class HandleTable: @unchecked Sendable {
             var c = (read: 0, write: 0, dir: 0)
             for h in s.open.values {
                 switch h {
-                case .read: c.read += 1
+                case .read, .spool: c.read += 1
                 case .write: c.write += 1
                 case .dir: c.dir += 1
                 }

@@ -28,6 +28,8 @@ public struct MountStats: Sendable {
     public var notifications: NotificationStats? = nil
     /// Archived objects: opens refused, restores seen running, restores started.
     public var archive = ArchiveCounters()
+    /// `--write-back` (nil without it).
+    public var writeBack: WriteBackStats? = nil
 
     public struct DataCacheStats: Sendable {
         public var hits = 0, misses = 0, bytesServed: Int64 = 0, bytesWritten: Int64 = 0, bytesCached: Int64 = 0, evictions = 0, writeErrors = 0
@@ -69,6 +71,7 @@ extension Filesystem {
         s.notifications = listener.withLock { $0 }?.stats
         s.archive = Archive.counters.withLock { $0 }
         s.archive.listed = state.withLock { $0.attrs.count(where: { $0.isArchived }) }
+        s.writeBack = writeBackStats
         return s
     }
 }

@@ -33,6 +33,13 @@ extension Filesystem {
             case .success: return .failure(FSError(ENOENT))
             }
         }
+        // Data this mount has not sent yet (a file still open for writing, a write-back owed):
+        // readers on this mount see it, from the spool (a dirty spool holds the whole file: the
+        // first write or truncate downloads what an overwrite starts from).
+        if handles.hasWriters, let w = handles.writer(where: { $0.key == node.entryKey && $0.isDirty }),
+           let r = SpoolReader(path: w.spoolPath, key: node.entryKey, ino: ino) {
+            return .success(handles.add(.spool(r)))
+        }
         if let refused = archivedOpenError(node.entryKey, entry) { return .failure(refused) }
         // Only a streamed file has a window to size from the kernel's read-ahead (asked then, not at
         // every open): a small one is fetched whole.
@@ -53,6 +60,12 @@ extension Filesystem {
     public func read(handle: UInt64, offset: Int64, size: Int, interrupted: (() -> Bool)? = nil, reply: ([UnsafeRawBufferPointer]) -> Void) -> FSError? {
         if let w = handles.writer(handle) {
             switch w.read(offset: offset, length: size) {
+            case .success(let d): d.withUnsafeBytes { reply([$0]) }; return nil
+            case .failure(let e): return e
+            }
+        }
+        if let sr = handles.spoolReader(handle) {
+            switch sr.read(offset: offset, length: size) {
             case .success(let d): d.withUnsafeBytes { reply([$0]) }; return nil
             case .failure(let e): return e
             }
@@ -92,21 +105,20 @@ extension Filesystem {
 
     public func release(handle: UInt64) {
         if let w = handles.writer(handle) {
+            // With write-back, a file whose close put it in the journal goes up in the background.
+            if let wb = writeBack {
+                if persistForClose(handle: handle, w, wb) == nil, releaseToWriteBack(handle: handle, w, wb) { return }
+                wb.update { $0.drop(handle) }
+            }
             if let e = flush(handle: handle, final: true) {
                 Log.error("release of \(Names.display(w.key)): upload failed (\(e)); nobody is left to tell")
             }
-            // (It no longer makes what listings show.)
-            state.withLock { s in
-                _ = handles.remove(handle)
-                detachListings(&s, above: w.key)
-            }
-            w.close()
-            // Notifications: a directory whose keys others deleted while this file was being
-            // written, and that this close left empty (nothing uploaded), is gone as S3 shows it.
-            if options.notifications { settleDirectories(above: w.key) }
+            finishWriter(handle: handle, w)
             return
         }
-        guard case .read(let r)? = handles.remove(handle) else { return }
+        let removed = handles.remove(handle)
+        if case .spool(let sr)? = removed { sr.close(); return }
+        guard case .read(let r)? = removed else { return }
         let (dir, name) = AttrCache.split(r.key)
         walkPrefetch.closed(dir: dir, name: name, size: r.size, readTo: r.readTo)
         r.close()
@@ -120,6 +132,19 @@ extension Filesystem {
             do { try store.delete(r.key) } catch { Log.error("deleting \(Names.display(r.key)) after its last close: \(error)") }
         }
         if options.notifications && last { settleDirectories(above: r.key) }
+    }
+
+    /// A writer whose upload is done (or given up): out of the handle table, its spool closed.
+    func finishWriter(handle: UInt64, _ w: FileWriter) {
+        // (It no longer makes what listings show.)
+        state.withLock { s in
+            _ = handles.remove(handle)
+            detachListings(&s, above: w.key)
+        }
+        w.close()
+        // Notifications: a directory whose keys others deleted while this file was being
+        // written, and that this close left empty (nothing uploaded), is gone as S3 shows it.
+        if options.notifications { settleDirectories(above: w.key) }
     }
 
     public func statfs() -> StatfsInfo { StatfsInfo() }

@@ -12,6 +12,9 @@ enum Pools {
     /// Multipart upload parts of every file being written (each file keeps at most
     /// `FSOptions.parallelParts` of them in flight).
     static let uploads = WorkerPool(name: "s3m-upload", maxThreads: 32, bulk: true)
+    /// `--write-back`: whole-file uploads of closed files (their multipart parts go to `uploads`,
+    /// so no job here waits for one of its own pool), and at mount what an earlier run owed.
+    static let writeBack = WorkerPool(name: "s3m-writeback", maxThreads: 16, bulk: true)
     /// Server-side copies of a directory rename.
     static let copies = WorkerPool(name: "s3m-copy", maxThreads: 16, bulk: true)
     /// HeadObject of names a listing showed (`--metadata head`), ahead of their `stat`.
@@ -19,7 +22,7 @@ enum Pools {
 
     /// Threads started and jobs waiting, by pool: for the statistics.
     static var load: [(name: String, threads: Int, queued: Int)] {
-        [("s3m-list", listings), ("s3m-upload", uploads), ("s3m-copy", copies), ("s3m-head", heads)].map {
+        [("s3m-list", listings), ("s3m-upload", uploads), ("s3m-writeback", writeBack), ("s3m-copy", copies), ("s3m-head", heads)].map {
             let l = $0.1.load
             return ($0.0, l.threads, l.queued)
         }

@@ -64,6 +64,11 @@ public struct FSOptions: Sendable {
     /// Extended attributes (`--xattr`): `user.*` kept with the objects, the rest answered locally.
     /// Off: the kernel is told at once that there are none, and `ls -l` asks nothing per file.
     public var xattr = false
+    /// `--write-back`: `close` returns once the file is in the journal on local disk; uploads run
+    /// in the background, at most this many files and bytes owed at once (a close past that waits).
+    public var writeBack = false
+    public var writeBackMaxFiles = 1024
+    public var writeBackMaxBytes: Int64 = 1 << 30
     /// The TTL while the notification queue cannot be read.
     public var degradedTTL: Double = 60
     public init() {}

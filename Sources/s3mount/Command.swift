@@ -183,6 +183,21 @@ struct S3MountCommand: ParsableCommand {
             completion: .directory)
     var cache: String?
 
+    @Flag(name: .customLong("write-back"),
+          help: "close returns once the file is in a journal on local disk (synced); uploads run in parallel in the background, fsync waits for S3, and a mount after a crash sends what was owed (default: close returns once S3 has the file; see docs/SEMANTICS.md)")
+    var writeBack = false
+
+    @Option(name: .customLong("write-back-max-files"),
+            help: ArgumentHelp("with --write-back: closed files whose upload may be owed at once; a close past that waits (default 1024; 1 to 100000)", valueName: "N"),
+            completion: .list([]))
+    var writeBackMaxFiles: String?
+
+    @Option(name: .customLong("write-back-max-bytes"),
+            help: ArgumentHelp("with --write-back: bytes of closed files whose upload may be owed at once, such as 512M or 4G; a close past that waits (default 1G; at least 1M)",
+                               valueName: "SIZE"),
+            completion: .list([]))
+    var writeBackMaxBytes: String?
+
     @Option(name: .customLong("max-cache-size"),
             help: ArgumentHelp("bound of --cache, such as 512M or 20G; least recently used objects are evicted (default 5G)", valueName: "SIZE"),
             completion: .list([]))

@@ -223,6 +223,9 @@ enum Daemon {
         fsOptions.metadata = config.metadata
         fsOptions.spoolDir = config.spoolDir ?? "/var/tmp"
         fsOptions.notifications = config.notificationQueue != nil
+        fsOptions.writeBack = config.writeBack && !config.readOnly
+        fsOptions.writeBackMaxFiles = config.writeBackMaxFiles
+        fsOptions.writeBackMaxBytes = config.writeBackMaxBytes
 
         // One small listing proves the bucket exists, is reachable and that we may list it. It asks
         // for the root's metadata index, so it also tells whether there is one.
@@ -256,7 +259,18 @@ enum Daemon {
             }
         }
         let journal = config.readOnly ? nil : UploadJournal(spoolDir: fsOptions.spoolDir, store: storeName)
-        let fs = Filesystem(store: client, options: fsOptions, cache: cache, journal: journal)
+        var writeBackJournal: WriteBackJournal? = nil
+        if fsOptions.writeBack {
+            guard let j = WriteBackJournal(spoolDir: fsOptions.spoolDir, store: storeName) else {
+                report(false, "--write-back: cannot keep its journal in \(fsOptions.spoolDir)")
+                return 1
+            }
+            writeBackJournal = j
+        }
+        let fs = Filesystem(store: client, options: fsOptions, cache: cache, journal: journal, writeBackJournal: writeBackJournal)
+        // Files an earlier run closed with --write-back and did not upload (it died): sent before
+        // the mount answers a lookup, so nobody sees their old contents.
+        fs.finishEarlierWriteBacks(spoolDir: fsOptions.spoolDir, store: storeName)
         fs.reportLeftovers()
         if let journal {
             // Multipart uploads an earlier run started and never ended: their parts cost money.

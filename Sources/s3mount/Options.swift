@@ -39,6 +39,10 @@ struct MountConfig {
     var noExec = false
     /// `--xattr`: user.* extended attributes kept with the objects.
     var xattr = false
+    /// `--write-back` and its bounds.
+    var writeBack = false
+    var writeBackMaxFiles = 1024
+    var writeBackMaxBytes: Int64 = 1 << 30
     /// Default 60 s: long enough that browsing a tree (ls, find, a file manager's repeated
     /// stats) is served from memory, short enough that changes made by other S3 clients show up
     /// within a minute.
@@ -129,6 +133,9 @@ extension S3MountCommand {
         c.credentialsFile = credentialsFile
         if let v = readAhead { c.readAheadKiB = try V.readAhead(v) }
         c.cacheDir = cache
+        c.writeBack = writeBack
+        if let v = writeBackMaxFiles { c.writeBackMaxFiles = try V.count(name("write-back-max-files"), v, 1...100_000) }
+        if let v = writeBackMaxBytes { c.writeBackMaxBytes = Int64(try V.byteSize(name("write-back-max-bytes"), v, min: 1 << 20)) }
         if let v = maxCacheSize { c.maxCacheSize = Int64(try V.byteSize(name("max-cache-size"), v, min: 1 << 20)) }
         if let v = readPartSize { c.readPartSize = try V.byteSize(name("read-part-size"), v, min: 1 << 20, max: 64 << 20) }
         if let v = readConcurrency { c.readConcurrency = try V.count(name("read-concurrency"), v, 1...64) }

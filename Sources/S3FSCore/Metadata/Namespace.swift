@@ -145,19 +145,33 @@ extension Filesystem {
             do {
                 var moved = src
                 moved.at = now()
-                do {
-                    let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
-                                              metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil,
-                                              storageClass: src.storageClass)
-                    try store.delete(srcKey)
-                    if !etag.isEmpty { moved.etag = etag }
-                } catch let notFound as S3Error where [.noSuchKey, .notFound].contains(notFound.kind) && state.withLock({ writing($0, srcKey) != nil }) {
-                    // Created and not closed yet, so not in S3: its writer uploads it under the new
-                    // name when closed (replacing what that name held). One still to download its
-                    // object must have it first (gone from S3 meanwhile: the rename fails).
-                    if let w = state.withLock({ writing($0, srcKey) }) {
-                        if let loadError = w.loadBeforeUnlink() { throw loadError }
-                        w.markPendingEmpty()
+                if let w = state.withLock({ writing($0, srcKey) }), w.retargetIfUnsent(to: dstKey) {
+                    // Its data is not in S3 yet (open for writing, or a write-back owed): it goes
+                    // up under the new key, and nothing is copied (rsync's and git's temporary
+                    // files). An object the old name had in S3 goes.
+                    moved.etag = ""
+                    if !src.etag.isEmpty {
+                        do { try store.delete(srcKey) } catch {
+                            _ = w.retargetIfUnsent(to: srcKey)
+                            throw error
+                        }
+                    }
+                    noteWriteBack(w)
+                } else {
+                    do {
+                        let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
+                                                  metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil,
+                                                  storageClass: src.storageClass)
+                        try store.delete(srcKey)
+                        if !etag.isEmpty { moved.etag = etag }
+                    } catch let notFound as S3Error where [.noSuchKey, .notFound].contains(notFound.kind) && state.withLock({ writing($0, srcKey) != nil }) {
+                        // Created and not closed yet, so not in S3: its writer uploads it under the new
+                        // name when closed (replacing what that name held). One still to download its
+                        // object must have it first (gone from S3 meanwhile: the rename fails).
+                        if let w = state.withLock({ writing($0, srcKey) }) {
+                            if let loadError = w.loadBeforeUnlink() { throw loadError }
+                            w.markPendingEmpty()
+                        }
                     }
                 }
                 record(dirPath: dstDir, name: newName, moved)
@@ -266,9 +280,11 @@ extension Filesystem {
                 if c.parentPath.starts(with: fromPath) { c.parentPath = newPrefix + Array(c.parentPath[fromPath.count...]) }
             }
         }
-        for w in handles.writers where w.key.starts(with: fromPath) || w.key == fromPath {
+        // A file's writers have its key; a directory's have keys under its prefix (fromPath).
+        for w in handles.writers where isDirectory ? w.key.starts(with: fromPath) : w.key == fromPath {
             let rest = w.key == fromPath ? [] : Array(w.key[fromPath.count...])
             w.rename(to: (isDirectory ? Names.dirPath(parentPath: toParentPath, name: toName) : Names.entryKey(dirPath: toParentPath, name: toName)) + rest)
+            noteWriteBack(w)
         }
     }
 }

@@ -50,6 +50,14 @@ final class FileWriter: @unchecked Sendable {
         /// The metadata a multipart upload was created with: completed with other metadata
         /// (a chmod or utimens while it ran), the object is copied onto itself with the new.
         var multipartMeta: PosixMeta? = nil
+        /// Bumped by every change of the content: what a write-back record was taken of.
+        var changes: UInt64 = 0
+        /// `--write-back`: its record in the journal (while its upload is owed), and the content
+        /// it was taken of.
+        var journalId: UInt64? = nil
+        var journaledChanges: UInt64? = nil
+        /// Released, its upload running (or failed) on the write-back pool.
+        var background = false
     }
     let state: Locked<State>
     let partsDone = Condition()
@@ -86,7 +94,7 @@ final class FileWriter: @unchecked Sendable {
     var size: Int64 { state.withLock { $0.size } }
     var isDirty: Bool { state.withLock { ($0.dirty || $0.pendingEmpty) && !$0.unlinked } }
 
-    func markPendingEmpty() { state.withLock { $0.pendingEmpty = true; $0.contentTime = Timestamp.now() } }
+    func markPendingEmpty() { state.withLock { $0.pendingEmpty = true; $0.contentTime = Timestamp.now(); $0.changes &+= 1 } }
 
     var meta: PosixMeta { state.withLock { $0.meta } }
     /// The metadata stat shows while it is open: an unset mtime is its content's time.
@@ -184,6 +192,7 @@ final class FileWriter: @unchecked Sendable {
             let startMultipart = state.withLock { s -> Bool in
                 s.size = max(s.size, end)
                 s.dirty = true
+                s.changes &+= 1
                 // A write sets the mtime and ctime (stored with the upload).
                 s.meta.mtime = nil
                 s.meta.ctime = nil
@@ -207,6 +216,7 @@ final class FileWriter: @unchecked Sendable {
             state.withLock { s in
                 s.size = newSize
                 s.dirty = true
+                s.changes &+= 1
                 s.meta.mtime = nil
                 s.meta.ctime = nil
                 s.contentTime = Timestamp.now()
@@ -477,6 +487,43 @@ final class FileWriter: @unchecked Sendable {
             key = newKey
         }
     }
+
+    // MARK: - write-back
+
+    /// What a write-back record is taken of: the content's version, its size, and its bytes when
+    /// they fit in the record (else the spool is synced to disk first, and the record names it).
+    /// nil when the spool cannot be read or synced (the close then waits for S3).
+    func journalSnapshot(inlineLimit: Int) -> (changes: UInt64, size: Int64, inline: [UInt8]?)? {
+        ioLock.withLock { _ -> (UInt64, Int64, [UInt8]?)? in
+            if ensureLoaded() != nil { return nil }
+            let (changes, size) = state.withLock { ($0.changes, $0.size) }
+            if size > Int64(inlineLimit) { return fdatasync(fd) == 0 ? (changes, size, nil) : nil }
+            var out = [UInt8](repeating: 0, count: Int(size))
+            var done = 0
+            while done < out.count {
+                let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return nil }
+                done += n
+            }
+            return (changes, size, out)
+        }
+    }
+
+    /// A rename of a file whose data is not in S3 yet: it goes up under the new key, and nothing
+    /// is copied. False when there is nothing to send (the rename then moves the object).
+    func retargetIfUnsent(to newKey: [UInt8]) -> Bool {
+        ioLock.withLock { _ in
+            guard state.withLock({ ($0.dirty || $0.pendingEmpty) && !$0.unlinked }) else { return false }
+            if state.withLock({ $0.upload != nil || $0.creatingUpload }) { abortMultipart() }
+            key = newKey
+            return true
+        }
+    }
+
+    /// At unmount, a write-back whose upload failed: the spool file stays where the journal
+    /// names it, for the next mount to send.
+    func closeKeepingSpool() { Glibc.close(fd) }
 
     /// Closes the spool. When the last upload failed, the spool is kept (renamed so it is easy
     /// to find) and its path logged: the data is recoverable.

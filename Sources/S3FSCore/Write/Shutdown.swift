@@ -38,7 +38,11 @@ extension Filesystem {
             // Metadata changes still waiting for their directory's index to be written.
             if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }
             reads.cache?.close()
+            // Records still open (failed uploads, a timeout) stay for the next mount.
+            writeBack?.journal.close()
         }
+        // Write-back uploads under way finish first (their writers are the pool's).
+        drainWriteBack(timeout: timeout)
         // Files the kernel never released (umount -l, SIGTERM) whose data is already in S3: their
         // spool files go now, not left behind in the spool directory.
         for (_, w) in handles.removeWriters(where: { !$0.isDirty }) { w.close() }

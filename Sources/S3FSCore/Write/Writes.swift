@@ -174,6 +174,9 @@ extension Filesystem {
         if options.readOnly { return .failure(FSError(EROFS)) }
         guard let n = state.withLock({ $0.nodes[ino] }) else { return .failure(FSError(ENOENT)) }
         guard n.kind == .file else { return .failure(FSError(EISDIR)) }
+        // With write-back: an earlier close's upload of this file lands before it is opened
+        // again (the new writer starts from what S3 then holds).
+        if let e = settleWriteBack(ino: ino) { return .failure(e) }
         let w: FileWriter
         // An overwrite keeps mode, owner and times until it writes (a write or truncate sets the
         // mtime and ctime: `touch -a` opens for writing and changes neither).
@@ -210,7 +213,10 @@ extension Filesystem {
     /// and fsync() return only once S3 has it. `final` marks release and shutdown.
     public func flush(handle: UInt64, final: Bool = false) -> FSError? {
         guard let w = handles.writer(handle) else { return nil }
-        switch w.upload(final: final) {
+        if let wb = writeBack, !final { return persistForClose(handle: handle, w, wb) }
+        let result = w.upload(final: final)
+        if case .success = result { endWriteBackRecord(w) }
+        switch result {
         case .failure(let e): return e
         case .success(nil): return nil
         case .success(let up?):
@@ -227,6 +233,10 @@ extension Filesystem {
     /// fsync: the file's data, and its directory's metadata index, are in S3 when it returns.
     public func fsync(handle: UInt64) -> FSError? {
         if let e = flush(handle: handle, final: true) { return e }
+        // With write-back: what earlier closes of this file left to upload lands first, whatever
+        // the handle fsync'ed (a reader's too).
+        if let ino = handles.writer(handle)?.ino ?? handles.reader(handle)?.ino ?? handles.spoolReader(handle)?.ino,
+           let e = settleWriteBack(ino: ino) { return e }
         guard let w = handles.writer(handle) else { return nil }
         let dir = state.withLock { $0.nodes[w.ino]?.parentPath } ?? splitKey(w.key).0
         meta.runCopies(where: { $0.key == w.key })
@@ -297,9 +307,13 @@ extension Filesystem {
     }
 
     /// chmod, chown, utimens, xattrs: `edit` changes the inode's metadata (or refuses), and its
-    /// ctime becomes now. An open file with unsent data takes the change with its upload; a
-    /// stored object is copied onto itself with the new headers (one CopyObject, as s3fs does); a
-    /// directory's marker is written again with them. The index is updated either way.
+    /// ctime becomes now. An open file with unsent data (or one waiting for its write-back) takes
+    /// the change with its upload. Otherwise the change goes to the directory's index, written
+    /// once per directory and second however many entries changed (tar's utimens and chmod after
+    /// each close cost no request of their own); the object's headers keep what its upload said.
+    /// With `--metadata head`, kept for buckets shared with tools that read only headers (s3fs),
+    /// a stored object is also copied onto itself with the new headers (one CopyObject, as s3fs
+    /// does), and a directory's marker written again.
     func changeMeta(_ n: Node, handle: UInt64?, _ edit: (inout PosixMeta) -> FSError?) -> FSError? {
         // An index this program cannot read is never written over: its directory's metadata is
         // read-only (said once in the log when it was read).
@@ -312,13 +326,14 @@ extension Filesystem {
             recordMeta(dirPath: dir, name: name, kind: .directory, etag: "", m)
             // Its marker is written again with the new headers, a moment later (rsync sets a
             // directory's times and mode one after the other).
-            if n.ino != Self.rootIno {
+            if n.ino != Self.rootIno && options.metadata == .head {
                 meta.deferCopy(.init(dir: dir, name: name, key: n.path, meta: m, size: 0, etag: "", since: now()))
             }
             return nil
         }
         let writer = handle.flatMap { handles.writer($0) } ?? handles.writer { $0.ino == n.ino }
         writer?.setMeta(m)
+        if let writer { noteWriteBack(writer) }
         let entry: CachedEntry
         switch resolve(dirPath: n.parentPath, name: n.name) {
         case .failure(let e): return e
@@ -330,9 +345,13 @@ extension Filesystem {
             recordMeta(dirPath: dir, name: name, kind: .file, etag: entry.etag, m, persist: false)
             return nil
         }
-        // A copy onto itself sets LastModified: the mtime shown stays the one it was.
+        // Its mtime is the one shown until now, whatever LastModified a copy would give it.
         if m.mtime == nil { m.mtime = Timestamp(seconds: entry.mtime) }
         writer?.setMeta(m)
+        guard options.metadata == .head else {
+            recordMeta(dirPath: dir, name: name, kind: .file, etag: entry.etag, m)
+            return nil
+        }
         // Shown at once; the copy waits a moment for the next change (or a rename that carries it).
         recordMeta(dirPath: dir, name: name, kind: .file, etag: entry.etag, m, persist: false)
         meta.deferCopy(.init(dir: n.parentPath, name: n.name, key: n.entryKey, meta: m, size: entry.size, etag: entry.etag, since: now()))
