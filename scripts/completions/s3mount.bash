@@ -163,9 +163,9 @@ _s3mount() {
     local -a unparsed_words=("${COMP_WORDS[@]:1:${COMP_CWORD}}")
 
     local -a repeating_flags=()
-    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type --sse-bucket-key --requester-pays -d --debug -f --foreground --version -h --help)
+    local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type --write-back --sse-bucket-key --requester-pays -d --debug -f --foreground --version -h --help)
     local -a repeating_options=(-o)
-    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address --sse --sse-kms-key-id --sse-c-key-file --storage-class --expected-bucket-owner --as-of)
+    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --write-back-max-files --write-back-max-bytes --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address --sse --sse-kms-key-id --sse-c-key-file --storage-class --expected-bucket-owner --as-of)
     __s3mount_offer_flags_options 2
 
     # Offer option value completions
@@ -244,6 +244,14 @@ _s3mount() {
         ;;
     '--cache')
         __s3mount_add_completions -d
+        return
+        ;;
+    '--write-back-max-files')
+        __s3mount_add_completions -W ''
+        return
+        ;;
+    '--write-back-max-bytes')
+        __s3mount_add_completions -W ''
         return
         ;;
     '--max-cache-size')

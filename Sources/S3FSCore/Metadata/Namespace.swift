@@ -148,8 +148,10 @@ extension Filesystem {
                 if let w = state.withLock({ writing($0, srcKey) }), w.retargetIfUnsent(to: dstKey) {
                     // Its data is not in S3 yet (open for writing, or a write-back owed): it goes
                     // up under the new key, and nothing is copied (rsync's and git's temporary
-                    // files). An object the old name had in S3 goes.
-                    moved.etag = ""
+                    // files). An object the old name had in S3 goes; one the new name had stays
+                    // until the upload replaces it, and its ETag is what the entry keeps (a later
+                    // rename must delete it).
+                    moved.etag = dst?.kind == .file ? dst?.etag ?? "" : ""
                     if !src.etag.isEmpty {
                         do { try store.delete(srcKey) } catch {
                             _ = w.retargetIfUnsent(to: srcKey)

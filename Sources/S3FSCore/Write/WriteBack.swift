@@ -232,15 +232,13 @@ extension Filesystem {
     /// `--write-back`. What fails is kept for the mount after this one. Returns how many landed.
     @discardableResult
     public func finishEarlierWriteBacks(spoolDir: String, store storeName: String) -> Int {
-        let reader = writeBack?.journal ?? WriteBackJournal(spoolDir: spoolDir, store: storeName)
-        guard let reader else { return 0 }
-        defer { if writeBack == nil { reader.close() } }
+        let ourStore = WriteBackJournal.storeName(storeName)
         var landed = 0
-        for run in reader.earlierRuns() {
+        for run in WriteBackJournal.earlierRuns(in: spoolDir) {
             var bytes: [UInt8] = []
             for fd in run.fds { bytes += readRegularFile(fd, maxBytes: WriteBackJournal.maxSegmentRead) ?? [] }
             let owed = WriteBackJournal.owed(in: bytes)
-            let ours = owed.filter { $0.store == reader.storeName }
+            let ours = owed.filter { $0.store == ourStore }
             if options.readOnly && !ours.isEmpty {
                 Log.error("write-back: \(ours.count) upload(s) that an earlier run owes wait in \(spoolDir); mount read-write to send them")
                 for f in run.fds { Glibc.close(f) }

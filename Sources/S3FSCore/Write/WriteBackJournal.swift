@@ -57,7 +57,7 @@ public final class WriteBackJournal: @unchecked Sendable {
     /// nil when the first segment cannot be made: the mount then refuses `--write-back`.
     public init?(spoolDir: String, store: String) {
         dir = spoolDir
-        self.store = UploadJournal.encode(Array(store.utf8))
+        self.store = Self.storeName(store)
         state = Locked(State())
         guard openSegment(0) else { return nil }
     }
@@ -67,11 +67,12 @@ public final class WriteBackJournal: @unchecked Sendable {
     @discardableResult
     private func openSegment(_ seq: Int) -> Bool {
         let path = segmentPath(seq)
-        guard let fd = OwnedFile.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND) else {
+        // Never another live journal's file (truncated by the open only once it is ours).
+        guard let fd = OwnedFile.open(path, O_WRONLY | O_CREAT | O_APPEND), flock(fd, LOCK_EX | LOCK_NB) == 0 || { Glibc.close(fd); return false }(),
+              ftruncate(fd, 0) == 0 else {
             Log.error("write-back: cannot keep a journal in \(path): \(String(cString: strerror(errno)))")
             return false
         }
-        _ = flock(fd, LOCK_EX)
         state.withLock { s in
             s.segments[seq] = Segment(fd: fd, path: path)
             s.current = seq
@@ -138,8 +139,8 @@ public final class WriteBackJournal: @unchecked Sendable {
     private func rotate(_ s: inout State) {
         let seq = s.current + 1
         guard let old = s.segments[s.current], fdatasync(old.fd) == 0,
-              let fd = OwnedFile.open(segmentPath(seq), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND) else { return }
-        _ = flock(fd, LOCK_EX)
+              let fd = OwnedFile.open(segmentPath(seq), O_WRONLY | O_CREAT | O_APPEND) else { return }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0, ftruncate(fd, 0) == 0 else { Glibc.close(fd); return }
         s.segments[seq] = Segment(fd: fd, path: segmentPath(seq))
         s.current = seq
         s.synced = s.appended
@@ -278,7 +279,8 @@ public final class WriteBackJournal: @unchecked Sendable {
     }
 
     /// The segments of runs that are gone (no lock held on them), by process, in order.
-    func earlierRuns() -> [(paths: [String], fds: [Int32])] {
+    static func earlierRuns(in dir: String) -> [(paths: [String], fds: [Int32])] {
+        let pid = getpid()
         guard let d = opendir(dir) else { return [] }
         var byPid: [String: [(Int, String)]] = [:]
         while let e = readdir(d) {
@@ -306,5 +308,6 @@ public final class WriteBackJournal: @unchecked Sendable {
         return runs
     }
 
-    var storeName: String { store }
+    /// How a store is named in records.
+    static func storeName(_ store: String) -> String { UploadJournal.encode(Array(store.utf8)) }
 }
