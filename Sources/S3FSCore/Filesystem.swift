@@ -300,10 +300,10 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     /// Objects unlinked through the mount that stay in S3 until their last reader closes, or until
-    /// their batch is deleted: listings must not bring their names back.
-    func unlinkedKeys() -> Set<[UInt8]> {
+    /// their batch is deleted: listings (begun at `started`) must not bring their names back.
+    func unlinkedKeys(listingStartedAt started: Double) -> Set<[UInt8]> {
         let deferred = state.withLock { $0.deferredDeletes }
-        let batched = deletes.hiddenKeys()
+        let batched = deletes.hiddenKeys(listingStartedAt: started)
         return batched.isEmpty ? deferred : deferred.union(batched)
     }
 

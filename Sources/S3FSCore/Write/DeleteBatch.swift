@@ -19,8 +19,8 @@ struct DeleteBatch {
         /// A burst lasts while unlinks come no further apart than this (counted from the delete
         /// that began it, or the last unlink queued).
         var burstWindow = 0.2
-        /// Keys deleted by a batch stay hidden from listings this long after: a listing sent
-        /// before the batch landed must not bring them back.
+        /// How long keys deleted by a batch are remembered: a listing that began before the batch
+        /// landed must not bring them back.
         var settle = 2.0
     }
 
@@ -133,20 +133,21 @@ struct DeleteBatch {
     /// Whether the batch on the wire holds `key`.
     func inFlight(_ key: [UInt8]) -> Bool { inFlight?.contains(key) == true }
 
-    /// Whether a listing at `t` must not show `key`: its delete is pending, on the wire, or landed
-    /// moments ago.
-    func hides(_ key: [UInt8], at t: Double) -> Bool {
+    /// Whether a listing begun at `started` must not show `key`: its delete is pending, on the
+    /// wire, or landed after the listing began (its pages may predate it). Another client's new
+    /// object of that name shows in listings begun after the delete.
+    func hides(_ key: [UInt8], listingStartedAt started: Double) -> Bool {
         if pendingKeys.contains(key) { return true }
         if let f = inFlight, f.contains(key), !rewritten.contains(key) { return true }
-        if let at = settling[key], t - at < timing.settle { return true }
+        if let at = settling[key], at >= started { return true }
         return false
     }
 
-    /// Every key `hides` hides at `t`, for a listing to filter its pages with.
-    func hiddenKeys(at t: Double) -> Set<[UInt8]> {
+    /// Every key `hides` hides, for a listing to filter its pages with.
+    func hiddenKeys(listingStartedAt started: Double) -> Set<[UInt8]> {
         var out = pendingKeys
         if let f = inFlight { out.formUnion(f.subtracting(rewritten)) }
-        for (k, at) in settling where t - at < timing.settle { out.insert(k) }
+        for (k, at) in settling where at >= started { out.insert(k) }
         return out
     }
 

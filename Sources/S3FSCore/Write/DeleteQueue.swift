@@ -62,14 +62,13 @@ final class DeleteQueue: @unchecked Sendable {
         cond.broadcast { flushes -= 1 }
     }
 
-    func hides(_ key: [UInt8]) -> Bool {
-        let t = monotonicSeconds()
-        return cond.locked { batch.hides(key, at: t) }
+    /// Whether a listing begun at `started` (monotonic seconds; now by default) must not show `key`.
+    func hides(_ key: [UInt8], listingStartedAt started: Double = monotonicSeconds()) -> Bool {
+        cond.locked { batch.hides(key, listingStartedAt: started) }
     }
 
-    func hiddenKeys() -> Set<[UInt8]> {
-        let t = monotonicSeconds()
-        return cond.locked { batch.hiddenKeys(at: t) }
+    func hiddenKeys(listingStartedAt started: Double) -> Set<[UInt8]> {
+        cond.locked { batch.hiddenKeys(listingStartedAt: started) }
     }
 
     struct Counters { var batched = 0, batches = 0, pending = 0, failed = 0 }

@@ -212,8 +212,9 @@ extension Filesystem {
     /// and fsync() return only once S3 has it. `final` marks release and shutdown.
     public func flush(handle: UInt64, final: Bool = false) -> FSError? {
         guard let w = handles.writer(handle) else { return nil }
-        // A batch on the wire that deletes this key lands before the upload, never after it.
-        deletes.revive(w.key)
+        // A batch on the wire that deletes this key lands before the upload, never after it. (An
+        // unlinked file uploads nothing: its pending delete stays.)
+        if !w.state.withLock({ $0.unlinked }) { deletes.revive(w.key) }
         switch w.upload(final: final) {
         case .failure(let e): return e
         case .success(nil): return nil
