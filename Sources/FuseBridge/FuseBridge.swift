@@ -213,6 +213,7 @@ public final class FuseBridge: @unchecked Sendable {
         ops.readdir = Self.readdirCallback
         ops.readdirplus = Self.readdirplusCallback
         ops.releasedir = Self.releasedirCallback
+        ops.fsyncdir = Self.fsyncdirCallback
         ops.open = Self.openCallback
         ops.read = Self.readCallback
         ops.release = Self.releaseCallback

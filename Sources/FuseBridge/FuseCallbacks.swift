@@ -131,6 +131,11 @@ extension FuseBridge {
         fuse_reply_err(req, 0)
     }
 
+    static let fsyncdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _, _ in
+        let b = bridge(req)
+        b.replyStatus(req, "fsyncdir", ino, b.fs.fsyncDirectory())
+    }
+
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
         let b = bridge(req)
         if b.pendingReadAhead.load(ordering: .relaxed) != 0 { b.applyReadAhead() }

@@ -71,6 +71,7 @@ public enum StatsText {
           "metadata": \(metadata),
           "reads": \(reads),
           "bad_answers": {"short_reads": \(s.shortReads), "verification_failures": \(s.verificationFailures)},
+          "deletes": {"batched": \(s.deletesBatched), "batches": \(s.deleteBatches), "pending": \(s.deletesPending), "failed": \(s.deletesFailed)},
           "archived": {"listed": \(s.archive.listed), "refused_opens": \(s.archive.refusedOpens), "restoring_seen": \(s.archive.restoringSeen), "restores_started": \(s.archive.restoresStarted)},
           "fuse_errors": {\(errors)},\(writeBack)\(notifications)
           "pools": {\(pools)},
@@ -122,6 +123,10 @@ public enum StatsText {
             gauge("s3mount_data_cache_bytes", "Bytes held in the local data cache.", Int(d.bytesCached))
         }
         counter("s3mount_verification_failures_total", "Answers whose bytes did not match the object's checksum or ETag.", Int64(s.verificationFailures))
+        counter("s3mount_deletes_batched_total", "Unlinks answered at once during a burst, their keys deleted in batches (DeleteObjects).", Int64(s.deletesBatched))
+        counter("s3mount_delete_batches_total", "DeleteObjects requests sent for batched unlinks.", Int64(s.deleteBatches))
+        gauge("s3mount_deletes_pending", "Keys of answered unlinks not deleted yet (waiting or on the wire).", s.deletesPending)
+        counter("s3mount_deletes_failed_total", "Keys of answered unlinks a batch could not delete (their files show again).", Int64(s.deletesFailed))
         gauge("s3mount_archived_listed", "Entries known now (listed within the TTL) in an archived storage class.", s.archive.listed)
         counter("s3mount_archived_refused_opens_total", "Opens of archived objects (GLACIER, DEEP_ARCHIVE) refused: not restored.", Int64(s.archive.refusedOpens))
         counter("s3mount_archived_restoring_opens_total", "Opens of archived objects refused while their restore ran.", Int64(s.archive.restoringSeen))

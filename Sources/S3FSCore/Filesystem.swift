@@ -72,6 +72,8 @@ public final class Filesystem: @unchecked Sendable {
     let eventOrder = Locked(EventOrder())
     /// The notification listener, for the statistics.
     let listener = Locked<NotificationListener?>(nil)
+    /// Unlinks of a burst (`rm -r`), answered at once and deleted in batches (Write/DeleteQueue.swift).
+    let deletes: DeleteQueue
 
     public init(store: ObjectStore, options: FSOptions, cache: DataCache? = nil, journal: UploadJournal? = nil, writeBackJournal: WriteBackJournal? = nil) {
         let own = options.notifications ? OwnChanges() : nil
@@ -85,9 +87,11 @@ public final class Filesystem: @unchecked Sendable {
         self.reads = ReadShared(store: store, options: options, cache: cache)
         self.mountTime = Double(time(nil))
         self.meta = MetadataIndex(store: store, ttl: ttl, debounce: options.metadataDebounce, enabled: options.metadata != .none)
+        self.deletes = DeleteQueue(send: { keys in try store.deleteManyReporting(keys) })
         // The index's writer thread may outlive a filesystem (unit tests make many): weak, and a
         // copy for a filesystem that is gone is dropped.
         meta.copier = { [weak self] c in self?.sendHeaderCopy(c) ?? true }
+        deletes.refused = { [weak self] refused in self?.batchedDeletesRefused(refused) }
         if options.metadataTTL.isFinite && options.sweepCaches {
             startSweeper()
         }
@@ -298,9 +302,13 @@ public final class Filesystem: @unchecked Sendable {
         return out.map { ($0.key, $0.value) }
     }
 
-    /// Objects unlinked through the mount that stay in S3 until their last reader closes: listings
-    /// must not bring their names back.
-    func unlinkedKeys() -> Set<[UInt8]> { state.withLock { $0.deferredDeletes } }
+    /// Objects unlinked through the mount that stay in S3 until their last reader closes, or until
+    /// their batch is deleted: listings (begun at `started`) must not bring their names back.
+    func unlinkedKeys(listingStartedAt started: Double) -> Set<[UInt8]> {
+        let deferred = state.withLock { $0.deferredDeletes }
+        let batched = deletes.hiddenKeys(listingStartedAt: started)
+        return batched.isEmpty ? deferred : deferred.union(batched)
+    }
 
     /// When directory `dir` was listed completely, if that is younger than the TTL at `t`.
     func freshListing(_ s: State, _ dir: [UInt8], at t: Double) -> Double? {

@@ -30,6 +30,9 @@ public struct MountStats: Sendable {
     public var archive = ArchiveCounters()
     /// `--write-back` (nil without it).
     public var writeBack: WriteBackStats? = nil
+    /// Unlinks answered at once during a burst and deleted in batches (DeleteObjects): keys queued,
+    /// batches sent, keys waiting or on the wire now, keys a batch failed to delete.
+    public var deletesBatched = 0, deleteBatches = 0, deletesPending = 0, deletesFailed = 0
 
     public struct DataCacheStats: Sendable {
         public var hits = 0, misses = 0, bytesServed: Int64 = 0, bytesWritten: Int64 = 0, bytesCached: Int64 = 0, evictions = 0, writeErrors = 0
@@ -72,6 +75,8 @@ extension Filesystem {
         s.archive = Archive.counters.withLock { $0 }
         s.archive.listed = state.withLock { $0.attrs.count(where: { $0.isArchived }) }
         s.writeBack = writeBackStats
+        let d = deletes.counters
+        (s.deletesBatched, s.deleteBatches, s.deletesPending, s.deletesFailed) = (d.batched, d.batches, d.pending, d.failed)
         return s
     }
 }

@@ -29,6 +29,8 @@ public protocol ObjectStore: Sendable {
     func delete(_ key: [UInt8]) throws
     /// Returns the keys that could not be deleted.
     func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]]
+    /// The same, with S3's error code for each key refused (for the log).
+    func deleteManyReporting(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)]
     /// Starts restoring an archived object (RestoreObject).
     func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted
 }
@@ -39,6 +41,10 @@ extension ObjectStore {
     }
     func copy(from: [UInt8], to: [UInt8], size: Int64, metadata: [(String, String)]?, sourceETag: String?) throws -> String {
         try copy(from: from, to: to, size: size, metadata: metadata, sourceETag: sourceETag, storageClass: nil)
+    }
+    /// A store that does not say why a key was refused.
+    public func deleteManyReporting(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)] {
+        try deleteMany(keys).map { ($0, "") }
     }
     /// A store without archive classes has nothing to restore.
     public func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted { throw FSError(EOPNOTSUPP) }
@@ -79,6 +85,7 @@ extension S3Client: ObjectStore {
     public func restore(_ key: [UInt8], days: Int, tier: String) throws -> RestoreStarted { try restoreObject(key, days: days, tier: tier) }
     public func delete(_ key: [UInt8]) throws { try deleteObject(key) }
     public func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteObjects(keys).map { $0.key } }
+    public func deleteManyReporting(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)] { try deleteObjects(keys) }
 }
 
 /// Guards a listing that follows continuation tokens against a store that never stops: a token

@@ -48,6 +48,11 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
     func etag(_ key: String) -> String? { lock.lock(); defer { lock.unlock() }; return objects[Array(key.utf8)]?.etag }
     func remove(_ key: String) { lock.lock(); objects[Array(key.utf8)] = nil; logEvent(Array(key.utf8)); lock.unlock() }
     var lists: Int { lock.lock(); defer { lock.unlock() }; return listCalls }
+    /// The keys under `prefix`, in byte order.
+    func keys(prefix: String) -> [String] {
+        lock.lock(); defer { lock.unlock() }
+        return objects.keys.filter { $0.starts(with: Array(prefix.utf8)) }.sorted { $0.lexicographicallyPrecedes($1) }.map { String(decoding: $0, as: UTF8.self) }
+    }
 
     func list(prefix: [UInt8], delimiter: String?, continuationToken: String?, startAfter: [UInt8]?, maxKeys: Int?) throws -> ListPage {
         lock.lock()
@@ -254,8 +259,23 @@ final class InMemoryStore: ObjectStore, @unchecked Sendable {
         userMeta[to] = m
         return objects[to]!.etag
     }
-    func delete(_ key: [UInt8]) throws { lock.lock(); objects[key] = nil; userMeta[key] = nil; logEvent(key); lock.unlock() }
-    func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { for k in keys { try delete(k) }; return [] }
+    /// Deletes sent alone and DeleteObjects requests; keys for which `refuseDelete` is true are
+    /// refused (AccessDenied) by both.
+    private(set) var singleDeletes = 0, batchDeletes = 0
+    var refuseDelete: ([UInt8]) -> Bool = { _ in false }
+    func delete(_ key: [UInt8]) throws {
+        lock.lock(); singleDeletes += 1; lock.unlock()
+        if refuseDelete(key) { throw S3Error(kind: .accessDenied, status: 403, code: "AccessDenied", message: "refused", operation: "DeleteObject") }
+        remove(key)
+    }
+    private func remove(_ key: [UInt8]) { lock.lock(); objects[key] = nil; userMeta[key] = nil; logEvent(key); lock.unlock() }
+    func deleteMany(_ keys: [[UInt8]]) throws -> [[UInt8]] { try deleteManyReporting(keys).map { $0.key } }
+    func deleteManyReporting(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)] {
+        lock.lock(); batchDeletes += 1; lock.unlock()
+        var refused: [(key: [UInt8], code: String)] = []
+        for k in keys { if refuseDelete(k) { refused.append((k, "AccessDenied")) } else { remove(k) } }
+        return refused
+    }
 }
 
 /// Reads a whole directory the way the kernel does, with readdirplus.

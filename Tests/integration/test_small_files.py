@@ -274,3 +274,25 @@ def test_write_back_and_its_bounds_in_fstab_form(moto, bucket, mount):
     assert m.stats()["write_back"]["journal_records"] >= 0
     out = run([BIN, "x", "/mnt", "--write-back-max-files", "0"])
     assert out.returncode != 0 and "write-back-max-files" in out.stderr, out.stderr
+
+
+@pytest.mark.moto_only("the notification queue is SQS (moto)")
+def test_another_mount_with_notifications_sees_a_write_back_file_once_it_lands(moto, s3, bucket, mount):
+    from test_notifications import notification_stats, queues, until
+    s3.put_object(Bucket=bucket, Key="d/seed", Body=b"seed")
+    qa, qb = queues(moto, bucket, 2)
+    proxy = SlowPuts(moto.port, 1.0)
+    try:
+        a = mount(bucket, "--endpoint-url", proxy.endpoint, "--write-back", "--notification-queue", qa, "--metadata-ttl", "indefinite")
+        b = mount(bucket, "--notification-queue", qb, "--metadata-ttl", "indefinite")
+        until(lambda: notification_stats(b)["healthy"], what="B's first poll")
+        assert os.listdir(os.path.join(b.path, "d")) == ["seed"]
+        with open(os.path.join(a.path, "d", "new"), "wb") as f:
+            f.write(b"written back")
+        # A shows it at once; B, another host, when it lands (the upload waits 1 s in the proxy).
+        assert sorted(os.listdir(os.path.join(a.path, "d"))) == ["new", "seed"]
+        assert "new" not in os.listdir(os.path.join(b.path, "d"))
+        until(lambda: open(os.path.join(b.path, "d", "new"), "rb").read() == b"written back", timeout=20, what="the write-back file on B")
+        assert a.stats()["write_back"]["pending"] == 0
+    finally:
+        proxy.stop()

@@ -149,6 +149,82 @@ def test_mkdir_rmdir_rm_r(moto, s3, bucket, mount):
     assert os.listdir(m2.path) == ["kept"]
 
 
+def test_rm_r_of_1000_files_costs_a_few_batched_deletes(moto, s3, bucket, mount):
+    seed(s3, bucket, [f"many/f{i:04d}" for i in range(1000)] + ["many/sub/deep.txt", "kept.txt"])
+    m = mount(bucket)
+    assert len(os.listdir(os.path.join(m.path, "many"))) == 1001
+    before = m.requests()
+    t0 = time.time()
+    assert run(["rm", "-r", f"{m.path}/many"], timeout=300).returncode == 0
+    secs = time.time() - t0
+    # rm's last step is the rmdir, which waits for the deletes under it: S3 holds nothing now.
+    assert keys(s3, bucket, "many/", indexes=True) == []
+    # The first unlink of the burst is sent alone; the rest go 1,000 keys a request at most.
+    d = delta(before, m.requests())
+    batches, single = d.get("DeleteObjects", 0), d.get("DeleteObject", 0)
+    assert 1 <= batches and single <= 5 and batches + single <= 100, (d, secs)
+    assert sum(d.values()) <= 110, (d, secs)
+    assert os.listdir(m.path) == ["kept.txt"]
+    st = m.stats()["deletes"]
+    assert st["batched"] >= 990 and 1 <= st["batches"] <= batches and st["pending"] == 0 and st["failed"] == 0, (st, d)
+
+
+def test_names_unlinked_in_a_burst_never_come_back(moto, s3, bucket, mount):
+    names = [f"f{i:03d}" for i in range(300)]
+    seed(s3, bucket, [f"burst/{n}" for n in names])
+    # Every listing asks S3: keys still waiting for their batch must not show.
+    m = mount(bucket, "--metadata-ttl", "0")
+    d = os.path.join(m.path, "burst")
+    assert sorted(os.listdir(d)) == names
+    again = names[::10]
+    for n in names:
+        os.unlink(os.path.join(d, n))
+        if n in again[:5]:
+            # Written again at once, within the burst: the new file is kept.
+            with open(os.path.join(d, n), "wb") as f:
+                f.write(b"new " + n.encode())
+        assert n not in os.listdir(d) or n in again[:5]
+    for n in again[5:]:
+        with open(os.path.join(d, n), "wb") as f:
+            f.write(b"new " + n.encode())
+    assert sorted(os.listdir(d)) == again
+    # fsync (of a directory here) returns once the pending deletes are in S3.
+    fd = os.open(d, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    time.sleep(0.5)  # nothing lands late
+    assert keys(s3, bucket, "burst/") == [f"burst/{n}" for n in again]
+    for n in again:
+        assert body(s3, bucket, f"burst/{n}") == b"new " + n.encode()
+    assert sorted(os.listdir(d)) == again
+    st = m.stats()["deletes"]
+    assert st["batched"] >= 250 and st["pending"] == 0 and st["failed"] == 0, st
+
+
+def test_refused_deletes_fail_the_first_unlink_and_show_a_refused_batch_again(moto, s3, bucket, mount):
+    files = [f"d/a{i:03d}" for i in range(40)] + ["d/deny-delete-me"] + [f"d/z{i:03d}" for i in range(40)]
+    seed(s3, bucket, files + ["deny-delete.txt"])
+    proxy = FaultProxy(moto.port)
+    try:
+        m = mount(bucket, "--endpoint-url", proxy.endpoint)
+        # Sent alone and answered with S3's reply.
+        out = run(["rm", f"{m.path}/deny-delete.txt"])
+        assert out.returncode != 0 and "Permission denied" in out.stderr, out.stderr
+        assert "deny-delete.txt" in keys(s3, bucket) and os.path.exists(f"{m.path}/deny-delete.txt")
+        # In a burst the unlinks are answered at once; the batch holding the refused key is refused
+        # whole, its files show again, and rm -r's rmdir says the directory is not empty.
+        out = run(["rm", "-r", f"{m.path}/d"])
+        assert out.returncode != 0 and "Directory not empty" in out.stderr, out.stderr
+        left = keys(s3, bucket, "d/")
+        assert "d/deny-delete-me" in left
+        assert sorted(os.listdir(f"{m.path}/d")) == sorted(k[2:] for k in left)
+        st = m.stats()["deletes"]
+        assert st["failed"] >= 1 and st["pending"] == 0, st
+        assert "AccessDenied" in m.log(), m.log()
+    finally:
+        proxy.stop()
+
+
 def test_mv_file_and_directory_of_1500_keys(moto, s3, bucket, mount):
     seed(s3, bucket, [f"src/sub{i % 5}/k{i:04d}" for i in range(1500)] + [("one.txt", b"one")])
     m = mount(bucket)

@@ -112,6 +112,12 @@ final class OwnChangeStore: ObjectStore, @unchecked Sendable {
         for k in keys where !refused.contains(k) { own.note(k, .removed) }
         return failed
     }
+    func deleteManyReporting(_ keys: [[UInt8]]) throws -> [(key: [UInt8], code: String)] {
+        let failed = try inner.deleteManyReporting(keys)
+        let refused = Set(failed.map { $0.key })
+        for k in keys where !refused.contains(k) { own.note(k, .removed) }
+        return failed
+    }
 }
 
 /// Per key, the newest event applied: an older one arriving later (SQS delivers out of order) is

@@ -277,7 +277,7 @@ extension Filesystem {
         let dirEntry = CachedEntry(kind: .directory, size: 0, mtime: 0, etag: "", at: t)
         // Metadata indexes the page listed, by directory.
         var indexes: [[UInt8]: String] = [:]
-        let hidden = unlinkedKeys()
+        let hidden = unlinkedKeys(listingStartedAt: t)
         var rootHeld: [([UInt8], CachedEntry)] = []
         var markers: [[UInt8]] = []
         for o in objects {

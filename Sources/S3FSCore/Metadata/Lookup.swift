@@ -164,7 +164,7 @@ extension Filesystem {
         out.reserveCapacity(page.objects.count + page.commonPrefixes.count)
         let n = dirPath.count
         var indexSeen = false
-        let hidden = unlinkedKeys()
+        let hidden = unlinkedKeys(listingStartedAt: t)
         for o in page.objects {
             guard o.key.count > n, o.key.starts(with: dirPath) else {
                 if o.key == dirPath && options.notifications { state.withLock { $0.markers[dirPath] = t } } // the directory's own marker

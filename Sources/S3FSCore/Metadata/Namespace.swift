@@ -54,6 +54,9 @@ extension Filesystem {
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         let index = MetadataIndex.key(dir: marker)
+        // Unlinks answered before S3 had them: deleted first, so that when `rm -r` returns (its
+        // last step is this rmdir) S3 holds nothing of the directory. One that failed shows again.
+        deletes.flush(under: marker)
         do {
             // Listed completely within the TTL: its emptiness is known. Deleting a marker that
             // does not exist is harmless in S3 (204), so no listing is needed (rm -r). Its
@@ -160,6 +163,9 @@ extension Filesystem {
                     }
                     noteWriteBack(w)
                 } else {
+                    // A batched delete of the target name lands before the copy, never after it.
+                    // (A retargeted file's own upload does the same when it goes.)
+                    deletes.revive(dstKey)
                     do {
                         let etag = try store.copy(from: srcKey, to: dstKey, size: src.size,
                                                   metadata: rec.map { headers($0.meta, mtimeIfUnset: Timestamp(seconds: src.mtime)) }, sourceETag: nil,
@@ -195,6 +201,9 @@ extension Filesystem {
         let srcPrefix = srcKey + [Names.slash], dstPrefix = dstKey + [Names.slash]
         if dstPrefix.starts(with: srcPrefix) { return FSError(EINVAL) }
         let dirRecord = meta.anyRecord(dir: srcDir, name: name).map { r in var r = r; r.meta.ctime = Timestamp.now(); return r }
+        // Unlinks under either name still to be deleted: what is listed and copied must not hold them.
+        deletes.flush(under: srcPrefix)
+        deletes.flush(under: dstPrefix)
         do {
             if dst != nil, try state.withLock({ writingUnder($0, dstPrefix) })
                 || allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {

@@ -34,6 +34,9 @@ extension Filesystem {
     /// Uploads what open files still hold (the kernel will never send their release after an
     /// unmount). Bounded by `timeout` seconds; logs what it does.
     public func shutdown(timeout: Double) {
+        // Unlinks answered before S3 had them: deleted before the mount ends (a crash loses them,
+        // and their files stay in S3).
+        deletes.flush()
         defer {
             // Metadata changes still waiting for their directory's index to be written.
             if !meta.flush() { Log.error("unmount: some metadata changes could not be written to their directories' indexes") }

@@ -20,6 +20,8 @@ extension Filesystem {
             s.negatives[key] = entry == nil && uncovered == nil ? now() : nil
             if entry?.kind == .file { s.shadowed[key] = nil }
         }
+        // Written anew: a batched delete of the key must not take the new file either.
+        if entry?.kind == .file { deletes.revive(key) }
     }
 
     /// Sets (or removes) a name in its directory's table, as every change of a name does: a walk's
@@ -214,6 +216,9 @@ extension Filesystem {
     public func flush(handle: UInt64, final: Bool = false) -> FSError? {
         guard let w = handles.writer(handle) else { return nil }
         if let wb = writeBack, !final { return persistForClose(handle: handle, w, wb) }
+        // A batch on the wire that deletes this key lands before the upload, never after it. (An
+        // unlinked file uploads nothing: its pending delete stays.)
+        if !w.state.withLock({ $0.unlinked }) { deletes.revive(w.key) }
         let result = w.upload(final: final)
         if case .success = result { endWriteBackRecord(w) }
         switch result {
@@ -230,8 +235,11 @@ extension Filesystem {
         }
     }
 
-    /// fsync: the file's data, and its directory's metadata index, are in S3 when it returns.
+    /// fsync: the file's data, and its directory's metadata index, are in S3 when it returns; so
+    /// are the deletes of unlinks answered before S3 had them (of any file: a program that syncs
+    /// after `rm` counts on it).
     public func fsync(handle: UInt64) -> FSError? {
+        deletes.flush()
         if let e = flush(handle: handle, final: true) { return e }
         // With write-back: what earlier closes of this file left to upload lands first, whatever
         // the handle fsync'ed (a reader's too).
@@ -447,6 +455,7 @@ extension Filesystem {
         let etag: String
         var m = m
         if options.metadata != .none { m.mtime = Timestamp.now() }
+        deletes.revive(key)
         do { etag = try store.put(key, body: body.isEmpty ? .none : .bytes(body), metadata: headers(m)) } catch { return .failure(FSError(error)) }
         let entry = CachedEntry(kind: .file, size: Int64(body.count), mtime: (m.mtime ?? Timestamp.now()).seconds, etag: etag, at: now())
         record(dirPath: dirPath, name: name, entry)
@@ -512,8 +521,13 @@ extension Filesystem {
             // Readers still have it open: the object goes when the last of them closes (unless
             // the mount writes that key again first).
             state.withLock { s in _ = s.deferredDeletes.insert(key) }
-        } else {
-            do { try store.delete(key) } catch {
+        } else if !deletes.queueIfBurst(key) {
+            // The first unlink of a burst is sent alone and answered with S3's reply; those that
+            // follow it closely are answered at once and deleted in batches (DeleteBatch).
+            do {
+                try store.delete(key)
+                deletes.noteDeleted()
+            } catch {
                 for w in open { w.markUnlinked(false) }
                 return FSError(error)
             }
@@ -526,4 +540,30 @@ extension Filesystem {
         return nil
     }
 
+    /// Keys a batch did not delete (S3 refused them, or the request failed after its retries): said
+    /// in the log, and their names show again (the next lookup or listing asks S3).
+    func batchedDeletesRefused(_ refused: [(key: [UInt8], code: String)]) {
+        let shown = 10
+        for (key, code) in refused.prefix(shown) {
+            Log.error("deleting \"\(Names.display(key))\" failed (\(code.isEmpty ? "refused" : code)) after its unlink was answered; the file is still in S3 and shows again")
+        }
+        if refused.count > shown { Log.error("\(refused.count - shown) more unlinked files could not be deleted and show again") }
+        var invalidations: [Invalidation] = []
+        state.withLock { s in
+            for (key, _) in refused {
+                let (dir, name) = AttrCache.split(key)
+                s.negatives[key] = nil
+                s.attrs.forgetListings(where: { $0 == dir })
+                detachListings(&s, above: key)
+                if let p = nodeIno(s, ofDir: dir) { invalidations.append(.entry(parent: p, name: name)) }
+            }
+        }
+        for i in invalidations { invalidator?(i) }
+    }
+
+    /// fsyncdir: the deletes of unlinks answered before S3 had them are in S3 when it returns.
+    public func fsyncDirectory() -> FSError? {
+        deletes.flush()
+        return nil
+    }
 }
