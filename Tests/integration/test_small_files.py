@@ -296,3 +296,35 @@ def test_another_mount_with_notifications_sees_a_write_back_file_once_it_lands(m
         assert a.stats()["write_back"]["pending"] == 0
     finally:
         proxy.stop()
+
+
+def test_a_file_being_written_reads_back_through_another_descriptor_and_git_clone_works(moto, s3, bucket, mount, tmp_path):
+    m = mount(bucket)
+    # git's index-pack reads the pack it is writing through a second descriptor: it must get the
+    # bytes written so far, not what S3 held (nothing, or an older object).
+    p = os.path.join(m.path, "growing")
+    w = open(p, "wb")
+    w.write(b"first part ")
+    w.flush()
+    assert open(p, "rb").read() == b"first part "
+    w.write(b"second part")
+    w.flush()
+    with open(p, "rb") as r:
+        assert r.read() == b"first part second part"
+    w.close()
+    assert body(s3, bucket, "growing") == b"first part second part"
+    src = tmp_path / "repo"
+    for cmd in (["git", "init", "-q", str(src)], ["git", "-C", str(src), "config", "user.email", "t@example.com"],
+                ["git", "-C", str(src), "config", "user.name", "t"]):
+        assert run(cmd).returncode == 0
+    for i in range(30):
+        (src / f"file{i}.txt").write_text(f"content {i}\n" * (i + 1))
+        if i % 10 == 9:
+            assert run(["git", "-C", str(src), "add", "."]).returncode == 0
+            assert run(["git", "-C", str(src), "commit", "-q", "-m", f"c{i}"]).returncode == 0
+    out = run(["git", "clone", "-q", f"file://{src}", os.path.join(m.path, "clone")])
+    assert out.returncode == 0, out.stderr
+    fsck = run(["git", "-C", os.path.join(m.path, "clone"), "fsck", "--full"])
+    assert fsck.returncode == 0, fsck.stderr
+    assert run(["git", "-C", os.path.join(m.path, "clone"), "status", "--porcelain"]).stdout == ""
+    assert open(os.path.join(m.path, "clone", "file29.txt")).read() == "content 29\n" * 30
