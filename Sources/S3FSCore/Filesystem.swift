@@ -277,8 +277,10 @@ public final class Filesystem: @unchecked Sendable {
     }
 
     /// Whether a file is being written somewhere under directory prefix `dir` (it is not empty).
-    func writingUnder(_ s: State, _ dir: [UInt8]) -> Bool {
-        handles.writer { $0.key.starts(with: dir) && !$0.state.withLock { $0.unlinked } } != nil
+    /// With write-back, a directory's own marker may be among them (`countingMarker` false: it
+    /// is no entry, for rmdir's emptiness).
+    func writingUnder(_ s: State, _ dir: [UInt8], countingMarker: Bool = true) -> Bool {
+        handles.writer { $0.key.starts(with: dir) && (countingMarker || $0.key != dir) && !$0.state.withLock { $0.unlinked } } != nil
     }
 
     /// The files being written in directory `dir`, and its subdirectories that hold one: a listing

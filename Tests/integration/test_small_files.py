@@ -328,3 +328,30 @@ def test_a_file_being_written_reads_back_through_another_descriptor_and_git_clon
     assert fsck.returncode == 0, fsck.stderr
     assert run(["git", "-C", os.path.join(m.path, "clone"), "status", "--porcelain"]).stdout == ""
     assert open(os.path.join(m.path, "clone", "file29.txt")).read() == "content 29\n" * 30
+
+
+def test_write_back_mkdir_markers_go_up_behind_and_rmdir_takes_them_back(moto, s3, bucket, mount):
+    proxy = SlowPuts(moto.port, 0.3)
+    try:
+        m = mount(bucket, "--endpoint-url", proxy.endpoint, "--write-back")
+        start = time.time()
+        for i in range(10):
+            os.mkdir(os.path.join(m.path, f"d{i}"), 0o750)
+        assert time.time() - start < 2, "ten mkdirs do not wait for ten PUTs of 0.3 s"
+        os.rmdir(os.path.join(m.path, "d9"))  # owed, never sent
+        os.mkdir(os.path.join(m.path, "d8", "sub"))
+        with pytest.raises(OSError) as e:
+            os.rmdir(os.path.join(m.path, "d8"))
+        assert e.value.errno == errno.ENOTEMPTY
+        os.rmdir(os.path.join(m.path, "d8", "sub"))
+        os.rmdir(os.path.join(m.path, "d8"))
+        assert sorted(os.listdir(m.path)) == [f"d{i}" for i in range(8)]
+        deadline = time.time() + 20
+        while m.stats()["write_back"]["pending"] and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        markers = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"].endswith("/"))
+        assert markers == [f"d{i}/" for i in range(8)], markers
+        assert int(s3.head_object(Bucket=bucket, Key="d3/")["Metadata"]["mode"]) == stat.S_IFDIR | 0o750
+    finally:
+        proxy.stop()

@@ -16,7 +16,11 @@ extension Filesystem {
         }
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         let m = newMeta(S_IFDIR, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
-        do { _ = try store.put(marker, body: .none, metadata: headers(m)) } catch { return .failure(FSError(error)) }
+        // With write-back, the marker goes up behind like a closed file (journaled first).
+        let written = writeBack != nil && writeBackMarker(marker, meta: m, parent: parent, dirPath: dirPath, name: name)
+        if !written {
+            do { _ = try store.put(marker, body: .none, metadata: headers(m)) } catch { return .failure(FSError(error)) }
+        }
         let entry = CachedEntry(kind: .directory, size: 0, mtime: Double(time(nil)), etag: "", at: now())
         record(dirPath: dirPath, name: name, entry)
         recordMeta(dirPath: dirPath, name: name, kind: .directory, etag: "", m)
@@ -66,7 +70,10 @@ extension Filesystem {
                 guard freshListing(s, marker, at: t) != nil else { return nil }
                 return s.attrs.isEmpty(marker)
             }
-            if knownEmpty == false || state.withLock({ writingUnder($0, marker) }) { return FSError(ENOTEMPTY) }
+            if knownEmpty == false || state.withLock({ writingUnder($0, marker, countingMarker: false) }) { return FSError(ENOTEMPTY) }
+            // A marker still owed (write-back) is never sent now; one on the wire lands first,
+            // and is deleted below with the rest.
+            for (_, w) in handles.writers(where: { $0.key == marker }) { w.markUnlinked() }
             var remove = [marker]
             if knownEmpty == true {
                 if meta.mayExist(marker) { remove.append(index) }
@@ -205,7 +212,7 @@ extension Filesystem {
         deletes.flush(under: srcPrefix)
         deletes.flush(under: dstPrefix)
         do {
-            if dst != nil, try state.withLock({ writingUnder($0, dstPrefix) })
+            if dst != nil, try state.withLock({ writingUnder($0, dstPrefix, countingMarker: false) })
                 || allKeys(under: dstPrefix, limit: 3).contains(where: { $0.key != dstPrefix && $0.key != MetadataIndex.key(dir: dstPrefix) }) {
                 return FSError(ENOTEMPTY)
             }

@@ -73,6 +73,8 @@ final class WriteBack: @unchecked Sendable {
     /// temporary files), a chmod or utimens (tar), or an unlink that follows a close then changes
     /// what goes up instead of costing a request of its own.
     static let settleDelay = 0.2
+    /// The longest a close waits for a place among the owed uploads (see `persistForClose`).
+    static let admissionWait = 30.0
     private let timer = Condition()
     private var due: [(at: Double, job: @Sendable () -> Void)] = []
     private var timerStarted = false
@@ -116,13 +118,17 @@ public struct WriteBackStats: Sendable {
 extension Filesystem {
     /// FUSE's flush (a close) with write-back: the file's bytes and metadata go to the journal,
     /// synced, and the close returns; the release that follows starts the upload. A writer that
-    /// would pass the bound waits here for uploads to land.
+    /// would pass the bound waits here for uploads to land. A file flushed and still open (a
+    /// duplicate descriptor) holds its place until its release: should such files fill the bound,
+    /// a close waits at most `admissionWait` and then goes past it (said once in the log), so that
+    /// writers never wait on one another for good.
     func persistForClose(handle: UInt64, _ w: FileWriter, _ wb: WriteBack) -> FSError? {
         let (dirty, current, journaled, size) = w.state.withLock { (($0.dirty || $0.pendingEmpty) && !$0.unlinked, $0.changes, $0.journaledChanges, $0.size) }
         guard dirty else { return nil }
         if journaled == current { return nil }
-        if !wb.books.withLock({ $0.owed[handle] != nil }) {
-            wb.changed.wait(until: { wb.books.withLock { $0.admits(size) } })
+        if !wb.books.withLock({ $0.owed[handle] != nil }),
+           !wb.changed.wait(timeout: WriteBack.admissionWait, until: { wb.books.withLock { $0.admits(size) } }) {
+            Log.shared.once(.warning, key: "write-back-bound", "write-back: the bound of owed uploads is full of files flushed and still open; closes go past it")
         }
         guard let snap = w.journalSnapshot(inlineLimit: WriteBackJournal.inlineLimit),
               let id = wb.journal.begin(key: w.key, meta: FileWriter.headers(w.shownMeta), size: snap.size, inline: snap.inline,
@@ -149,6 +155,7 @@ extension Filesystem {
             return true
         }
         guard owed else { return false }
+        wb.update { $0.admit(handle, size: w.size) } // (its size again: written since its close?)
         wb.submitSettled { [self] in uploadInBackground(handle: handle, w, wb) }
         return true
     }
@@ -159,8 +166,22 @@ extension Filesystem {
             wb.update { $0.fail(handle) }
             return
         }
-        wb.update { $0.landed(handle) }
+        // Unlinked meanwhile: nothing went up, and nothing is owed.
+        let dropped = w.state.withLock { $0.unlinked }
+        wb.update { dropped ? $0.drop(handle) : $0.landed(handle) }
         finishWriter(handle: handle, w)
+    }
+
+    /// mkdir with write-back: the marker, an empty object with the directory's headers, is
+    /// journaled and goes up behind, as a closed file does. False: send it now instead.
+    func writeBackMarker(_ marker: [UInt8], meta m: PosixMeta, parent: UInt64, dirPath: [UInt8], name: [UInt8]) -> Bool {
+        guard let wb = writeBack, let w = try? makeWriter(key: marker, ino: 0, meta: m) else { return false }
+        w.markPendingEmpty()
+        let h = register(w)
+        if persistForClose(handle: h, w, wb) == nil, w.state.withLock({ $0.journalId != nil }), releaseToWriteBack(handle: h, w, wb) { return true }
+        wb.update { $0.drop(h) }
+        finishWriter(handle: h, w)
+        return false
     }
 
     /// After an upload through `flush`: a write-back record the upload made good ends.

@@ -224,6 +224,8 @@ extension Filesystem {
         switch result {
         case .failure(let e): return e
         case .success(nil): return nil
+        case .success where w.key.last == Names.slash:
+            return nil // a directory's marker (write-back mkdir): its entry is the directory's
         case .success(let up?):
             let node = state.withLock { $0.nodes[w.ino] }
             let (dirPath, name) = node.map { ($0.parentPath, $0.name) } ?? splitKey(w.key)
