@@ -336,11 +336,13 @@ def cell_times(e):
     if e.get("skipped"):
         return e["skipped"]
     if e.get("error") and e.get("returns_s") is None:
-        return "failed: " + e["error"][-100:].replace("|", "/").replace("\n", " ")
+        return "failed: " + e["error"][-100:].replace("|", "/").replace("\n", " ") + " | —"
     ret = f"timeout (> {e['timeout']:.0f} s)" if e.get("timeout") else f"{e['returns_s']:.1f} s"
     if e.get("error"):
         ret += " (exit ≠ 0: " + e["error"][-80:].replace("|", "/").replace("\n", " ") + ")"
-    if e.get("in_s3_s") is None:
+    if e.get("in_s3_s") is None and not e.get("ok"):
+        s3 = "— (the command failed)"
+    elif e.get("in_s3_s") is None:
         s3 = f"not after {e.get('settle_timeout', 0):.0f} s more ({e.get('missing')} missing or left, e.g. {e.get('missing_first')})"
     else:
         s3 = f"{e['in_s3_s']:.1f} s" + (" (= returns)" if e.get("at_return") else "")
@@ -370,6 +372,8 @@ def markdown(results):
         for w in results["workloads"]:
             for r in runs:
                 e = r.get("rows", {}).get(w)
+                if e and w == results["workloads"][-1] and any(x.get("subset") for x in r["rows"].values()):
+                    e = dict(e, subset=True)  # the rm of what a subset wrote
                 name = w.replace("|", "\\|")
                 if e is None:
                     lines.append(f"| {name} | {r['tool']} | {r.get('na', '—')} | | | |")
