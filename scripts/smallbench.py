@@ -6,7 +6,8 @@ workloads, each on a fresh mount of one bucket of its own, in this order:
   1. `tar xf` of a real tree of small files: by default the C/C++ headers of Node.js and LLVM 14
      (/usr/include/node and /usr/include/llvm-14, Debian packages libnode-dev and llvm-14-dev:
      4,045 files, 70 MB), packed deterministically here (sorted, fixed mtime, owner 0);
-  2. `git clone file://` of a bare copy of this repository, working tree checked out into the mount;
+  2. `git clone file://` of a bare copy of this repository (at --git-rev, default HEAD), working
+     tree checked out into the mount;
   3. `cp -r` of 1,000 files of 30,000 random bytes;
   4. `rm -r` of all of it.
 
@@ -56,6 +57,7 @@ from cloudproxy import ProxyProcess  # noqa: E402
 from metabench import MetaTool, available, shell, unmount_quietly, versions  # noqa: E402
 
 MTIME = 1_600_000_000
+PRESENT = None  # a file that only has to be in S3, whatever its bytes
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "bench",
            "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "bench",
            "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_COMMITTER_DATE": f"{MTIME} +0000"}
@@ -68,7 +70,7 @@ def md5(data):
     return hashlib.md5(data).hexdigest()
 
 
-# ---- the data: {key: md5 (or ("size", n))} of what each workload writes --------------------------
+# ---- the data: {key: md5, or PRESENT} of what each workload writes ----------------------------------
 
 def make_tar(path, dirs, limit):
     """A deterministic tar of the regular files under `dirs` (sorted; named from their parent),
@@ -107,7 +109,7 @@ def tree(path):
             p = os.path.join(r, f)
             if os.path.isfile(p) and not os.path.islink(p):
                 rel = os.path.relpath(p, path)
-                out[rel] = ("any",) if rel in (".git/index", ".git/config") else md5(open(p, "rb").read())
+                out[rel] = PRESENT if rel in (".git/index", ".git/config") else md5(open(p, "rb").read())
     return out
 
 
@@ -121,7 +123,8 @@ def prepare(work, args):
     full = make_tar(os.path.join(work, "tree.tar"), args.tar_dirs.split(","), args.tar_files)
     part = make_tar(os.path.join(work, "slice.tar"), args.tar_dirs.split(","), args.slice) if args.slice else None
     bare = os.path.join(work, "repo.git")
-    subprocess.run(f"git clone -q --bare --no-local {shlex.quote(ROOT)} {bare} && git -C {bare} config pack.threads 1",
+    subprocess.run(f"git clone -q --bare --no-local {shlex.quote(ROOT)} {bare} && git -C {bare} config pack.threads 1 && "
+                   f"git -C {bare} branch -q -f bench {shlex.quote(args.git_rev)} && git -C {bare} symbolic-ref HEAD refs/heads/bench",
                    shell=True, check=True)
     clone = git_cmd(f"clone -q file://{bare}")
     subprocess.run(f"{clone} {work}/ref1 && {clone} {work}/ref2", shell=True, check=True)
@@ -172,8 +175,8 @@ class Poller:
     def equal(self, bucket, key, got, want):
         if got is None:
             return False
-        etag, size = got
-        if isinstance(want, tuple):
+        etag, _ = got
+        if want is PRESENT:
             return True
         if "-" not in etag:
             return etag == want
@@ -270,6 +273,7 @@ def main():
     ap.add_argument("--tar-dirs", default="/usr/include/node,/usr/include/llvm-14", help="the trees in the tarball")
     ap.add_argument("--tar-files", type=int, default=0, help="only the first N files of them (0: all)")
     ap.add_argument("--slice", type=int, default=500, help="files of the tar s3fs extracts above 0 ms, and no git clone (0: all)")
+    ap.add_argument("--git-rev", default="HEAD", help="the commit of this repository the clone checks out (same figures: same commit)")
     ap.add_argument("--cp-files", type=int, default=1000)
     ap.add_argument("--cp-size", type=int, default=30000)
     ap.add_argument("--timeout", type=float, default=900, help="seconds a command may take")
@@ -297,6 +301,8 @@ def main():
     try:
         workloads = prepare(work, args)
         results["workloads"] = [w["name"] for w in workloads]
+        results["git_rev"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.git_rev], capture_output=True,
+                                            text=True).stdout.strip()
         log("prepared: " + "; ".join(w["name"] for w in workloads))
         store = conftest.Rgw(os.path.join(work, "rgw")) if args.store == "rgw" else conftest.Moto(work)
         store.allow_key(KEY, SECRET)
@@ -363,7 +369,8 @@ def cell_requests(e):
 def markdown(results):
     lines = [f"Store {results['store']}, {results['date']}, {results['machine']}, s3mount {results['versions'].get('s3mount')} "
              f"({results['s3mount_bin'].replace(ROOT + '/', '')}), {results['versions'].get('s3fs')}, "
-             f"{results['versions'].get('rclone')}; {results.get('total_seconds', '?')} s in all; load average "
+             f"{results['versions'].get('rclone')}; git clone of {results.get('git_rev', 'HEAD')}; "
+             f"{results.get('total_seconds', '?')} s in all; load average "
              f"{[round(x, 1) for x in results['loadavg_start']]} at start, {[round(x, 1) for x in results.get('loadavg_end', [])]} at end."]
     for lat in sorted({r["latency_ms"] for r in results["runs"]}):
         lines += ["", f"**{lat:g} ms per request**" + (" (scripts/cloudproxy.py)" if lat else " (the store directly)"), "",
