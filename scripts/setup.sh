@@ -105,7 +105,8 @@ fi
 if [ "$want_boto3" = 1 ]; then
     python3 -c "import boto3" >/dev/null 2>&1 || pip_needed+=(boto3)
 fi
-if [ "$want_tests" = 1 ]; then
+# pytest: the tests, and scripts/smallbench.py, which takes its stores from Tests/integration/conftest.py.
+if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
     python3 -c "import pytest" >/dev/null 2>&1 || pip_needed+=(pytest)
 fi
 if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
