@@ -5,7 +5,7 @@ workloads, each on a fresh mount of one bucket of its own, in this order:
 
   1. `tar xf` of a real tree of small files: by default the C/C++ headers of Node.js and LLVM 14
      (/usr/include/node and /usr/include/llvm-14, Debian packages libnode-dev and llvm-14-dev:
-     4,045 files, 70 MB), packed deterministically here (sorted, fixed mtime, owner 0);
+     4,045 files, 74 MB of tar), packed deterministically here (sorted, fixed mtime, owner 0);
   2. `git clone file://` of a bare copy of this repository (at --git-rev, default HEAD), working
      tree checked out into the mount;
   3. `cp -r` of 1,000 files of 30,000 random bytes;
@@ -14,18 +14,18 @@ workloads, each on a fresh mount of one bucket of its own, in this order:
 Measured: the time until the command returns, and until S3 holds every file byte-equal (the store
 listed directly every 0.3 s after the command returned, each ETag compared with the file's MD5; a
 multipart object is read back once; .git/config and .git/index, which depend on the filesystem
-git finds, only have to be there; for rm: until no key is left), and the requests the store served from the command's start until
-the mount stopped (unmount included; the polls' own requests taken off), by type, from the store's
-access log. At each latency of --latencies: 0 ms is the store directly, more is through
+git finds, only have to be there; for rm: until no key is left), and the requests the store
+served from the command's start until the mount stopped (unmount included; the polls' own
+requests taken off), by type, from the store's access log. At each latency of --latencies: 0 ms is the store directly, more is through
 scripts/cloudproxy.py (that many ms before each request, 25 MB/s per connection). s3fs at a
-latency above 0 writes about 3 files a second: it runs a 500-file slice of the tar and no git clone
+latency above 0 writes about 7 files a second: it runs a 500-file slice of the tar and no git clone
 (--slice 0: everything).
 
 The stores are the integration tests' own (Tests/integration/conftest.py): moto_server, or with
 --store rgw a single-node Ceph RADOS Gateway (scripts/rgwcluster.py).
 
     S3MOUNT_BIN=.build/release/s3mount python3 scripts/smallbench.py [--store moto|rgw] [--latencies 0,20]
-        [--tools "s3mount,s3mount --write-back,s3fs,rclone"] [--quick]
+        [--tools "s3mount,s3mount --write-back,s3fs,rclone"] [--git-rev 3fbda00] [--quick]
     python3 scripts/smallbench.py --render [--store rgw]      (the tables again from the JSON)
 
 An s3mount entry of --tools may carry options; one this build does not know makes its rows
