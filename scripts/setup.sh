@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh build       # build s3mount: FUSE and the libraries it links (scripts/install.sh, package.sh)
 #   bash scripts/setup.sh demo        # build + the S3 emulator moto and boto3 to seed its bucket (scripts/demo.sh)
 #   bash scripts/setup.sh rgw-demo    # build + Ceph's RADOS Gateway and boto3 (scripts/demo.sh --rgw)
-#   bash scripts/setup.sh bench       # build + moto, s3fs, rclone, the aws CLI (scripts/bench.sh; add rgw for --store rgw)
+#   bash scripts/setup.sh bench       # build + moto, s3fs, rclone, the aws CLI, pytest (scripts/bench.sh, scripts/smallbench.py; add rgw for --store rgw)
 #   bash scripts/setup.sh [tests]     # everything the tests use (the default; scripts/test.sh, .ci/run)
 # Several purposes may be given: `setup.sh bench rgw`.
 set -euo pipefail
@@ -105,7 +105,8 @@ fi
 if [ "$want_boto3" = 1 ]; then
     python3 -c "import boto3" >/dev/null 2>&1 || pip_needed+=(boto3)
 fi
-if [ "$want_tests" = 1 ]; then
+# pytest: the tests, and scripts/smallbench.py, which takes its stores from Tests/integration/conftest.py.
+if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
     python3 -c "import pytest" >/dev/null 2>&1 || pip_needed+=(pytest)
 fi
 if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
