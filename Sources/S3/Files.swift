@@ -28,6 +28,22 @@ public func readRegularFile(_ fd: Int32, maxBytes: Int) -> [UInt8]? {
     return Array(out[..<min(total, Int(st.st_size))])
 }
 
+/// Up to `count` bytes of `fd` from `offset`, fewer only at the end of the file; nil on an error
+/// (errno says which).
+public func preadFully(_ fd: Int32, count: Int, at offset: Int64) -> [UInt8]? {
+    var out = [UInt8](repeating: 0, count: max(0, count))
+    var done = 0
+    while done < out.count {
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        done += n
+    }
+    out.removeSubrange(done...)
+    return out
+}
+
 /// Files in folders that other parts of the host may reach: opened without following a link at
 /// the last step and without blocking (a FIFO planted there opens at once, and is then refused),
 /// and kept only when they are regular files that this process's user owns.

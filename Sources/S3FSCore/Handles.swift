@@ -25,17 +25,7 @@ final class SpoolReader: @unchecked Sendable {
         self.ino = ino
     }
     func read(offset: Int64, length: Int) -> Result<[UInt8], FSError> {
-        var out = [UInt8](repeating: 0, count: max(0, length))
-        var done = 0
-        while done < out.count {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return .failure(FSError(errno)) }
-            if n == 0 { break }
-            done += n
-        }
-        out.removeSubrange(done...)
-        return .success(out)
+        preadFully(fd, count: length, at: offset).map { .success($0) } ?? .failure(FSError(errno))
     }
     func close() { Glibc.close(fd) }
 }

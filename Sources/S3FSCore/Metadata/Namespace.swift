@@ -17,7 +17,7 @@ extension Filesystem {
         let marker = Names.dirPath(parentPath: dirPath, name: name)
         let m = newMeta(S_IFDIR, mode, caller ?? Caller(uid: options.uid, gid: options.gid))
         // With write-back, the marker goes up behind like a closed file (journaled first).
-        let written = writeBack != nil && writeBackMarker(marker, meta: m, parent: parent, dirPath: dirPath, name: name)
+        let written = writeBack != nil && writeBackMarker(marker, meta: m)
         if !written {
             do { _ = try store.put(marker, body: .none, metadata: headers(m)) } catch { return .failure(FSError(error)) }
         }

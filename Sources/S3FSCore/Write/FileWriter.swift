@@ -498,14 +498,7 @@ final class FileWriter: @unchecked Sendable {
             if ensureLoaded() != nil { return nil }
             let (changes, size) = state.withLock { ($0.changes, $0.size) }
             if size > Int64(inlineLimit) { return fdatasync(fd) == 0 ? (changes, size, nil) : nil }
-            var out = [UInt8](repeating: 0, count: Int(size))
-            var done = 0
-            while done < out.count {
-                let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return nil }
-                done += n
-            }
+            guard let out = preadFully(fd, count: Int(size), at: 0), out.count == Int(size) else { return nil }
             return (changes, size, out)
         }
     }

@@ -155,7 +155,6 @@ extension Filesystem {
             return true
         }
         guard owed else { return false }
-        wb.update { $0.admit(handle, size: w.size) } // (its size again: written since its close?)
         wb.submitSettled { [self] in uploadInBackground(handle: handle, w, wb) }
         return true
     }
@@ -174,7 +173,7 @@ extension Filesystem {
 
     /// mkdir with write-back: the marker, an empty object with the directory's headers, is
     /// journaled and goes up behind, as a closed file does. False: send it now instead.
-    func writeBackMarker(_ marker: [UInt8], meta m: PosixMeta, parent: UInt64, dirPath: [UInt8], name: [UInt8]) -> Bool {
+    func writeBackMarker(_ marker: [UInt8], meta m: PosixMeta) -> Bool {
         guard let wb = writeBack, let w = try? makeWriter(key: marker, ino: 0, meta: m) else { return false }
         w.markPendingEmpty()
         let h = register(w)
@@ -208,7 +207,7 @@ extension Filesystem {
         return handles.writers(where: { $0.ino == ino && $0.state.withLock { $0.background } })
     }
 
-    /// Before an open for writing, an fsync or a close of `ino`: its owed uploads land first. One
+    /// Before an open for writing or an fsync of `ino`: its owed uploads land first. One
     /// that failed is tried once more now; its error is the answer when it fails again.
     func settleWriteBack(ino: UInt64) -> FSError? {
         guard let wb = writeBack else { return nil }

@@ -67,10 +67,14 @@ public final class WriteBackJournal: @unchecked Sendable {
     @discardableResult
     private func openSegment(_ seq: Int) -> Bool {
         let path = segmentPath(seq)
-        // Never another live journal's file (truncated by the open only once it is ours).
-        guard let fd = OwnedFile.open(path, O_WRONLY | O_CREAT | O_APPEND), flock(fd, LOCK_EX | LOCK_NB) == 0 || { Glibc.close(fd); return false }(),
-              ftruncate(fd, 0) == 0 else {
+        // Never another live journal's file: truncated only once the lock says it is ours.
+        guard let fd = OwnedFile.open(path, O_WRONLY | O_CREAT | O_APPEND) else {
             Log.error("write-back: cannot keep a journal in \(path): \(String(cString: strerror(errno)))")
+            return false
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0, ftruncate(fd, 0) == 0 else {
+            Log.error("write-back: cannot keep a journal in \(path): \(String(cString: strerror(errno)))")
+            Glibc.close(fd)
             return false
         }
         state.withLock { s in
