@@ -46,7 +46,11 @@ public enum StatsText {
             notifications = "\n  \"notifications\": {\"queue\": \"\(n.queue)\", \"healthy\": \(n.healthy), \"metadata_ttl\": \(n.metadataTTL.isFinite ? String(n.metadataTTL) : "null"), "
                 + "\"polls\": \(n.polls), \"poll_errors\": \(n.pollErrors), \"messages\": \(n.messages), \"malformed\": \(n.malformed), \"test_events\": \(n.testEvents), "
                 + "\"events\": \(n.events), \"applied\": \(n.applied), \"stale\": \(n.stale), \"own\": \(n.own), \"ignored\": \(n.ignored), "
-                + "\"delete_failures\": \(n.deleteFailures), \"lag_ms\": {\"p50\": \(ms(n.lagPercentile(0.5))), \"p99\": \(ms(n.lagPercentile(0.99))), \"max\": \(ms(n.applied > 0 ? n.maxLag : nil))}},"
+                + "\"delete_failures\": \(n.deleteFailures), \"lag_ms\": {\"p50\": \(ms(n.lagPercentile(0.5))), \"p99\": \(ms(n.lagPercentile(0.99))), \"max\": \(ms(n.applied > 0 ? n.maxLag : nil)), \"last\": \(ms(n.lastLag))}, "
+                + "\"receivers\": \(n.receivers), \"events_per_second\": \((n.eventsPerSecond * 10).rounded() / 10), "
+                + "\"probes\": {\"sent\": \(n.probesSent), \"back\": \(n.probesBack), \"lost\": \(n.probesLost), \"foreign\": \(n.foreignProbes)}, "
+                + "\"gaps\": \(n.gaps), \"gap\": \(n.gap.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" } ?? "null"), "
+                + "\"revalidations\": \(n.revalidations), \"revalidated_directories\": \(n.revalidatedDirectories), \"revalidation_changes\": \(n.revalidationChanges)},"
         }
         return """
         {
@@ -155,6 +159,12 @@ public enum StatsText {
             counter("s3mount_notification_malformed_total", "Queue messages that were not S3 events (deleted).", Int64(n.malformed))
             counter("s3mount_notification_poll_errors_total", "Polls of the notification queue that failed.", Int64(n.pollErrors))
             gauge("s3mount_notification_healthy", "1 while the notification queue answers.", n.healthy ? 1 : 0)
+            gauge("s3mount_notification_trusted", "1 while every event is known to arrive (no gap: the long TTL applies).", n.gap == nil && n.healthy ? 1 : 0)
+            counter("s3mount_notification_gaps_total", "Times the mount found it was missing events.", Int64(n.gaps))
+            counter("s3mount_notification_probes_lost_total", "Probes sent to the queue that did not come back.", Int64(n.probesLost))
+            counter("s3mount_notification_revalidations_total", "Revalidations of the cached listings after a gap.", Int64(n.revalidations))
+            out += "# HELP s3mount_notification_events_per_second Events received per second (the last 10 s).\n# TYPE s3mount_notification_events_per_second gauge\n"
+            out += "s3mount_notification_events_per_second \(n.eventsPerSecond)\n"
             out += "# HELP s3mount_notification_lag_seconds Time from an event to its application (recent events).\n# TYPE s3mount_notification_lag_seconds summary\n"
             for q in [0.5, 0.99] { if let v = n.lagPercentile(q) { out += "s3mount_notification_lag_seconds{quantile=\"\(q)\"} \(v)\n" } }
         }

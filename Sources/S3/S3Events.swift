@@ -63,12 +63,21 @@ public enum EventMessage: Sendable, Equatable {
     case test
     /// Not an S3 event (or not readable as one): logged and deleted.
     case malformed(String)
+    /// A probe a mount sent to its queue (`S3EventParser.probe`): it should come back to that mount.
+    case probe(mount: String, sequence: Int)
 }
 
 public enum S3EventParser {
     /// Reads a message body: S3's `{"Records": [...]}`, or the same inside an SNS envelope (a
     /// subscription without raw message delivery).
     public static func parse(_ body: String) -> EventMessage { parse(body, inEnvelope: false) }
+
+    static let probeField = "s3mountProbe"
+
+    /// The body of a probe mount `mount` sends to its own queue.
+    public static func probe(mount: String, sequence: Int) -> String {
+        "{\"\(probeField)\": {\"mount\": \"\(mount)\", \"sequence\": \(sequence)}}"
+    }
 
     private static func parse(_ body: String, inEnvelope: Bool) -> EventMessage {
         guard let data = body.data(using: .utf8),
@@ -84,6 +93,13 @@ public enum S3EventParser {
             return parse(inner, inEnvelope: true)
         }
         if json["Event"] as? String == "s3:TestEvent" { return .test }
+        if !inEnvelope, let p = json[probeField] as? [String: Any] {
+            guard let mount = p["mount"] as? String, (1...64).contains(mount.utf8.count),
+                  let n = p["sequence"] as? NSNumber, let sequence = Int(exactly: n.doubleValue), sequence > 0 else {
+                return .malformed("a probe without a mount and a sequence number")
+            }
+            return .probe(mount: mount, sequence: sequence)
+        }
         guard let records = json["Records"] as? [[String: Any]] else { return .malformed("no \"Records\"") }
         var out: [ObjectEvent] = []
         for r in records {

@@ -22,6 +22,17 @@ public protocol EventQueue: Sendable {
     func receive(waitSeconds: Int) throws -> [QueueMessage]
     /// Deletes messages once applied; returns the receipt handles SQS refused to delete.
     func delete(_ receiptHandles: [String]) throws -> [String]
+    /// Sends a message to the queue itself (the mount's probes).
+    func send(_ body: String) throws
+}
+
+public struct QueueCannotSend: Error, CustomStringConvertible {
+    public init() {}
+    public var description: String { "this queue takes no messages from its reader" }
+}
+
+extension EventQueue {
+    public func send(_ body: String) throws { throw QueueCannotSend() }
 }
 
 public struct SQSError: Error, CustomStringConvertible, Sendable {
@@ -126,6 +137,10 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
             let count = ((m["Attributes"] as? [String: Any])?["ApproximateReceiveCount"] as? String).flatMap { Int($0) } ?? 1
             return QueueMessage(id: m["MessageId"] as? String ?? "", body: body, receiptHandle: handle, receiveCount: count)
         }
+    }
+
+    public func send(_ body: String) throws {
+        _ = try call("SendMessage", ["QueueUrl": queueURL, "MessageBody": body])
     }
 
     public func delete(_ receiptHandles: [String]) throws -> [String] {

@@ -19,10 +19,14 @@ enum Pools {
     static let copies = WorkerPool(name: "s3m-copy", maxThreads: 16, bulk: true)
     /// HeadObject of names a listing showed (`--metadata head`), ahead of their `stat`.
     static let heads = WorkerPool(name: "s3m-head", maxThreads: 16)
+    /// `--notification-queue`: the receivers (one long poll, more during a burst), the probe
+    /// clock and revalidations (NotificationListener). Its jobs never wait for one another.
+    static let events = WorkerPool(name: "s3m-events", maxThreads: NotificationListener.maxReceivers + 2)
 
     /// Threads started and jobs waiting, by pool: for the statistics.
     static var load: [(name: String, threads: Int, queued: Int)] {
-        [("s3m-list", listings), ("s3m-upload", uploads), ("s3m-writeback", writeBack), ("s3m-copy", copies), ("s3m-head", heads)].map {
+        [("s3m-list", listings), ("s3m-upload", uploads), ("s3m-writeback", writeBack), ("s3m-copy", copies), ("s3m-head", heads),
+         ("s3m-events", events)].map {
             let l = $0.1.load
             return ($0.0, l.threads, l.queued)
         }

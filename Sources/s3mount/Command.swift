@@ -137,6 +137,17 @@ struct S3MountCommand: ParsableCommand {
             completion: .list([]))
     var notificationQueue: String?
 
+    @Option(name: .customLong("notification-receivers"),
+            help: ArgumentHelp("with --notification-queue: receive calls in flight at once during a burst of events; one while the queue is quiet (default 8; 1 to 16)", valueName: "N"),
+            completion: .list([]))
+    var notificationReceivers: String?
+
+    @Option(name: .customLong("notification-check-interval"),
+            help: ArgumentHelp("with --notification-queue: seconds between the probes the mount sends to its own queue, to see that every event reaches it (default 15; 0: none, and the mount's own changes are not checked either: for a notification configuration that filters by prefix or suffix)",
+                               valueName: "SECONDS"),
+            completion: .list([]))
+    var notificationCheckInterval: String?
+
     @Option(name: .customLong("log-file"),
             help: ArgumentHelp("write the log here (default: stderr in the foreground, else syslog)", valueName: "PATH"),
             completion: .file())

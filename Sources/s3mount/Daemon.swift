@@ -312,7 +312,8 @@ enum Daemon {
             do {
                 let queue = try SQSClient(queueURL: url, region: client.region, credentials: creds, transport: transport)
                 fs.setNotificationsHealthy(false)
-                listener = NotificationListener(fs: fs, queue: queue, queueName: url, bucket: config.bucket)
+                listener = NotificationListener(fs: fs, queue: queue, queueName: url, bucket: config.bucket,
+                                                receivers: config.notificationReceivers, checkInterval: config.notificationCheckInterval)
                 listener?.start()
             } catch {
                 Log.warning("notification queue \(url): \(error); changes by others show within the TTL")

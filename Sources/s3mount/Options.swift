@@ -72,6 +72,9 @@ struct MountConfig {
     var walkReadAhead = 8
     /// The SQS queue S3 event notifications of the bucket arrive at (`--notification-queue`).
     var notificationQueue: String?
+    /// Receive calls in flight at once, and seconds between probes (0: none).
+    var notificationReceivers = 8
+    var notificationCheckInterval: Double = 15
     /// Encryption, storage class, requester pays and expected owner of every request (the SSE-C
     /// key is read from `sseCustomerKeyFile` when the mount starts, not at parsing).
     var policy = RequestPolicy()
@@ -125,6 +128,8 @@ extension S3MountCommand {
             c.notificationQueue = q
             c.metadataTTL = MountConfig.notificationTTL
         }
+        if let v = notificationReceivers { c.notificationReceivers = try V.count(name("notification-receivers"), v, 1...16) }
+        if let v = notificationCheckInterval { c.notificationCheckInterval = v == "0" ? 0 : try V.seconds(name("notification-check-interval"), v, max: 3600) }
         if let v = metadataTTL { c.metadataTTL = try V.ttl(v) }
         if let v = metadata { c.metadata = try V.metadataMode(v) }
         c.logFile = logFile

@@ -14,12 +14,28 @@ final class MemoryQueue: EventQueue, @unchecked Sendable {
         pending.append(QueueMessage(id: "m\(pending.count + deleted.count)", body: body, receiptHandle: "h\(pending.count + deleted.count)"))
         lock.unlock()
     }
+    /// Bodies sent to the queue (the mount's probes); `sendsTo` takes them instead of this
+    /// queue (another reader), `sendRefused` refuses them.
+    var sent: [String] = []
+    var sendsTo: MemoryQueue? = nil
+    var sendRefused = false
     func receive(waitSeconds: Int) throws -> [QueueMessage] {
-        lock.lock(); defer { lock.unlock() }
-        if let e = failing { throw e }
+        lock.lock()
+        if let e = failing { lock.unlock(); throw e }
         let out = Array(pending.prefix(10))
         pending.removeFirst(out.count)
+        lock.unlock()
+        // An empty queue answers after a while, as a long poll does.
+        if out.isEmpty && waitSeconds > 0 { usleep(20_000) }
         return out
+    }
+    func send(_ body: String) throws {
+        lock.lock()
+        let refused = sendRefused, other = sendsTo
+        if !refused { sent.append(body) }
+        lock.unlock()
+        if refused { throw QueueCannotSend() }
+        (other ?? self).push(body)
     }
     func delete(_ receiptHandles: [String]) throws -> [String] {
         lock.lock(); deleted += receiptHandles; lock.unlock()
@@ -189,14 +205,140 @@ final class NotificationTests: XCTestCase {
         XCTAssertEqual(q.deleted, ["h0", "h1", "h2"], "applied, malformed and test messages are all deleted")
         // The malformed one is named in the log, once; nothing else is logged.
         let lines = log.split(separator: "\n").map { String($0.drop(while: { $0 != "]" }).dropFirst(2)) }
-        XCTAssertEqual(lines, ["warning: notification message m1 is not an S3 event (not a JSON object); deleted"], log)
+        XCTAssertEqual(lines, ["warning: notification message m1 is not an S3 event (not a JSON object); deleted",
+                               "warning: notification queue mem: a message that is not an S3 event was dropped; caches are trusted for 60 s and revalidated until every event arrives again"], log)
         XCTAssertEqual(lookup(fs, d.ino, "new")?.size, 3)
         let s = listener.stats
-        XCTAssertEqual([s.messages, s.events, s.applied, s.malformed, s.testEvents], [3, 1, 1, 1, 1])
+        XCTAssertEqual([s.messages, s.events, s.applied, s.malformed, s.testEvents, s.gaps], [3, 1, 1, 1, 1, 1])
+        XCTAssertNotNil(s.gap, "a dropped message is a gap")
         // Unhealthy: the short TTL; healthy again: the configured one.
         fs.setNotificationsHealthy(false)
         XCTAssertEqual(fs.currentMetadataTTL, 60)
         fs.setNotificationsHealthy(true)
         XCTAssertEqual(fs.currentMetadataTTL, .infinity)
+    }
+
+    // MARK: - bursts, probes and gaps
+
+    func testParallelReceiversApplyABurstOnceEach() {
+        let (fs, store, _) = make(["d/seed"])
+        let d = lookup(fs, 1, "d")!
+        _ = names(fs, d.ino)
+        let lists = store.lists
+        let q = MemoryQueue()
+        for i in 0..<2000 {
+            q.push(Self.message(Self.record("ObjectCreated:Put", "d/f\(i)", size: i, time: "2030-01-01T00:00:00Z")))
+        }
+        let listener = NotificationListener(fs: fs, queue: q, queueName: "mem", bucket: "bkt", waitSeconds: 1, receivers: 8, checkInterval: 0)
+        listener.start()
+        defer { listener.stop() }
+        let deadline = monotonicSeconds() + 30
+        while listener.stats.applied < 2000 && monotonicSeconds() < deadline { usleep(10_000) }
+        let s = listener.stats
+        XCTAssertEqual(s.applied, 2000)
+        XCTAssertEqual(s.receivers, 8)
+        XCTAssertEqual(Set(q.deleted).count, 2000, "each message deleted once")
+        XCTAssertEqual(names(fs, d.ino).count, 2001)
+        XCTAssertEqual(lookup(fs, d.ino, "f1999")?.size, 1999)
+        XCTAssertEqual(store.lists, lists, "no listing: the burst came as events: \(store.listed)")
+    }
+
+    func testProbesComeBackAndAProbeOfAnotherMountIsAGap() {
+        let (fs, _, _) = make(["d/a"])
+        let q = MemoryQueue()
+        let listener = NotificationListener(fs: fs, queue: q, queueName: "mem", bucket: "bkt", waitSeconds: 1, receivers: 2, checkInterval: 1)
+        fs.setNotificationsHealthy(false)
+        let (_, log) = capturingLog {
+            listener.start()
+            let deadline = monotonicSeconds() + 20
+            while listener.stats.probesBack < 2 && monotonicSeconds() < deadline { usleep(20_000) }
+            XCTAssertGreaterThanOrEqual(listener.stats.probesBack, 2, "the mount's probes come back to it")
+            XCTAssertEqual(fs.currentMetadataTTL, .infinity, "every event arrives: the long TTL")
+            // Another mount reads the same queue: its probe arrives here.
+            q.push(S3EventParser.probe(mount: "0123456789abcdef", sequence: 1))
+            while listener.stats.gaps < 1 && monotonicSeconds() < deadline { usleep(20_000) }
+            listener.stop()
+        }
+        let s = listener.stats
+        XCTAssertEqual(s.foreignProbes, 1)
+        XCTAssertEqual(s.gaps, 1)
+        XCTAssertEqual(fs.currentMetadataTTL, 60, "a gap: the short TTL")
+        XCTAssertTrue(log.contains("a probe of another mount arrived"), log)
+        XCTAssertEqual(log.components(separatedBy: "another reader takes events").count, 2, "said once: \(log)")
+    }
+
+    func testLostProbesAndTheirRecovery() {
+        // Pure: the watch decides, with time as an argument.
+        var w = EventWatch(probeTimeout: 10, quiet: 30)
+        let p1 = w.probeSent(at: 0)
+        XCTAssertNil(w.probeReceived(sequence: p1, mine: true, at: 1))
+        _ = w.probeSent(at: 2)
+        XCTAssertNil(w.checkProbes(at: 11))
+        XCTAssertEqual(w.checkProbes(at: 13), .probesLost(1))
+        XCTAssertTrue(w.note(.probesLost(1), at: 13), "the first gap is said")
+        XCTAssertTrue(w.needsRevalidation(at: 13))
+        w.revalidationBegins(at: 13)
+        XCTAssertFalse(w.needsRevalidation(at: 13.5))
+        w.revalidationEnded()
+        XCTAssertFalse(w.note(.sharedQueue, at: 14), "later ones while it lasts are not said")
+        XCTAssertFalse(w.needsRevalidation(at: 20), "at most every `quiet` seconds")
+        // Quiet for 30 s after the last gap, but the revalidation began before it: not yet.
+        XCTAssertFalse(w.recover(at: 50))
+        XCTAssertTrue(w.needsRevalidation(at: 50))
+        w.revalidationBegins(at: 50)
+        w.revalidationEnded()
+        XCTAssertFalse(w.recover(at: 51), "no probe came back since the gap")
+        let p3 = w.probeSent(at: 51)
+        XCTAssertNil(w.probeReceived(sequence: p3, mine: true, at: 52))
+        XCTAssertTrue(w.recover(at: 52))
+        XCTAssertNil(w.gap)
+        // Without probes (a source that cannot take them), the quiet time and a revalidation do.
+        var v = EventWatch(probeTimeout: 10, quiet: 30)
+        v.probeUnsent(v.probeSent(at: 0))
+        XCTAssertFalse(v.probing)
+        XCTAssertTrue(v.note(.ownChangesLost(3), at: 5))
+        v.revalidationBegins(at: 6)
+        v.revalidationEnded()
+        XCTAssertFalse(v.recover(at: 20))
+        XCTAssertTrue(v.recover(at: 36))
+    }
+
+    func testRevalidationFindsWhatNoEventTold() {
+        let (fs, store, seen) = make(["d/a", "d/b", "d/sub/x"])
+        let d = lookup(fs, 1, "d")!
+        XCTAssertEqual(names(fs, d.ino), ["a", "b", "sub"])
+        // Changed behind the mount, with no event: a rewritten, b gone, c new, sub gone, e/ new.
+        store.put("d/a", "changed")
+        store.remove("d/b")
+        store.put("d/c")
+        store.remove("d/sub/x")
+        store.put("d/e/y")
+        XCTAssertEqual(names(fs, d.ino), ["a", "b", "sub"], "still trusted")
+        seen.withLock { $0 = [] }
+        let r = fs.revalidateListings(bucket: "bkt", limit: 100)
+        XCTAssertEqual(r.directories, 2, "/ and d/")
+        XCTAssertGreaterThanOrEqual(r.changes, 4)
+        XCTAssertEqual(lookup(fs, d.ino, "a")?.size, 7)
+        XCTAssertEqual(names(fs, d.ino), ["a", "c", "e"], "listed again: the directories changed too")
+        XCTAssertTrue(seen.withLock { $0 }.contains { if case .entry(d.ino, b("b")) = $0 { return true }; return false }, "the kernel is told")
+        // Nothing changed: nothing found, and one listing a directory.
+        let lists = store.lists
+        let again = fs.revalidateListings(bucket: "bkt", limit: 100)
+        XCTAssertEqual(again.changes, 0)
+        XCTAssertEqual(store.lists - lists, again.directories)
+    }
+
+    func testOwnChangesThatDoNotComeBackAreLostOnlyOnceTheirKindCameBack() {
+        let own = OwnChanges()
+        own.note(b("a"), .created("e1"))
+        own.note(b("gone"), .removed)
+        let later = monotonicSeconds() + 100
+        XCTAssertEqual(own.takeOverdue(after: 90, at: later), 0, "nothing came back yet: perhaps no event is configured at all")
+        own.note(b("b"), .created("e2"))
+        XCTAssertTrue(own.consume(event("b", .created(size: 1, etag: "e2"))))
+        XCTAssertEqual(own.takeOverdue(after: 90, at: monotonicSeconds() + 1), 0, "not late yet")
+        XCTAssertEqual(own.takeOverdue(after: 90, at: later), 1, "the creation of a; removals never came back, so the removal does not count")
+        XCTAssertEqual(own.takeOverdue(after: 90, at: later), 0, "counted once")
+        XCTAssertFalse(own.consume(event("a", .created(size: 1, etag: "e1"))), "forgotten")
     }
 }

@@ -225,3 +225,63 @@ def test_bad_queue_urls_are_refused_before_mounting(bucket, tmp_path):
     for url in ("sqs://x/1/q", "http://127.0.0.1:9/only-one-part", "http://h/1/q?x=1"):
         r = run([BIN, bucket, str(tmp_path), "--notification-queue", url])
         assert r.returncode != 0 and "notification-queue" in r.stderr, (url, r.stderr)
+
+
+def test_a_burst_of_puts_shows_within_seconds_of_the_last(moto, s3, bucket, mount):
+    """600 objects put by 16 threads: while they come, the receivers poll in parallel; B has every
+    one soon after the last put, without a LIST or HEAD of its own."""
+    s3.put_object(Bucket=bucket, Key="burst/seed", Body=b"s")
+    (qb,) = queues(moto, bucket, 1)
+    b = mount(bucket, "--notification-queue", qb, "--metadata-ttl", "indefinite")
+    until(lambda: notification_stats(b)["healthy"], what="the first poll")
+    assert os.listdir(f"{b.path}/burst") == ["seed"]
+    before = b.requests()
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"burst/p{i:04d}", Body=b"p" * (i % 7)), range(600)))
+    behind = until(lambda: len(os.listdir(f"{b.path}/burst")) == 601, timeout=30, what="all 600 puts")
+    assert size(f"{b.path}/burst/p0599") == 599 % 7
+    used = delta(before, b.requests())
+    assert used.get("ListObjectsV2", 0) == 0 and used.get("HeadObject", 0) == 0, used
+    st = notification_stats(b)
+    assert st["receivers"] == 8 and st["applied"] >= 600 and st["gaps"] == 0, st
+    print(f"B had all 600 puts {behind:.2f} s after the last; events/s now {st['events_per_second']}")
+
+
+def test_two_mounts_given_one_queue_are_detected_and_follow_the_short_ttl(moto, s3, bucket, mount):
+    """A mistake: one queue for two mounts, each sees about half the events. Their probes tell
+    them within a minute; each says so once, falls back to the short TTL, and revalidates, so that
+    a change either one missed shows on both all the same."""
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=b"a")
+    (q,) = queues(moto, bucket, 1)
+    a = mount(bucket, "--notification-queue", q, "--notification-check-interval", "2")
+    b = mount(bucket, "--notification-queue", q, "--notification-check-interval", "2")
+    for m in (a, b):
+        assert os.listdir(f"{m.path}/d") == ["a.txt"]
+    start = time.time()
+    for m in (a, b):
+        until(lambda: notification_stats(m)["gaps"] >= 1, timeout=60, what="the shared queue")
+    found = time.time() - start
+    for m in (a, b):
+        st = notification_stats(m)
+        assert st["metadata_ttl"] == 60 and "another reader" in st["gap"], st
+        assert m.log().count("another reader takes events") == 1, m.log()
+        assert st["revalidations"] >= 1, st
+    # Ten changes by another client: each mount receives about half of their events, and shows
+    # the rest all the same after a revalidation, within the short TTL.
+    for i in range(10):
+        s3.put_object(Bucket=bucket, Key=f"d/n{i}.txt", Body=b"n" * i)
+    want = sorted(["a.txt"] + [f"n{i}.txt" for i in range(10)])
+    for m in (a, b):
+        until(lambda: sorted(os.listdir(f"{m.path}/d")) == want, timeout=65, what="every change on both mounts")
+    print(f"both mounts found the shared queue within {found:.1f} s")
+
+
+def test_probes_come_back_to_a_mount_with_its_own_queue(moto, s3, bucket, mount):
+    s3.put_object(Bucket=bucket, Key="f.txt", Body=b"x")
+    (q,) = queues(moto, bucket, 1)
+    m = mount(bucket, "--notification-queue", q, "--notification-check-interval", "1")
+    until(lambda: notification_stats(m)["probes"]["back"] >= 3, timeout=30, what="three probes back")
+    st = notification_stats(m)
+    assert st["gaps"] == 0 and st["gap"] is None and st["metadata_ttl"] == 3600, st
+    assert st["probes"]["foreign"] == 0 and st["malformed"] == 0, st

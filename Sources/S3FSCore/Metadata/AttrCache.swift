@@ -269,6 +269,11 @@ struct AttrCache {
     }
     var completeCount: Int { tables.values.reduce(0) { $0 + ($1.listedAt == nil ? 0 : 1) } }
 
+    /// The directories listed completely, most recently listed first.
+    var completeDirectories: [[UInt8]] {
+        tables.compactMap { k, t in t.listedAt.map { (k, $0) } }.sorted { $0.1 > $1.1 }.map { $0.0 }
+    }
+
     func listedAt(_ dir: [UInt8]) -> Double? { tables[dir]?.listedAt }
 
     /// Whether anything is known of the directory (a listing, a lookup, a change).

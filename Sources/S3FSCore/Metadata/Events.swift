@@ -20,10 +20,35 @@ final class MetadataTTL: Sendable {
 /// Changes this mount made itself, until their events come back from the queue: an event that
 /// matches one is the mount's own write, and changes nothing (it may arrive after a later change
 /// through the mount, which it must not undo). Entries older than `keep` seconds are dropped.
+/// They are also the mount's probes of its source: once a kind of change has come back, one of
+/// that kind that does not within `overdue` seconds was lost on the way (`takeOverdue`).
 final class OwnChanges: Sendable {
     enum Change: Equatable { case created(String), removed }
     private let expected = Locked<[[UInt8]: [(change: Change, at: Double)]]>([:])
+    /// Whether a creation, a removal has come back since the mount started.
+    private let cameBack = Locked<(created: Bool, removed: Bool)>((false, false))
     let keep: Double = 600
+
+    /// Forgets the changes of a kind that came back before, made more than `after` seconds ago
+    /// and not come back since; returns how many.
+    func takeOverdue(after: Double, at t: Double) -> Int {
+        let back = cameBack.withLock { $0 }
+        guard back.created || back.removed else { return 0 }
+        return expected.withLock { m -> Int in
+            var lost = 0
+            for (key, list) in m {
+                let kept = list.filter { c in
+                    let late = t - c.at > after
+                    let probe: Bool
+                    switch c.change { case .created: probe = back.created; case .removed: probe = back.removed }
+                    if late && probe { lost += 1; return false }
+                    return true
+                }
+                if kept.count != list.count { m[key] = kept.isEmpty ? nil : kept }
+            }
+            return lost
+        }
+    }
 
     func note(_ key: [UInt8], _ c: Change) {
         let t = monotonicSeconds()
@@ -39,7 +64,7 @@ final class OwnChanges: Sendable {
     /// Whether `event` is one of these changes (it is then forgotten).
     func consume(_ event: ObjectEvent) -> Bool {
         let t = monotonicSeconds()
-        return expected.withLock { m -> Bool in
+        let consumed = expected.withLock { m -> Bool in
             guard var list = m[event.key] else { return false }
             list.removeAll { t - $0.at >= keep }
             let i = list.firstIndex { c in
@@ -54,6 +79,10 @@ final class OwnChanges: Sendable {
             m[event.key] = list.isEmpty ? nil : list
             return i != nil
         }
+        if consumed {
+            cameBack.withLock { b in if event.change == .removed { b.removed = true } else { b.created = true } }
+        }
+        return consumed
     }
 }
 
@@ -161,23 +190,82 @@ struct EventEffects {
 }
 
 extension Filesystem {
-    /// Applies one S3 event to the caches: the attribute entry of its key, its directory's
-    /// listing (kept complete, the name added or removed), the directories it implies, the
-    /// negative cache and the data cached for an older version; then tells the kernel to drop
-    /// what it holds of them. No request is made.
+    /// Applies one S3 event (see `applyEvents`).
     public func applyEvent(_ e: ObjectEvent, bucket: String) -> EventOutcome {
-        // A record that does not name this bucket is another bucket's, whoever sent it.
-        guard e.bucket == bucket else { return .ignored }
-        let root = rootPath
-        guard e.key.count > root.count, e.key.starts(with: root) else { return .ignored }
-        if ownChanges?.consume(e) == true {
-            // The mount's own delete: what it showed is right, but the directories the key implied
-            // may be gone with it, as a listing would show.
-            if e.change == .removed { settleDirectories(above: e.key) }
-            return .own
-        }
+        applyEvents([e], bucket: bucket)[0]
+    }
+
+    /// Applies a batch of S3 events, in order, to the caches: the attribute entry of each key, its
+    /// directory's listing (kept complete, the name added or removed), the directories it implies,
+    /// the negative cache and the data cached for an older version; then tells the kernel to drop
+    /// what it holds of them. The whole batch takes the metadata lock once. No request is made.
+    /// `listedAt`: for events made from a listing (`revalidateListings`), the monotonic moment it
+    /// began: an entry learned since is newer than the listing.
+    public func applyEvents(_ events: [ObjectEvent], bucket: String, listedAt: Double? = nil) -> [EventOutcome] {
+        var outcomes = [EventOutcome](repeating: .ignored, count: events.count)
+        var placed: [(index: Int, event: PlacedEvent)] = []
+        var ownRemovals: [[UInt8]] = []
         let t = now()
-        guard eventOrder.withLock({ $0.admit(e, now: t) }) else { return .stale }
+        for (i, e) in events.enumerated() {
+            switch place(e, bucket: bucket, at: t) {
+            case .decided(let outcome):
+                outcomes[i] = outcome
+                if outcome == .own && e.change == .removed { ownRemovals.append(e.key) }
+            case .index(let dir):
+                outcomes[i] = applyIndexEvent(e, dir: dir)
+            case .placed(let p):
+                placed.append((i, p))
+            }
+        }
+        guard !placed.isEmpty || !ownRemovals.isEmpty else { return outcomes }
+        var fx = EventEffects()
+        var dropData: [[UInt8]] = []
+        state.withLock { s in
+            // The mount's own deletes: what it showed is right, but the directories the key implied
+            // may be gone with it, as a listing would show.
+            for key in ownRemovals {
+                _ = removeIfGone(&s, dir: key.last == Names.slash ? key : AttrCache.split(key).0, &fx)
+            }
+            for (i, p) in placed {
+                var drop = false
+                outcomes[i] = decide(&s, p, at: t, listedAt: listedAt, &fx, dropData: &drop)
+                if drop { dropData.append(p.event.key) }
+            }
+        }
+        for key in dropData { reads.cache?.drop(key: key) }
+        // Outside the metadata lock: the index has a lock of its own, taken before it elsewhere.
+        for d in fx.newDirectories { meta.noteListed(dir: d, etag: nil, at: t) }
+        for i in fx.invalidations { invalidator?(i) }
+        return outcomes
+    }
+
+    /// An event this mount shows, placed in its directory, before the metadata lock.
+    struct PlacedEvent {
+        var event: ObjectEvent
+        /// The key is a directory marker ("dir/").
+        var isMarker: Bool
+        var dir: [UInt8]
+        var name: [UInt8]
+        /// The names of the directories between the root and `dir`.
+        var components: [[UInt8]]
+    }
+
+    enum Placement {
+        case decided(EventOutcome)
+        /// Another mount rewrote a directory's metadata index.
+        case index(dir: [UInt8])
+        case placed(PlacedEvent)
+    }
+
+    /// What can be told of an event without the metadata lock: another bucket's, outside the
+    /// prefix, the mount's own change, older than one applied, a name the mount cannot show.
+    func place(_ e: ObjectEvent, bucket: String, at t: Double) -> Placement {
+        // A record that does not name this bucket is another bucket's, whoever sent it.
+        guard e.bucket == bucket else { return .decided(.ignored) }
+        let root = rootPath
+        guard e.key.count > root.count, e.key.starts(with: root) else { return .decided(.ignored) }
+        if ownChanges?.consume(e) == true { return .decided(.own) }
+        guard eventOrder.withLock({ $0.admit(e, now: t) }) else { return .decided(.stale) }
 
         let isMarker = e.key.last == Names.slash
         let entryKey = isMarker ? Array(e.key.dropLast()) : e.key
@@ -187,83 +275,81 @@ extension Filesystem {
         var d = root
         for i in root.count..<dir.count where dir[i] == Names.slash {
             let comp = Array(dir[d.count..<i])
-            if Names.directoryReason(comp) != nil { return .ignored }
+            if Names.directoryReason(comp) != nil { return .decided(.ignored) }
             components.append(comp)
             d = Array(dir[...i])
         }
-        if name.isEmpty || Names.invalidReason(name) != nil { return .ignored }
-        if !isMarker && MetadataIndex.isIndex(name: name) {
-            return applyIndexEvent(e, dir: dir)
-        }
+        if name.isEmpty || Names.invalidReason(name) != nil { return .decided(.ignored) }
+        if !isMarker && MetadataIndex.isIndex(name: name) { return .index(dir: dir) }
+        return .placed(PlacedEvent(event: e, isMarker: isMarker, dir: dir, name: name, components: components))
+    }
 
-        var fx = EventEffects()
-        var dropData = false
-        let outcome: EventOutcome = state.withLock { s in
-            // (A file being written through this mount shows what its writer says until it is
-            // closed, whatever the caches hold: the event goes to the caches all the same, for
-            // after the close.)
-            let existing = s.attrs[dir: dir, name: name]
-            // Learned (listed, or changed through the mount) well after the event happened: what the
-            // mount knows already reflects it, or a later change (S3 lists what it has at once).
-            if !isMarker, let x = existing, wallTime(ofMonotonic: x.at) > e.time + Self.eventClockSlack { return .stale }
-            var changed = false
-            switch e.change {
-            case .created(let size, let etag):
-                changed = addAncestors(&s, components: components, dir: dir, &fx)
-                if isMarker {
-                    s.markers[e.key] = t
-                    if existing?.kind != .directory && s.attrs.hasTable(dir) {
-                        setEntry(&s, dir: dir, name: name, CachedEntry(kind: .directory, size: 0, mtime: e.time, etag: "", at: t))
-                        markNew(&s, parent: dir, dir: e.key, &fx)
-                        changed = true
-                    }
-                } else if existing?.kind == .directory {
-                    // A key that is also a prefix: the directory is what the mount shows, the file
-                    // once the directory goes.
-                    s.shadowed[entryKey] = CachedEntry(kind: .file, size: size, mtime: e.time, etag: etag, at: t)
-                } else if let x = existing, MetadataIndex.sameETag(x.etag, etag), x.size == size {
-                    // Already known (a listing after the change saw it).
-                } else if s.attrs.hasTable(dir) {
-                    setEntry(&s, dir: dir, name: name, CachedEntry(kind: .file, size: size, mtime: e.time, etag: etag, at: t))
-                    dropData = existing != nil
-                    changed = true
-                } else if nodeIno(s, ofDir: dir) != nil {
-                    // Not listed here; the kernel may still hold a negative entry for the name.
-                    changed = true
-                }
-                if s.negatives.removeValue(forKey: entryKey) != nil { changed = true }
-            case .removed:
-                if isMarker {
-                    s.markers[e.key] = nil
-                    changed = removeIfGone(&s, dir: e.key, &fx) || changed
-                } else if existing?.kind == .directory {
-                    s.shadowed[entryKey] = nil
-                } else if let x = existing, x.kind == .file {
-                    setEntry(&s, dir: dir, name: name, nil)
-                    // A file open for writing here keeps its inode (its writer uploads it at close).
-                    if writing(s, e.key) == nil { s.nodes.detach(parent: nodeIno(s, ofDir: dir) ?? 0, name: name, kind: .file) }
-                    dropData = true
-                    changed = true
-                    _ = removeIfGone(&s, dir: dir, &fx)
-                } else if existing == nil, writing(s, e.key) == nil, let d = nodeIno(s, ofDir: dir), s.nodes.find(parent: d, name: name, kind: .file) != nil {
-                    // Not in the caches any more, but the kernel still holds the name.
-                    s.nodes.detach(parent: d, name: name, kind: .file)
-                    changed = true
-                }
-            }
-            guard changed else { return .ignored }
-            if let dirIno = nodeIno(s, ofDir: dir) {
-                fx.invalidations.append(.entry(parent: dirIno, name: name))
-                fx.invalidations.append(.inode(dirIno))
-                if let n = s.nodes.find(parent: dirIno, name: name, kind: isMarker ? .directory : .file) { fx.invalidations.append(.inode(n.ino)) }
-            }
-            return .applied
+    /// Applies one placed event to the caches under the metadata lock; says whether the data
+    /// cached for its key is now of an older version.
+    func decide(_ s: inout State, _ p: PlacedEvent, at t: Double, listedAt: Double?, _ fx: inout EventEffects, dropData: inout Bool) -> EventOutcome {
+        let e = p.event, isMarker = p.isMarker, dir = p.dir, name = p.name
+        let entryKey = isMarker ? Array(e.key.dropLast()) : e.key
+        // (A file being written through this mount shows what its writer says until it is
+        // closed, whatever the caches hold: the event goes to the caches all the same, for
+        // after the close.)
+        let existing = s.attrs[dir: dir, name: name]
+        // Learned (listed, or changed through the mount) well after the event happened: what the
+        // mount knows already reflects it, or a later change (S3 lists what it has at once).
+        if !isMarker, let x = existing {
+            if let l = listedAt { if x.at > l { return .stale } } else if wallTime(ofMonotonic: x.at) > e.time + Self.eventClockSlack { return .stale }
         }
-        if dropData { reads.cache?.drop(key: e.key) }
-        // Outside the metadata lock: the index has a lock of its own, taken before it elsewhere.
-        for d in fx.newDirectories { meta.noteListed(dir: d, etag: nil, at: t) }
-        for i in fx.invalidations { invalidator?(i) }
-        return outcome
+        var changed = false
+        switch e.change {
+        case .created(let size, let etag):
+            changed = addAncestors(&s, components: p.components, dir: dir, &fx)
+            if isMarker {
+                s.markers[e.key] = t
+                if existing?.kind != .directory && s.attrs.hasTable(dir) {
+                    setEntry(&s, dir: dir, name: name, CachedEntry(kind: .directory, size: 0, mtime: e.time, etag: "", at: t))
+                    markNew(&s, parent: dir, dir: e.key, &fx)
+                    changed = true
+                }
+            } else if existing?.kind == .directory {
+                // A key that is also a prefix: the directory is what the mount shows, the file
+                // once the directory goes.
+                s.shadowed[entryKey] = CachedEntry(kind: .file, size: size, mtime: e.time, etag: etag, at: t)
+            } else if let x = existing, MetadataIndex.sameETag(x.etag, etag), x.size == size {
+                // Already known (a listing after the change saw it).
+            } else if s.attrs.hasTable(dir) {
+                setEntry(&s, dir: dir, name: name, CachedEntry(kind: .file, size: size, mtime: e.time, etag: etag, at: t))
+                dropData = existing != nil
+                changed = true
+            } else if nodeIno(s, ofDir: dir) != nil {
+                // Not listed here; the kernel may still hold a negative entry for the name.
+                changed = true
+            }
+            if s.negatives.removeValue(forKey: entryKey) != nil { changed = true }
+        case .removed:
+            if isMarker {
+                s.markers[e.key] = nil
+                changed = removeIfGone(&s, dir: e.key, &fx) || changed
+            } else if existing?.kind == .directory {
+                s.shadowed[entryKey] = nil
+            } else if let x = existing, x.kind == .file {
+                setEntry(&s, dir: dir, name: name, nil)
+                // A file open for writing here keeps its inode (its writer uploads it at close).
+                if writing(s, e.key) == nil { s.nodes.detach(parent: nodeIno(s, ofDir: dir) ?? 0, name: name, kind: .file) }
+                dropData = true
+                changed = true
+                _ = removeIfGone(&s, dir: dir, &fx)
+            } else if existing == nil, writing(s, e.key) == nil, let d = nodeIno(s, ofDir: dir), s.nodes.find(parent: d, name: name, kind: .file) != nil {
+                // Not in the caches any more, but the kernel still holds the name.
+                s.nodes.detach(parent: d, name: name, kind: .file)
+                changed = true
+            }
+        }
+        guard changed else { return .ignored }
+        if let dirIno = nodeIno(s, ofDir: dir) {
+            fx.invalidations.append(.entry(parent: dirIno, name: name))
+            fx.invalidations.append(.inode(dirIno))
+            if let n = s.nodes.find(parent: dirIno, name: name, kind: isMarker ? .directory : .file) { fx.invalidations.append(.inode(n.ino)) }
+        }
+        return .applied
     }
 
     /// After a key went: its directory, if empty and implied, goes too (see `removeIfGone`).

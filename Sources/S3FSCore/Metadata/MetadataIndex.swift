@@ -151,6 +151,12 @@ final class MetadataIndex: @unchecked Sendable {
         }
     }
 
+    /// The index's ETag as the last listing of `dir` showed it: nil when none was seen, .some(nil)
+    /// when the listing showed it has none.
+    func listedETag(_ dir: [UInt8]) -> String?? {
+        dirs.withLock { d in d[dir].map { $0.remoteETag } }
+    }
+
     enum Need { case nothing, load, probe }
 
     func need(_ dir: [UInt8], at t: Double, probe: Bool) -> Need {

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Bursts of S3 events: how fast one s3mount mount applies them, and how far behind it is after
+the last of many changes. On moto's S3, SNS and SQS (queues made by scripts/notifications-setup.sh).
+
+drain: N messages, each one S3 event record for a name in a directory the mount has listed, are
+  sent straight to the mount's queue in SendMessageBatch calls of 10 while the mount is not
+  reading it (so neither the store's put rate nor the sender bounds it). The queue is
+  scripts/minisqs.py's, on loopback: moto's SQS takes 0.85 s a call with 2,000 messages queued.
+  Then the mount starts and
+  its events counter is read every 20 ms until it has all of them: events applied per second, and
+  the daemon's CPU seconds meanwhile (/proc). The records are dated a minute ahead, so that the
+  listing made at mount time is older than they are and each is applied, not dropped as stale.
+lag: N objects are put through S3 by 16 threads (S3 sends each event through SNS to the queue);
+  seconds from the last put until the mount shows all N names (`s3mount stats` counts them
+  applied, and `ls` then lists them), and what the mount sent to S3 meanwhile.
+
+    python3 scripts/burstbench.py [--drain 10000] [--lag 10000] [--receivers 1,4,8] [--sqs-latency 0,0.02] [--out FILE]
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+
+import bench  # Moto (in this process, with SNS and SQS), BIN, KEY
+import minisqs  # a queue that holds a burst (moto's SQS slows with its length)
+
+ROOT = bench.ROOT
+
+
+def stats(mp):
+    return json.loads(subprocess.run([bench.BIN, "stats", mp], capture_output=True, text=True, check=True).stdout)
+
+
+def daemon_pid(mp):
+    """The s3mount process serving mountpoint `mp`."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"s3mount") and mp.encode() in args:
+            return int(pid)
+    raise RuntimeError(f"no s3mount process for {mp}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mount(moto, bucket, mp, queue, receivers, log):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=bench.KEY, AWS_SECRET_ACCESS_KEY=bench.SECRET, AWS_EC2_METADATA_DISABLED="true")
+    subprocess.run([bench.BIN, bucket, mp, "--endpoint-url", moto.endpoint, "--force-path-style", "--notification-queue", queue,
+                    "--notification-receivers", str(receivers), "--log-file", log], env=env, check=True, capture_output=True)
+
+
+def queues(moto, bucket, names):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=bench.KEY, AWS_SECRET_ACCESS_KEY=bench.SECRET, AWS_DEFAULT_REGION="us-east-1",
+               AWS_ENDPOINT_URL=moto.endpoint)
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "notifications-setup.sh"), bucket, *names],
+                          env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def record(bucket, key, size, when):
+    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(when)),
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": size, "eTag": f"{size:032x}"}}}
+
+
+def until(check, cap, every=0.02):
+    start = time.time()
+    while time.time() - start < cap:
+        if check():
+            return time.time() - start
+        time.sleep(every)
+    return None
+
+
+def drain(moto, sqs_server, n, receivers, work):
+    bucket = f"drain-{receivers}-{round(sqs_server.latency * 1000)}"
+    moto.s3.create_bucket(Bucket=bucket)
+    moto.put(bucket, "d/seed", b"s")
+    queue = sqs_server.queue_url(bucket)
+    sqs = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{sqs_server.port}", region_name="us-east-1",
+                       aws_access_key_id=bench.KEY, aws_secret_access_key=bench.SECRET)
+    ahead = time.time() + 60
+    sent_at = time.time()
+    for i in range(0, n, 10):
+        entries = [{"Id": str(j), "MessageBody": json.dumps({"Records": [record(bucket, f"d/f{i + j}", i + j, ahead)]})}
+                   for j in range(min(10, n - i))]
+        sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+    send_s = time.time() - sent_at
+    mp = tempfile.mkdtemp(prefix="drain-")
+    # The mount starts reading at once: list d/ first thing, so that the events find it listed.
+    mount(moto, bucket, mp, queue, receivers, f"{work}/drain-{receivers}.log")
+    try:
+        os.listdir(f"{mp}/d")
+        pid = daemon_pid(mp)
+        cpu0, t0 = cpu_seconds(pid), time.time()
+        events0 = stats(mp)["notifications"]["events"]
+        took = until(lambda: stats(mp)["notifications"]["events"] >= n, 600)
+        cpu = cpu_seconds(pid) - cpu0
+        s = stats(mp)["notifications"]
+        return {"messages": n, "receivers": receivers, "send_seconds": round(send_s, 2),
+                "events_before_timing": events0, "seconds": round(took, 2) if took else None,
+                "events_per_second": round((n - events0) / took) if took else None,
+                "daemon_cpu_seconds": round(cpu, 2), "applied": s["applied"], "stale": s["stale"], "ignored": s["ignored"],
+                "receive_calls": sqs_server.calls["ReceiveMessage"], "delete_calls": sqs_server.calls["DeleteMessageBatch"]}
+    finally:
+        subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+
+
+def lag(moto, n, receivers, work):
+    bucket = f"lag-{receivers}"
+    moto.s3.create_bucket(Bucket=bucket)
+    moto.put(bucket, "d/seed", b"s")
+    (queue,) = queues(moto, bucket, [f"lag-{receivers}"])
+    mp = tempfile.mkdtemp(prefix="lag-")
+    mount(moto, bucket, mp, queue, receivers, f"{work}/lag-{receivers}.log")
+    try:
+        until(lambda: stats(mp)["notifications"]["healthy"], 30)
+        os.listdir(f"{mp}/d")
+        before = {op: v["total"] for op, v in stats(mp)["requests"].items()}
+        s3 = moto.s3
+        started = time.time()
+        counter = iter(range(n))
+        lock = threading.Lock()
+
+        def put_some():
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                s3.put_object(Bucket=bucket, Key=f"d/p{i}", Body=b"p")
+
+        with ThreadPoolExecutor(16) as pool:
+            for f in [pool.submit(put_some) for _ in range(16)]:
+                f.result()
+        last_put = time.time()
+        behind = until(lambda: stats(mp)["notifications"]["applied"] >= n, 600)
+        shown = len(os.listdir(f"{mp}/d")) - 1
+        st = stats(mp)
+        after = {op: v["total"] for op, v in st["requests"].items()}
+        return {"changes": n, "receivers": receivers, "put_seconds": round(last_put - started, 1),
+                "puts_per_second": round(n / (last_put - started)),
+                "seconds_after_last_put": round(behind, 2) if behind is not None else None, "names_shown": shown,
+                "requests_from_the_mount": {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)},
+                "lag_ms": st["notifications"]["lag_ms"]}
+    finally:
+        subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--drain", type=int, default=10000, help="messages sent straight to the queue (0: skip)")
+    ap.add_argument("--lag", type=int, default=10000, help="objects put through S3 (0: skip)")
+    ap.add_argument("--receivers", default="1,4,8", help="--notification-receivers values to compare")
+    ap.add_argument("--sqs-latency", default="0,0.02", help="seconds the drain's queue adds to each call (loopback, cloud-like)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "events-burst.json"))
+    args = ap.parse_args()
+    moto = bench.Moto()
+    servers = {lat: minisqs.MiniSQS(latency=lat) for lat in [float(x) for x in args.sqs_latency.split(",")]}
+    work = tempfile.mkdtemp(prefix="burst-")
+    result = {"date": time.strftime("%Y-%m-%d"), "command": "python3 scripts/burstbench.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if k != "out"), "drain": [], "lag": []}
+    try:
+        for r in [int(x) for x in args.receivers.split(",")]:
+            for lat, server in servers.items() if args.drain else []:
+                server.calls.clear()
+                result["drain"].append(dict(drain(moto, server, args.drain, r, work), sqs_latency_ms=round(lat * 1000)))
+                print(json.dumps(result["drain"][-1]), flush=True)
+            if args.lag:
+                result["lag"].append(lag(moto, args.lag, r, work))
+                print(json.dumps(result["lag"][-1]), flush=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    finally:
+        for server in servers.values():
+            server.stop()
+        moto.stop()
+
+
+if __name__ == "__main__":
+    main()
