@@ -10,18 +10,18 @@ drain: N messages, each one S3 event record for a name in a directory the mount 
   its events counter is read every 20 ms until it has all of them: events applied per second, and
   the daemon's CPU seconds meanwhile (/proc). The records are dated a minute ahead, so that the
   listing made at mount time is older than they are and each is applied, not dropped as stale.
-lag: N objects are put through S3 by 16 threads (S3 sends each event through SNS to the queue);
-  seconds from the last put until the mount shows all N names (`s3mount stats` counts them
-  applied, and `ls` then lists them), and what the mount sent to S3 meanwhile.
+lag: N changes at --rate a second: each object is put straight into moto's backend and its
+  event record sent to the queue in batches of 10, as S3 would during an `aws s3 sync` (moto's
+  own S3 -> SNS -> SQS path puts a few objects a second once its queue is long); seconds from the
+  last change until `ls` on the mount lists all N names, and what the mount sent to S3 meanwhile.
 
-    python3 scripts/burstbench.py [--drain 10000] [--lag 10000] [--receivers 1,4,8] [--sqs-latency 0,0.02] [--out FILE]
+    python3 scripts/burstbench.py [--drain 10000] [--lag 10000] [--rate 1000] [--receivers 1,8] [--sqs-latency 0,0.02] [--out FILE]
 """
 import argparse
 import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,7 +72,8 @@ def queues(moto, bucket, names):
 
 
 def record(bucket, key, size, when):
-    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(when)),
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when * 1000) % 1000:03d}Z"
+    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": stamp,
             "eventName": "ObjectCreated:Put",
             "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": size, "eTag": f"{size:032x}"}}}
 
@@ -120,43 +121,52 @@ def drain(moto, sqs_server, n, receivers, work):
         subprocess.run(["fusermount3", "-u", mp], capture_output=True)
 
 
-def lag(moto, n, receivers, work):
-    bucket = f"lag-{receivers}"
+def lag(moto, sqs_server, n, rate, receivers, work):
+    """n changes, each an object put straight into moto's backend (fast, and no notification of
+    its own) and its S3 event record sent to the queue, at `rate` a second in batches of 10 (what
+    S3 does during an `aws s3 sync` of small files): seconds from the last until the mount lists
+    all n names, and what it sent to S3 meanwhile."""
+    bucket = f"lag-{receivers}-{round(sqs_server.latency * 1000)}"
     moto.s3.create_bucket(Bucket=bucket)
     moto.put(bucket, "d/seed", b"s")
-    (queue,) = queues(moto, bucket, [f"lag-{receivers}"])
+    queue = sqs_server.queue_url(bucket)
+    sqs = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{sqs_server.port}", region_name="us-east-1",
+                       aws_access_key_id=bench.KEY, aws_secret_access_key=bench.SECRET)
     mp = tempfile.mkdtemp(prefix="lag-")
     mount(moto, bucket, mp, queue, receivers, f"{work}/lag-{receivers}.log")
     try:
         until(lambda: stats(mp)["notifications"]["healthy"], 30)
         os.listdir(f"{mp}/d")
+        pid = daemon_pid(mp)
         before = {op: v["total"] for op, v in stats(mp)["requests"].items()}
-        s3 = moto.s3
+        cpu0 = cpu_seconds(pid)
         started = time.time()
-        counter = iter(range(n))
-        lock = threading.Lock()
 
-        def put_some():
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                s3.put_object(Bucket=bucket, Key=f"d/p{i}", Body=b"p")
+        def send(i):
+            # Paced: the batch of change i leaves at i / rate seconds; four senders, so that the
+            # queue's latency does not slow the pace.
+            ahead = started + i / rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+            entries = []
+            for j in range(i, min(n, i + 10)):
+                moto.put(bucket, f"d/p{j}", b"p" * (j % 100))
+                entries.append({"Id": str(j - i), "MessageBody": json.dumps({"Records": [record(bucket, f"d/p{j}", j % 100, time.time())]})})
+            sqs.send_message_batch(QueueUrl=queue, Entries=entries)
 
-        with ThreadPoolExecutor(16) as pool:
-            for f in [pool.submit(put_some) for _ in range(16)]:
-                f.result()
-        last_put = time.time()
-        behind = until(lambda: stats(mp)["notifications"]["applied"] >= n, 600)
-        shown = len(os.listdir(f"{mp}/d")) - 1
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, range(0, n, 10)))
+        last = time.time()
+        behind = until(lambda: len(os.listdir(f"{mp}/d")) == n + 1, 120, every=0.01)
+        cpu = cpu_seconds(pid) - cpu0
         st = stats(mp)
         after = {op: v["total"] for op, v in st["requests"].items()}
-        return {"changes": n, "receivers": receivers, "put_seconds": round(last_put - started, 1),
-                "puts_per_second": round(n / (last_put - started)),
-                "seconds_after_last_put": round(behind, 2) if behind is not None else None, "names_shown": shown,
+        return {"changes": n, "receivers": receivers, "sqs_latency_ms": round(sqs_server.latency * 1000),
+                "sent_per_second": round(n / (last - started)),
+                "seconds_after_last_change": round(behind, 2) if behind is not None else None,
+                "daemon_cpu_seconds": round(cpu, 2),
                 "requests_from_the_mount": {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)},
-                "lag_ms": st["notifications"]["lag_ms"]}
+                "lag_ms": st["notifications"]["lag_ms"], "stale": st["notifications"]["stale"]}
     finally:
         subprocess.run(["fusermount3", "-u", mp], capture_output=True)
 
@@ -164,8 +174,9 @@ def lag(moto, n, receivers, work):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drain", type=int, default=10000, help="messages sent straight to the queue (0: skip)")
-    ap.add_argument("--lag", type=int, default=10000, help="objects put through S3 (0: skip)")
-    ap.add_argument("--receivers", default="1,4,8", help="--notification-receivers values to compare")
+    ap.add_argument("--lag", type=int, default=10000, help="changes sent at --rate a second (0: skip)")
+    ap.add_argument("--rate", type=float, default=1000, help="changes a second in the lag run")
+    ap.add_argument("--receivers", default="1,8", help="--notification-receivers values to compare")
     ap.add_argument("--sqs-latency", default="0,0.02", help="seconds the drain's queue adds to each call (loopback, cloud-like)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "events-burst.json"))
     args = ap.parse_args()
@@ -180,8 +191,8 @@ def main():
                 server.calls.clear()
                 result["drain"].append(dict(drain(moto, server, args.drain, r, work), sqs_latency_ms=round(lat * 1000)))
                 print(json.dumps(result["drain"][-1]), flush=True)
-            if args.lag:
-                result["lag"].append(lag(moto, args.lag, r, work))
+            for lat, server in servers.items() if args.lag else []:
+                result["lag"].append(lag(moto, server, args.lag, args.rate, r, work))
                 print(json.dumps(result["lag"][-1]), flush=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

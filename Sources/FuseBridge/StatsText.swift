@@ -43,13 +43,26 @@ public enum StatsText {
         var notifications = ""
         if let n = s.notifications {
             func ms(_ v: Double?) -> String { v.map { String(Int(($0 * 1000).rounded())) } ?? "null" }
-            notifications = "\n  \"notifications\": {\"queue\": \"\(n.queue)\", \"healthy\": \(n.healthy), \"metadata_ttl\": \(n.metadataTTL.isFinite ? String(n.metadataTTL) : "null"), "
+            // The queue's URL and the gap's text come from outside: quoted as JSON strings.
+            func quoted(_ t: String) -> String {
+                var out = "\""
+                for u in t.unicodeScalars {
+                    switch u {
+                    case "\"": out += "\\\""
+                    case "\\": out += "\\\\"
+                    case _ where u.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
+                    default: out.unicodeScalars.append(u)
+                    }
+                }
+                return out + "\""
+            }
+            notifications = "\n  \"notifications\": {\"queue\": \(quoted(n.queue)), \"healthy\": \(n.healthy), \"metadata_ttl\": \(n.metadataTTL.isFinite ? String(n.metadataTTL) : "null"), "
                 + "\"polls\": \(n.polls), \"poll_errors\": \(n.pollErrors), \"messages\": \(n.messages), \"malformed\": \(n.malformed), \"test_events\": \(n.testEvents), "
                 + "\"events\": \(n.events), \"applied\": \(n.applied), \"stale\": \(n.stale), \"own\": \(n.own), \"ignored\": \(n.ignored), "
                 + "\"delete_failures\": \(n.deleteFailures), \"lag_ms\": {\"p50\": \(ms(n.lagPercentile(0.5))), \"p99\": \(ms(n.lagPercentile(0.99))), \"max\": \(ms(n.applied > 0 ? n.maxLag : nil)), \"last\": \(ms(n.lastLag))}, "
                 + "\"receivers\": \(n.receivers), \"events_per_second\": \((n.eventsPerSecond * 10).rounded() / 10), "
                 + "\"probes\": {\"sent\": \(n.probesSent), \"back\": \(n.probesBack), \"lost\": \(n.probesLost), \"foreign\": \(n.foreignProbes)}, "
-                + "\"gaps\": \(n.gaps), \"gap\": \(n.gap.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" } ?? "null"), "
+                + "\"gaps\": \(n.gaps), \"gap\": \(n.gap.map(quoted) ?? "null"), "
                 + "\"revalidations\": \(n.revalidations), \"revalidated_directories\": \(n.revalidatedDirectories), \"revalidation_changes\": \(n.revalidationChanges)},"
         }
         return """

@@ -159,8 +159,6 @@ public final class S3Client: Sendable {
         return (scheme, rest, base)
     }
 
-    public static func validateEndpoint(_ s: String) -> Bool { endpointProblem(s) == nil }
-
     /// Why `s` cannot be an endpoint, or nil. Only scheme, host, port and a plain path: a query
     /// or fragment would silently become part of every request's path or be dropped (a mount that
     /// shows an empty bucket and acknowledges writes that go nowhere), and credentials in the URL
@@ -342,11 +340,6 @@ public final class S3Client: Sendable {
     }
 
     // MARK: - Operations
-
-    public func headBucket() throws -> (region: String?, status: Int) {
-        let r = try send("HeadBucket", method: "HEAD", key: nil)
-        return (r.headers["x-amz-bucket-region"], r.status)
-    }
 
     /// Finds the bucket's region without credentials mattering (x-amz-bucket-region is sent on
     /// 200, 301 and 403 alike).

@@ -40,10 +40,6 @@ public struct SQSError: Error, CustomStringConvertible, Sendable {
     public var code: String
     public var message: String
     public var description: String { status > 0 ? "\(code) (HTTP \(status)): \(message)" : "\(code): \(message)" }
-    /// Access denied, no such queue, bad credentials: retrying soon will not help.
-    public var isPermanent: Bool {
-        [400, 401, 403, 404].contains(status) && !code.contains("Throttl") && !code.contains("RequestThrottled")
-    }
 }
 
 /// A minimal SQS client for one queue (AWS JSON 1.0 protocol, SigV4 for the `sqs` service, the

@@ -445,8 +445,6 @@ final class MetadataIndex: @unchecked Sendable {
     @discardableResult
     func takeCopy(_ key: [UInt8]) -> PendingCopy? { copies.withLock { $0.removeValue(forKey: key) } }
 
-    var pendingCopies: Int { copies.withLock { $0.count } }
-
     /// Sends the pending copies `matches` selects (all of them at unmount).
     func runCopies(where matches: (PendingCopy) -> Bool = { _ in true }) {
         let due = copies.withLock { d -> [PendingCopy] in
