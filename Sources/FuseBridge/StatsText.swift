@@ -60,7 +60,7 @@ public enum StatsText {
                 + "\"polls\": \(n.polls), \"poll_errors\": \(n.pollErrors), \"messages\": \(n.messages), \"malformed\": \(n.malformed), \"test_events\": \(n.testEvents), "
                 + "\"events\": \(n.events), \"applied\": \(n.applied), \"stale\": \(n.stale), \"own\": \(n.own), \"ignored\": \(n.ignored), "
                 + "\"delete_failures\": \(n.deleteFailures), \"lag_ms\": {\"p50\": \(ms(n.lagPercentile(0.5))), \"p99\": \(ms(n.lagPercentile(0.99))), \"max\": \(ms(n.applied > 0 ? n.maxLag : nil)), \"last\": \(ms(n.lastLag))}, "
-                + "\"receivers\": \(n.receivers), \"events_per_second\": \((n.eventsPerSecond * 10).rounded() / 10), "
+                + "\"receivers\": \(n.receivers), \"events_per_second\": \((n.eventsPerSecond * 10).rounded() / 10), \"backlog\": \(n.backlog.map(String.init) ?? "null"), "
                 + "\"probes\": {\"sent\": \(n.probesSent), \"back\": \(n.probesBack), \"lost\": \(n.probesLost), \"foreign\": \(n.foreignProbes)}, "
                 + "\"gaps\": \(n.gaps), \"gap\": \(n.gap.map(quoted) ?? "null"), "
                 + "\"revalidations\": \(n.revalidations), \"revalidated_directories\": \(n.revalidatedDirectories), \"revalidation_changes\": \(n.revalidationChanges)},"
@@ -178,6 +178,7 @@ public enum StatsText {
             counter("s3mount_notification_revalidations_total", "Revalidations of the cached listings after a gap.", Int64(n.revalidations))
             out += "# HELP s3mount_notification_events_per_second Events received per second (the last 10 s).\n# TYPE s3mount_notification_events_per_second gauge\n"
             out += "s3mount_notification_events_per_second \(n.eventsPerSecond)\n"
+            if let b = n.backlog { gauge("s3mount_notification_backlog", "Messages waiting in the queue (its estimate, sampled during bursts).", b) }
             out += "# HELP s3mount_notification_lag_seconds Time from an event to its application (recent events).\n# TYPE s3mount_notification_lag_seconds summary\n"
             for q in [0.5, 0.99] { if let v = n.lagPercentile(q) { out += "s3mount_notification_lag_seconds{quantile=\"\(q)\"} \(v)\n" } }
         }

@@ -154,6 +154,19 @@ public enum AWSConfigFile {
         env["AWS_CONFIG_FILE"] ?? home() + "/.aws/config"
     }
 
+    /// The profiles the two files name, sorted (for completing `--profile`).
+    public static func profileNames(env: [String: String]) -> [String] {
+        var names = Set<String>()
+        for path in [credentialsPath(env), configPath(env)] {
+            guard let text = readTextFile(path) else { continue }
+            for section in parse(text).keys {
+                let name = section.hasPrefix("profile ") ? String(section.dropFirst(8)).trimmingSpaces() : section
+                if !name.isEmpty { names.insert(name) }
+            }
+        }
+        return names.sorted()
+    }
+
     /// The merged settings of a profile: config file's "[profile x]" (or "[default]"), then the
     /// credentials file's "[x]" on top.
     public static func profile(_ name: String, env: [String: String]) -> [String: String]? {

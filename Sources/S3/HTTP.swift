@@ -246,13 +246,17 @@ public final class CurlTransport: HTTPTransport, @unchecked Sendable {
     }
 }
 
-extension String {
+/// The project's one trimming helper: header values, AWS config lines, tokens.
+extension StringProtocol {
     /// Trims ASCII bytes in `set` from both ends (byte-wise: "\r\n" is one Character in Swift).
-    func trimmingCharacters(in set: String) -> String {
+    public func trimmingCharacters(in set: String) -> String {
         let drop = Set(set.utf8)
         var b = Array(self.utf8)[...]
         while let f = b.first, drop.contains(f) { b = b.dropFirst() }
         while let l = b.last, drop.contains(l) { b = b.dropLast() }
         return String(decoding: b, as: UTF8.self)
     }
+
+    /// Trims spaces, tabs and line ends.
+    public func trimmingSpaces() -> String { trimmingCharacters(in: " \t\r\n") }
 }

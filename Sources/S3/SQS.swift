@@ -24,6 +24,8 @@ public protocol EventQueue: Sendable {
     func delete(_ receiptHandles: [String]) throws -> [String]
     /// Sends a message to the queue itself (the mount's probes).
     func send(_ body: String) throws
+    /// Messages waiting in the queue, as the queue estimates it (nil: it cannot tell).
+    func backlog() throws -> Int?
 }
 
 public struct QueueCannotSend: Error, CustomStringConvertible {
@@ -33,6 +35,7 @@ public struct QueueCannotSend: Error, CustomStringConvertible {
 
 extension EventQueue {
     public func send(_ body: String) throws { throw QueueCannotSend() }
+    public func backlog() throws -> Int? { nil }
 }
 
 public struct SQSError: Error, CustomStringConvertible, Sendable {
@@ -137,6 +140,11 @@ public final class SQSClient: EventQueue, @unchecked Sendable {
 
     public func send(_ body: String) throws {
         _ = try call("SendMessage", ["QueueUrl": queueURL, "MessageBody": body])
+    }
+
+    public func backlog() throws -> Int? {
+        let r = try call("GetQueueAttributes", ["QueueUrl": queueURL, "AttributeNames": ["ApproximateNumberOfMessages"]])
+        return ((r["Attributes"] as? [String: Any])?["ApproximateNumberOfMessages"] as? String).flatMap { Int($0) }
     }
 
     public func delete(_ receiptHandles: [String]) throws -> [String] {

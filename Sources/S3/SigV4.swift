@@ -148,11 +148,6 @@ public struct SigV4Signer {
     }
 }
 
-extension String {
-    func trimmingSpaces() -> Substring {
-        Substring(trimmingCharacters(in: " \t\r\n"))
-    }
-}
 
 import Glibc
 

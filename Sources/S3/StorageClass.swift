@@ -52,11 +52,3 @@ public enum RestoreStatus: Sendable, Equatable {
     }
 }
 
-extension Substring {
-    func trimmingSpaces() -> String {
-        var s = self
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
-    }
-}

@@ -41,6 +41,9 @@ struct EventWatch {
 
     /// Probes in flight: sequence number, sent at.
     private(set) var outstanding: [Int: Double] = [:]
+    /// When a receive last came back with less than a full batch: the queue had been read to its
+    /// end. A probe behind a backlog is late, not lost.
+    private var caughtUpAt: Double = -.infinity
     private var nextSequence = 1
     /// Whether probes can be sent (false once sending failed: a source that has no way to, or a
     /// policy that denies it).
@@ -55,6 +58,10 @@ struct EventWatch {
     private(set) var revalidationStarted: Double = -.infinity
 
     private(set) var probesSent = 0, probesBack = 0, probesLost = 0, foreignProbes = 0, gaps = 0, revalidations = 0
+
+    /// Seconds between a probe and a read of the queue to its end after which the probe should
+    /// have been among what was read.
+    static let backlogGrace = 5.0
 
     init(probeTimeout: Double, quiet: Double) {
         self.probeTimeout = probeTimeout
@@ -94,9 +101,13 @@ struct EventWatch {
     /// another reader (the outage itself is judged by its length).
     mutating func forgetProbes() { outstanding = [:] }
 
-    /// Probes past their timeout are lost: a gap.
+    /// A receive came back with less than a full batch at `t`.
+    mutating func caughtUp(at t: Double) { caughtUpAt = t }
+
+    /// Probes past their timeout, and sent well before the queue was last read to its end, are
+    /// lost: a gap.
     mutating func checkProbes(at t: Double) -> Gap? {
-        let late = outstanding.filter { t - $0.value > probeTimeout }
+        let late = outstanding.filter { t - $0.value > probeTimeout && caughtUpAt - $0.value > Self.backlogGrace }
         guard !late.isEmpty else { return nil }
         for n in late.keys { outstanding[n] = nil }
         probesLost += late.count

@@ -26,6 +26,9 @@ public struct NotificationStats: Sendable {
     public var revalidatedDirectories = 0, revalidationChanges = 0
     /// Why the events are not trusted now (nil while they are).
     public var gap: String? = nil
+    /// Messages waiting in the queue (SQS's estimate), asked at most every 5 s during a burst and
+    /// once after it; nil before the first burst.
+    public var backlog: Int? = nil
 
     public func lagPercentile(_ p: Double) -> Double? {
         guard !recentLags.isEmpty else { return nil }
@@ -122,7 +125,12 @@ public final class NotificationListener: @unchecked Sendable {
             do {
                 let messages = try queue.receive(waitSeconds: healthy ? (n == 0 ? waitSeconds : 1) : 0)
                 answered()
-                if messages.count >= 10 { burstUntil.withLock { $0 = monotonicSeconds() + 2 } }
+                if messages.count >= 10 {
+                    burstUntil.withLock { $0 = monotonicSeconds() + 2 }
+                } else {
+                    let t = monotonicSeconds()
+                    watch.withLock { $0.caughtUp(at: t) }
+                }
                 if !messages.isEmpty { process(messages) }
             } catch {
                 failed(error)
@@ -182,11 +190,19 @@ public final class NotificationListener: @unchecked Sendable {
     /// The probe clock: sends a probe every `checkInterval` seconds, counts the lost ones and (every
     /// 5 s) the mount's own changes that did not come back, revalidates and recovers.
     func keepWatch() {
-        var lastProbe = -Double.infinity, lastOwnCheck = monotonicSeconds()
+        var lastProbe = -Double.infinity, lastOwnCheck = monotonicSeconds(), lastBacklog = -Double.infinity
+        var backlogAfterBurst = false
         while !isStopped {
             usleep(500_000)
             let t = monotonicSeconds()
             guard counters.withLock({ $0.healthy }) else { continue }
+            // The queue's backlog costs a request: asked during a burst only (an idle mount asks nothing).
+            let inBurst = t < burstUntil.withLock { $0 }
+            if (inBurst && t - lastBacklog >= 5) || (!inBurst && backlogAfterBurst) {
+                lastBacklog = t
+                backlogAfterBurst = inBurst
+                if let n = try? queue.backlog() { counters.withLock { $0.backlog = n } }
+            }
             if checkInterval > 0, t - lastOwnCheck >= 5, let own = fs.ownChanges {
                 lastOwnCheck = t
                 let lost = own.takeOverdue(after: max(90, 3 * Double(waitSeconds)), at: t)

@@ -340,31 +340,5 @@ struct RestoreCommandLine: ParsableCommand {
 
 /// Profile names in the AWS shared files, for completing `--profile`.
 enum AWSProfiles {
-    static func names() -> [String] {
-        let env = Daemon.environment()
-        let home = env["HOME"] ?? ""
-        var names = Set<String>()
-        for path in [env["AWS_SHARED_CREDENTIALS_FILE"] ?? home + "/.aws/credentials", env["AWS_CONFIG_FILE"] ?? home + "/.aws/config"] {
-            guard let text = readTextFile(path) else { continue }
-            for line in text.split(separator: "\n") {
-                let t = line.stripping(" \t\r")
-                guard t.hasPrefix("["), let end = t.firstIndex(of: "]") else { continue }
-                var name = t[t.index(after: t.startIndex)..<end].stripping(" \t")
-                if name.hasPrefix("profile ") { name = String(name.dropFirst(8)).stripping(" \t") }
-                if !name.isEmpty { names.insert(name) }
-            }
-        }
-        return names.sorted()
-    }
-
-}
-
-extension StringProtocol {
-    func stripping(_ set: String) -> String {
-        let chars = Set(set)
-        var s = Substring(self)
-        while let c = s.first, chars.contains(c) { s.removeFirst() }
-        while let c = s.last, chars.contains(c) { s.removeLast() }
-        return String(s)
-    }
+    static func names() -> [String] { AWSConfigFile.profileNames(env: Daemon.environment()) }
 }

@@ -29,6 +29,10 @@ final class MemoryQueue: EventQueue, @unchecked Sendable {
         if out.isEmpty && waitSeconds > 0 { usleep(20_000) }
         return out
     }
+    func backlog() throws -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        return pending.count
+    }
     func send(_ body: String) throws {
         lock.lock()
         let refused = sendRefused, other = sendsTo
@@ -241,6 +245,10 @@ final class NotificationTests: XCTestCase {
         XCTAssertEqual(names(fs, d.ino).count, 2001)
         XCTAssertEqual(lookup(fs, d.ino, "f1999")?.size, 1999)
         XCTAssertEqual(store.lists, lists, "no listing: the burst came as events: \(store.listed)")
+        // The queue's backlog was asked during the burst, and once after it.
+        let until = monotonicSeconds() + 5
+        while listener.stats.backlog != 0 && monotonicSeconds() < until { usleep(50_000) }
+        XCTAssertEqual(listener.stats.backlog, 0)
     }
 
     func testProbesComeBackAndAProbeOfAnotherMountIsAGap() {
@@ -274,6 +282,10 @@ final class NotificationTests: XCTestCase {
         XCTAssertNil(w.probeReceived(sequence: p1, mine: true, at: 1))
         _ = w.probeSent(at: 2)
         XCTAssertNil(w.checkProbes(at: 11))
+        XCTAssertNil(w.checkProbes(at: 13), "the queue was not read to its end since: the probe may be behind a backlog")
+        w.caughtUp(at: 6)
+        XCTAssertNil(w.checkProbes(at: 13), "read to its end too soon after the probe")
+        w.caughtUp(at: 8)
         XCTAssertEqual(w.checkProbes(at: 13), .probesLost(1))
         XCTAssertTrue(w.note(.probesLost(1), at: 13), "the first gap is said")
         XCTAssertTrue(w.needsRevalidation(at: 13))

@@ -157,7 +157,7 @@ public enum XattrCodec {
         for pair in s.dropFirst().dropLast().split(separator: ",") {
             let parts = pair.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2 else { continue }
-            let k = parts[0].trimmingCharacters(" "), v = parts[1].trimmingCharacters(" ")
+            let k = parts[0].trimmingCharacters(in: " "), v = parts[1].trimmingCharacters(in: " ")
             guard k.count >= 2, k.first == "\"", k.last == "\"", v.count >= 2, v.first == "\"", v.last == "\"" else { continue }
             let name = String(k.dropFirst().dropLast())
             guard storable(name), let value = Base64.decode(String(v.dropFirst().dropLast())) else { continue }
@@ -167,14 +167,6 @@ public enum XattrCodec {
     }
 }
 
-private extension Substring {
-    func trimmingCharacters(_ c: Character) -> Substring {
-        var s = self
-        while s.first == c { s.removeFirst() }
-        while s.last == c { s.removeLast() }
-        return s
-    }
-}
 
 /// Standard base64 with padding (RFC 4648), as s3fs writes xattr values.
 enum Base64 {
