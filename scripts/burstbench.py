@@ -187,7 +187,7 @@ def main():
     servers = {lat: minisqs.MiniSQS(latency=lat) for lat in [float(x) for x in args.sqs_latency.split(",")]}
     work = tempfile.mkdtemp(prefix="burst-")
     result = {"date": time.strftime("%Y-%m-%d"), "command": "python3 scripts/burstbench.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k != "out"), "drain": [], "lag": []}
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"), "drain": [], "lag": []}
     try:
         for r in [int(x) for x in args.receivers.split(",")]:
             for lat, server in servers.items() if args.drain else []:

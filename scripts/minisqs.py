@@ -103,7 +103,11 @@ class MiniSQS:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a long poll whose caller left (an unmount)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a caller that hung up (an unmount during a long poll)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
