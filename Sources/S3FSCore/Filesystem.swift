@@ -103,6 +103,7 @@ public final class Filesystem: @unchecked Sendable {
     func startSweeper() {
         let period = min(300, max(5, options.metadataTTL / 2))
         let t = Thread { [weak self] in
+            s3m_set_thread_name("s3m-sweep")
             while true {
                 usleep(useconds_t(period * 1_000_000))
                 guard let self else { return }

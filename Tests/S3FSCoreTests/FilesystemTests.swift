@@ -4,7 +4,6 @@ import S3
 @testable import S3FSCore
 
 final class FilesystemTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func make(_ keys: [String], ttl: Double = 60, configure: (inout FSOptions) -> Void = { _ in }) -> (Filesystem, InMemoryStore) {
         let store = InMemoryStore()

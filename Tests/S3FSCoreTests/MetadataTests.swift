@@ -7,7 +7,6 @@ import S3
 /// The metadata part on its own and through the filesystem, over the in-memory store: formats,
 /// what a listing shows, conflicts between two mounts, and what another tool's overwrite does.
 final class MetadataTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func make(_ store: InMemoryStore, ttl: Double = 60, mode: MetadataMode = .index) -> Filesystem {
         var o = FSOptions()

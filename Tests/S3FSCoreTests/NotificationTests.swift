@@ -48,7 +48,6 @@ final class MemoryQueue: EventQueue, @unchecked Sendable {
 }
 
 final class NotificationTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     static func record(_ name: String, _ key: String, size: Int = 5, etag: String = "abc", time: String = "2026-12-03T10:00:00.000Z",
                        sequencer: String? = nil, bucket: String = "bkt") -> String {

@@ -7,7 +7,6 @@ import S3
 /// FIFOs, sockets and device nodes, ctime and directory times, and extended attributes: the rules
 /// where they live (the header and index formats, the filesystem over the in-memory store).
 final class PosixNodesTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
     let caller = Filesystem.Caller(uid: 1000, gid: 1000)
     /// /dev/null's device number, major 1 minor 3 (glibc's makedev is a macro Swift cannot call).
     let devNull: UInt64 = 1 << 8 | 3

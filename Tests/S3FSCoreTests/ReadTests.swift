@@ -5,7 +5,6 @@ import S3
 
 /// The read part: parallel parts, the data cache and walks that read ahead, on the in-memory store.
 final class ReadTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func make(_ objects: [String: [UInt8]], configure: (inout FSOptions) -> Void = { _ in }, cache: DataCache? = nil) -> (Filesystem, InMemoryStore) {
         let store = InMemoryStore()

@@ -6,7 +6,6 @@ import S3
 /// Storage classes in the core: archived objects refused at open without a GET, restores, and
 /// copies (renames, metadata changes) that keep an object's class.
 final class StorageClassTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func make(_ configure: (InMemoryStore) -> Void) -> (Filesystem, InMemoryStore) {
         let store = InMemoryStore()

@@ -7,7 +7,6 @@ import S3
 /// What a local user, a bucket writer or a file planted in a shared folder can do to the core:
 /// refused, bounded or harmless (docs/SECURITY.md).
 final class TrustTests: XCTestCase {
-    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func tempDir() -> String {
         let d = NSTemporaryDirectory() + "s3mtrust-" + UUID().uuidString
