@@ -14,12 +14,14 @@
 # (boto3's configuration); RGW refuses a topic whose endpoint holds a password unless the request
 # came over HTTPS: an https:// endpoint, or RGW's `rgw_trust_forwarded_https` and
 # RGW_FORWARDED_HTTPS=1 here (a request that says it passed a TLS proxy). AMQP_EXCHANGE names the
-# exchange (default s3mount). Needs python3 with boto3 and pika (pip install boto3 pika).
+# exchange (default s3mount). RGW_PERSISTENT=0: a topic RGW pushes to during the request, not
+# from its queue of persistent notifications (which it retries while the broker is down, but
+# looks at only every few seconds). Needs python3 with boto3 and pika (pip install boto3 pika).
 # A bucket that already has a notification configuration is left alone (say so, merge by hand).
 set -euo pipefail
 
 if [ $# -lt 3 ] || [[ "$1" == -* ]]; then
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 python3 -c "import boto3, pika" 2>/dev/null || { echo "notifications-setup-rgw: python3 with boto3 and pika is needed (pip install boto3 pika)" >&2; exit 1; }
@@ -84,7 +86,8 @@ if os.environ.get("RGW_FORWARDED_HTTPS") == "1":
     sns.meta.events.register("before-sign.sns.*", lambda request, **kw: request.headers.__setitem__("X-Forwarded-Proto", "https"))
 push = (f"{u.scheme}://{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{host_in_url}:{port}"
         + (f"/{vhost_enc}" if vhost_enc else ""))
-attributes = {"push-endpoint": push, "amqp-exchange": exchange, "amqp-ack-level": "broker", "persistent": "true"}
+attributes = {"push-endpoint": push, "amqp-exchange": exchange, "amqp-ack-level": "broker",
+              "persistent": "false" if os.environ.get("RGW_PERSISTENT") == "0" else "true"}
 if tls:
     attributes["verify-ssl"] = "true"
 try:
