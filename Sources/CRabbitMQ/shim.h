@@ -8,10 +8,16 @@
 #include <amqp_tcp_socket.h>
 #include <amqp_ssl_socket.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stddef.h>
 #include <sys/time.h>
+/* Not <stdio.h>, <stdlib.h> or <string.h>: with _FORTIFY_SOURCE (release builds) their inline
+   wrappers would be defined in this module and in SwiftGlibc differently, which the compiler
+   refuses. The compiler's builtins need no header. */
+#define snprintf __builtin_snprintf
+#define malloc __builtin_malloc
+#define free __builtin_free
+#define memcpy __builtin_memcpy
+#define memset __builtin_memset
 
 /* Frames larger than this are refused by the library (it checks each frame against frame_max). */
 #define S3M_AMQP_FRAME_MAX 131072
@@ -139,6 +145,8 @@ static inline int s3m_amqp_next(amqp_connection_state_t c, int wait_ms, int body
         if (rc != AMQP_STATUS_OK) { free(buf); snprintf(err, errlen, "reading a message's body: %s", amqp_error_string2(rc)); return S3M_AMQP_FAILED; }
         if (f.frame_type != AMQP_FRAME_BODY) { free(buf); snprintf(err, errlen, "the broker sent frame type %u in a message's body", f.frame_type); return S3M_AMQP_FAILED; }
         size_t n = f.payload.body_fragment.len;
+        /* An empty body frame moves nothing: a broker sending them without end would hold us here. */
+        if (n == 0) { free(buf); snprintf(err, errlen, "the broker sent an empty body frame"); return S3M_AMQP_FAILED; }
         if (n > size - got) { free(buf); snprintf(err, errlen, "a message's body is longer than its header said"); return S3M_AMQP_FAILED; }
         if (keep) memcpy(buf + got, f.payload.body_fragment.bytes, n);
         got += n;
@@ -157,4 +165,10 @@ static inline int s3m_amqp_ack(amqp_connection_state_t c, uint64_t tag) {
 }
 
 static inline const char *s3m_amqp_error(int status) { return amqp_error_string2(status); }
+
+#undef snprintf
+#undef malloc
+#undef free
+#undef memcpy
+#undef memset
 #endif
