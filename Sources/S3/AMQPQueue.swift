@@ -45,6 +45,10 @@ public struct AMQPEndpoint: Equatable, Sendable {
         func fail(_ why: String) -> Result<AMQPEndpoint, AMQPError> {
             .failure(AMQPError(why + " (expected amqp://USER@HOST[:PORT]/VHOST?queue=NAME, the vhost percent-encoded: %2F for \"/\")"))
         }
+        // What a URL may hold unencoded: the URL is shown in logs and in the statistics' JSON.
+        if let bad = url.unicodeScalars.first(where: { $0.value <= 0x20 || $0.value >= 0x7f || "\"\\<>`{}|^".unicodeScalars.contains($0) }) {
+            return fail("U+\(String(bad.value, radix: 16, uppercase: true)) must be percent-encoded")
+        }
         guard let sep = url.range(of: "://") else { return fail("not a URL") }
         let scheme = url[..<sep.lowerBound].lowercased()
         guard scheme == "amqp" || scheme == "amqps" else { return fail("the scheme must be amqp or amqps, not \"\(scheme)\"") }
@@ -194,7 +198,7 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
         let e = endpoint
         let c = s3m_amqp_open(e.host, Int32(e.port), e.tls ? 1 : 0, caFile, e.vhost, e.user, password, e.queue,
                               UInt16(prefetch), Int32(heartbeatSeconds), Int32(timeoutSeconds), &err, err.count)
-        guard let c else { throw AMQPError("\(endpoint.display): \(String(cString: err))") }
+        guard let c else { throw AMQPError(String(cString: err)) }
         s.conn = c
         s.generation += 1
         s.unacked = []
@@ -233,7 +237,7 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
                 return QueueMessage(id: handle, body: text, receiptHandle: handle)
             default:
                 drop(&s)
-                throw AMQPError("\(endpoint.display): \(String(cString: err))")
+                throw AMQPError(String(cString: err))
             }
         }
     }
@@ -262,7 +266,7 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
                 let rc = s3m_amqp_ack(c, tag)
                 if rc != 0 {
                     drop(&s)
-                    throw AMQPError("\(endpoint.display): acknowledging messages: \(String(cString: s3m_amqp_error(rc)))")
+                    throw AMQPError("acknowledging messages: \(String(cString: s3m_amqp_error(rc)))")
                 }
                 s.unacked.remove(tag)
             }

@@ -39,6 +39,10 @@ final class AMQPTests: XCTestCase {
         XCTAssertTrue(why("amqp://u@/%2F?queue=a").contains("host"))
         XCTAssertTrue(why("amqp://u@h/%2F?queue=a#f").contains("fragment"))
         XCTAssertTrue(why("http://u@h/%2F?queue=a").contains("scheme"))
+        XCTAssertTrue(why("amqp://u@h/%2F?queue=a\"b").contains("U+22 must be percent-encoded"))
+        XCTAssertTrue(why("amqp://u@h/%2F?queue=a b").contains("U+20 must be percent-encoded"))
+        XCTAssertTrue(why("amqp://u@h/%2F?queue=é").contains("percent-encoded"))
+        XCTAssertEqual(try? AMQPEndpoint.parse("amqp://u@h/%2F?queue=a%22b").get().queue, "a\"b")
         XCTAssertTrue(why("amqp://u@h/%2F?queue=" + String(repeating: "q", count: 256)).contains("255"))
     }
 
@@ -91,7 +95,7 @@ final class AMQPTests: XCTestCase {
         let q = AMQPQueue(endpoint: AMQPEndpoint(tls: false, user: "u", host: "127.0.0.1", port: 1, vhost: "/", queue: "q"), password: "pw", timeoutSeconds: 2)
         let start = monotonicSeconds()
         XCTAssertThrowsError(try q.receive(waitSeconds: 5)) { e in
-            XCTAssertTrue("\(e)".contains("127.0.0.1"), "\(e)")
+            XCTAssertTrue("\(e)".contains("connecting to 127.0.0.1:1"), "\(e)")
             XCTAssertFalse("\(e)".contains("pw"), "\(e)")
         }
         XCTAssertThrowsError(try q.receive(waitSeconds: 0))

@@ -38,8 +38,24 @@ class Rabbit:
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
+        # TLS too (amqps://): a CA of its own and a certificate for localhost and 127.0.0.1.
+        self.tls_port = free_port()
+        self.ca = os.path.join(self.dir, "ca.pem")
+        pki = [("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=s3mount test CA"),
+               ("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"),
+               ("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+                "-days", "2", "-extfile", "san.ext")]
+        with open(os.path.join(self.dir, "san.ext"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        for args in pki:
+            r = subprocess.run(["openssl", *args], cwd=self.dir, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
         with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
             f.write("listeners.tcp.default = 127.0.0.1:%d\n" % self.port)
+            f.write("listeners.ssl.default = 127.0.0.1:%d\n" % self.tls_port)
+            for k, v in (("cacertfile", "ca.pem"), ("certfile", "server.pem"), ("keyfile", "server.key")):
+                f.write(f"ssl_options.{k} = {os.path.join(self.dir, v)}\n")
+            f.write("ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
         name = f"s3mtest{uuid.uuid4().hex[:8]}@localhost"
         self.env = dict(os.environ, HOME=self.dir, RABBITMQ_NODENAME=name, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
                         RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(free_port()),
@@ -86,11 +102,15 @@ class Rabbit:
                 return int(parts[1]), int(parts[2])
         return None
 
-    def publish(self, queue, body):
+    def publish(self, queue, body, declare=False):
         """A message straight into the queue (the default exchange), as anyone allowed to publish could."""
         import pika
         c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port, VHOST, pika.PlainCredentials(USER, self.password)))
-        c.channel().basic_publish(exchange="", routing_key=queue, body=body)
+        ch = c.channel()
+        if declare:
+            ch.queue_declare(queue=queue, durable=True)
+        if body is not None:
+            ch.basic_publish(exchange="", routing_key=queue, body=body)
         c.close()
 
     def stop(self):
@@ -270,3 +290,35 @@ def test_a_password_on_the_command_line_or_in_an_open_file_is_refused(store, buc
     r = subprocess.run(base + ["--notification-queue", "https://sqs.us-east-1.amazonaws.com/1/q", "--notification-password-file", other],
                        env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "is for an amqp://" in r.stderr, r.stderr
+
+
+def rgw_record(bucket, key, body):
+    """A record as RGW 16 writes it (test_notifications_amqp's RGW tests see the real ones)."""
+    import hashlib
+    return json.dumps({"Records": [{"eventVersion": "2.2", "eventSource": "ceph:s3", "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                                    "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": {
+                                        "key": key, "size": len(body), "eTag": hashlib.md5(body).hexdigest(), "sequencer": "854E176B274D8724"}}}]})
+
+
+def test_amqps_checks_the_broker_certificate(store, s3, bucket, mount, rabbit, tmp_path):
+    """Over TLS with the CA given (S3MOUNT_AMQP_CA_FILE) an event arrives; without it the system's
+    CA bundle does not know the broker's certificate, and the queue is never healthy. Events are
+    published straight to the queue here: only the transport is in question, on any store."""
+    queue = f"tls-{uuid.uuid4().hex[:8]}"
+    rabbit.publish(queue, None, declare=True)
+    url = f"amqps://{USER}@localhost:{rabbit.tls_port}/s3m%2Ftests?queue={queue}"
+    m = mount(bucket, "--notification-queue", url, "--metadata-ttl", "indefinite",
+              env={"S3MOUNT_AMQP_PASSWORD": rabbit.password, "S3MOUNT_AMQP_CA_FILE": rabbit.ca})
+    until(lambda: m.stats()["notifications"]["healthy"], what="the TLS connection")
+    assert os.listdir(m.path) == []
+    s3.put_object(Bucket=bucket, Key="tls.txt", Body=b"over tls")
+    rabbit.publish(queue, rgw_record(bucket, "tls.txt", b"over tls"))
+    until(lambda: sh("cat", f"{m.path}/tls.txt") == "over tls", what="the event over TLS")
+
+    other = f"tls-{uuid.uuid4().hex[:8]}"
+    rabbit.publish(other, None, declare=True)
+    bad = mount(bucket, "--notification-queue", url.replace(queue, other), env={"S3MOUNT_AMQP_PASSWORD": rabbit.password})
+    until(lambda: bad.stats()["notifications"]["poll_errors"] > 0, what="the refused certificate")
+    assert not bad.stats()["notifications"]["healthy"]
+    assert "SSL" in bad.log() or "certificate" in bad.log(), bad.log()
+    assert rabbit.password not in bad.log()
