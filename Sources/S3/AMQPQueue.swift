@@ -251,8 +251,13 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
             if let m = try next(waitMs: max(0, min(sliceMs, left))) { out.append(m); break }
             if left <= 0 { return [] }
         }
-        // Then what has arrived already, without waiting.
-        while out.count < maxMessages, let m = try next(waitMs: 0) { out.append(m) }
+        // Then what has arrived already, without waiting. A failure now still hands on what came:
+        // applied, their acks find the connection gone and are dropped, and the broker gives them
+        // again (applying an event twice changes nothing); the next call reconnects or throws.
+        while out.count < maxMessages {
+            guard let m = try? next(waitMs: 0) else { break }
+            out.append(m)
+        }
         return out
     }
 

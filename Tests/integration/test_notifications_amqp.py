@@ -322,3 +322,21 @@ def test_amqps_checks_the_broker_certificate(store, s3, bucket, mount, rabbit, t
     assert not bad.stats()["notifications"]["healthy"]
     assert "SSL" in bad.log() or "certificate" in bad.log(), bad.log()
     assert rabbit.password not in bad.log()
+
+
+@pytest.mark.parametrize("case", ["password", "vhost", "queue"])
+def test_what_the_broker_refuses_is_logged_plainly(store, bucket, mount, rabbit, case):
+    queue = f"ok-{uuid.uuid4().hex[:8]}"
+    rabbit.publish(queue, None, declare=True)
+    url, password, expect = f"{rabbit.url()}?queue={queue}", rabbit.password, ""
+    if case == "password":
+        password, expect = "wrong" + rabbit.password, "ACCESS_REFUSED"
+    elif case == "vhost":
+        url, expect = url.replace("s3m%2Ftests", "nowhere"), "NOT_ALLOWED - vhost nowhere not found"
+    else:
+        url, expect = url.replace(queue, "missing-" + queue), "NOT_FOUND"
+    m = mount(bucket, "--notification-queue", url, env={"S3MOUNT_AMQP_PASSWORD": password})
+    until(lambda: m.stats()["notifications"]["poll_errors"] > 0, what="the refusal")
+    assert not m.stats()["notifications"]["healthy"]
+    assert expect in m.log(), m.log()
+    assert password not in m.log()
