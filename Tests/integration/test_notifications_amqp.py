@@ -340,3 +340,28 @@ def test_what_the_broker_refuses_is_logged_plainly(store, bucket, mount, rabbit,
     assert not m.stats()["notifications"]["healthy"]
     assert expect in m.log(), m.log()
     assert password not in m.log()
+
+
+def test_a_burst_of_events_is_applied_and_acked(store, bucket, mount, rabbit):
+    """300 events at once, more than the prefetch window (100) and the batches (10): all applied,
+    all acked, nothing listed."""
+    queue = f"burst-{uuid.uuid4().hex[:8]}"
+    rabbit.publish(queue, None, declare=True)
+    m = mount(bucket, "--notification-queue", f"{rabbit.url()}?queue={queue}", "--metadata-ttl", "indefinite",
+              env={"S3MOUNT_AMQP_PASSWORD": rabbit.password})
+    until(lambda: m.stats()["notifications"]["healthy"], what="the first receive")
+    assert os.listdir(m.path) == []
+    before = m.requests()
+    import pika
+    c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", rabbit.port, VHOST, pika.PlainCredentials(USER, rabbit.password)))
+    ch = c.channel()
+    for i in range(300):
+        ch.basic_publish(exchange="", routing_key=queue, body=rgw_record(bucket, f"burst/k{i:03d}", b"x" * i))
+    c.close()
+    until(lambda: len(os.listdir(f"{m.path}/burst")) == 300, what="all 300")
+    assert sh("stat", "-c", "%s", f"{m.path}/burst/k299") == "299\n"
+    until(lambda: rabbit.messages(queue) == (0, 0), what="the acks")
+    st = m.stats()["notifications"]
+    assert st["applied"] == 300 and st["malformed"] == 0, st
+    used = delta(before, m.requests())
+    assert "ListObjectsV2" not in used and "HeadObject" not in used, used
