@@ -19,9 +19,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // AMQP notification queues (RabbitMQ, as Ceph RGW and MinIO publish to).
+        .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq", providers: [.apt(["librabbitmq-dev"])]),
         .target(name: "CCurlShim", linkerSettings: [.linkedLibrary("curl"), .linkedLibrary("z")]),
         .target(name: "CBuildInfo"),
-        .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "S3", dependencies: ["CCurlShim", "COpenSSL", "CRabbitMQ", .product(name: "Logging", package: "swift-log")]),
         .target(name: "S3FSCore", dependencies: ["S3", "CCurlShim"]),
         .target(name: "FuseBridge", dependencies: ["S3FSCore", "CFuse3"]),
         // The fstab `-o` syntax, pure (no dependencies): only the CLI uses it.

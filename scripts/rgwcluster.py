@@ -135,6 +135,10 @@ rgw keystone api version = 3
 rgw crypt require ssl = false
 rgw crypt s3 kms backend = testing
 rgw crypt s3 kms encryption keys = {KMS_TEST_KEY_ID}={KMS_TEST_KEY}
+# Bucket notification topics whose AMQP endpoint holds a password are refused over plain HTTP; a
+# request that says it came through a TLS proxy (X-Forwarded-Proto: https) is taken as secure, as
+# behind a real one (scripts/notifications-setup-rgw.sh, test_notifications_amqp.py)
+rgw trust forwarded https = true
 """
         with open(self.conf, "w") as f:
             f.write(text)

@@ -33,7 +33,7 @@ add() {  # add WHY PACKAGE...
     for p in "$@"; do APT_PACKAGES+=("$p"); WHY[$p]=$why; done
 }
 if [ "$want_build" = 1 ]; then
-    add build libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config
+    add build libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev zlib1g-dev pkg-config librabbitmq-dev
 fi
 # python3/pip may come from elsewhere (pyenv): ask apt only when the command is absent.
 if [ "$want_moto" = 1 ] || [ "$want_boto3" = 1 ] || [ "$want_tests" = 1 ]; then
@@ -64,6 +64,9 @@ if [ "$want_tests" = 1 ]; then
     # The shells whose completions the tests try (scripts/completions/), and man for the man page.
     add "completions" bash-completion zsh fish
     command -v man >/dev/null 2>&1 || add "man page" man-db
+    # RabbitMQ, which RGW pushes bucket notifications to and AMQP mounts read them from
+    # (test_notifications_amqp.py starts one of its own; no service is enabled here).
+    add "AMQP notifications" rabbitmq-server
     # systemd-analyze (unit verification in the tests), mount(8).
     command -v systemd-analyze >/dev/null 2>&1 || add "service tests" systemd
     command -v mount >/dev/null 2>&1 || add "fstab tests" mount
@@ -111,6 +114,10 @@ if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
 fi
 if [ "$want_tests" = 1 ] || [ "$want_bench" = 1 ]; then
     command -v aws >/dev/null 2>&1 || pip_needed+=(awscli)
+fi
+# pika: scripts/notifications-setup-rgw.sh declares RabbitMQ's exchange and queues with it.
+if [ "$want_tests" = 1 ] || [ "$want_rgw" = 1 ]; then
+    python3 -c "import pika" >/dev/null 2>&1 || pip_needed+=(pika)
 fi
 if [ "${#pip_needed[@]}" -gt 0 ]; then
     echo "setup ($label): installing from PyPI: ${pip_needed[*]}"

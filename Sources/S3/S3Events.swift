@@ -1,7 +1,7 @@
 import Foundation
 
-/// One S3 event record, as S3 sends it to SQS (directly or through SNS): which object changed,
-/// how, and when.
+/// One S3 event record, as S3 sends it to SQS (directly or through SNS), or Ceph RGW and MinIO
+/// to AMQP: which object changed, how, and when.
 public struct ObjectEvent: Sendable, Equatable {
     public enum Change: Sendable, Equatable {
         /// Put, Post, Copy, CompleteMultipartUpload, a restore or replication: the object now is
@@ -68,6 +68,25 @@ public enum EventMessage: Sendable, Equatable {
 }
 
 public enum S3EventParser {
+    /// RGW's sequencer is the hex of its clock's `utime_t` as it lies in memory: seconds, then
+    /// nanoseconds, each a little-endian 32-bit number ("854E176B274D8724": 0x6B174E85 s,
+    /// 0x24874D27 ns). As a hex number it does not follow time (the first digits are the seconds'
+    /// lowest byte): rewritten here as seconds then nanoseconds, big-endian, which does. Any other
+    /// form (another Ceph version) gives none: events are then ordered as moto's are.
+    static func cephSequencer(_ s: String) -> String? {
+        let b = Array(s.utf8)
+        guard b.count == 16, ObjectEvent.isSequencer(s) else { return nil }
+        func byte(_ i: Int) -> UInt32 { UInt32(UInt8(String(decoding: b[(2 * i)..<(2 * i + 2)], as: UTF8.self), radix: 16)!) }
+        let sec = byte(0) | byte(1) << 8 | byte(2) << 16 | byte(3) << 24
+        let nsec = byte(4) | byte(5) << 8 | byte(6) << 16 | byte(7) << 24
+        guard nsec < 1_000_000_000 else { return nil }
+        func hex8(_ v: UInt32) -> String {
+            let h = String(v, radix: 16, uppercase: true)
+            return String(repeating: "0", count: 8 - h.count) + h
+        }
+        return hex8(sec) + hex8(nsec)
+    }
+
     /// Reads a message body: S3's `{"Records": [...]}`, or the same inside an SNS envelope (a
     /// subscription without raw message delivery).
     public static func parse(_ body: String) -> EventMessage { parse(body, inEnvelope: false) }
@@ -103,10 +122,14 @@ public enum S3EventParser {
         guard let records = json["Records"] as? [[String: Any]] else { return .malformed("no \"Records\"") }
         var out: [ObjectEvent] = []
         for r in records {
-            guard let name = r["eventName"] as? String else { return .malformed("a record without \"eventName\"") }
+            guard var name = r["eventName"] as? String else { return .malformed("a record without \"eventName\"") }
+            // The configuration's form ("s3:ObjectCreated:Put"), as some stores write it in records too.
+            if name.hasPrefix("s3:") { name.removeFirst(3) }
+            // Ceph RGW (eventSource "ceph:s3") sends the key as it is, not form-encoded as S3 and MinIO do.
+            let ceph = r["eventSource"] as? String == "ceph:s3"
             guard let s3 = r["s3"] as? [String: Any], let object = s3["object"] as? [String: Any],
                   let rawKey = object["key"] as? String else { return .malformed("a record without \"s3.object.key\"") }
-            guard let key = URIEncoding.decodeForm(rawKey) else { return .malformed("an undecodable key \"\(rawKey)\"") }
+            guard let key = ceph ? Optional(Array(rawKey.utf8)) : URIEncoding.decodeForm(rawKey) else { return .malformed("an undecodable key \"\(rawKey)\"") }
             let bucket = (s3["bucket"] as? [String: Any])?["name"] as? String ?? ""
             guard let timeText = r["eventTime"] as? String, let time = AmzDate.parseISO8601(timeText) else {
                 return .malformed("a record without a readable \"eventTime\"")
@@ -125,7 +148,8 @@ public enum S3EventParser {
             } else {
                 continue // tagging, ACL, transitions, restores begun: nothing a listing shows changes
             }
-            let sequencer = object["sequencer"] as? String
+            var sequencer = object["sequencer"] as? String
+            if ceph { sequencer = sequencer.flatMap(cephSequencer) }
             if let sq = sequencer, !ObjectEvent.isSequencer(sq) {
                 Log.shared.once(.warning, key: "event-sequencer:" + rawKey, "skipping an event for \"\(rawKey.prefix(200))\": its sequencer \"\(sq.prefix(40))\" is not one S3 sends")
                 continue

@@ -131,8 +131,9 @@ struct S3MountCommand: ParsableCommand {
             help: ArgumentHelp(
                 """
                 keep the caches current with the bucket's S3 event notifications, read from this SQS queue \
-                (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME; one queue per mount, see docs/CONFIGURATION.md); \
-                --metadata-ttl then defaults to 3600
+                (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME) or AMQP queue, as Ceph RGW and MinIO send \
+                (amqp[s]://USER@HOST[:PORT]/VHOST?queue=NAME, no password in it); one queue per mount, see \
+                docs/CONFIGURATION.md; --metadata-ttl then defaults to 3600
                 """, valueName: "URL"),
             completion: .list([]))
     var notificationQueue: String?
@@ -147,6 +148,11 @@ struct S3MountCommand: ParsableCommand {
                                valueName: "SECONDS"),
             completion: .list([]))
     var notificationCheckInterval: String?
+    @Option(name: .customLong("notification-password-file"),
+            help: ArgumentHelp("the password of an amqp:// --notification-queue's user, read from this file (mode 600, owned by you or root; default: the environment variable S3MOUNT_AMQP_PASSWORD)",
+                               valueName: "PATH"),
+            completion: .file())
+    var notificationPasswordFile: String?
 
     @Option(name: .customLong("log-file"),
             help: ArgumentHelp("write the log here (default: stderr in the foreground, else syslog)", valueName: "PATH"),

@@ -93,6 +93,9 @@ enum Daemon {
             if let envFile = getenv("S3MOUNT_ENV_FILE").map({ String(cString: $0) }), !envFile.isEmpty {
                 try CredentialsFileCheck.check(envFile, what: "environment file")
             }
+            if let q = config.notificationQueue, AMQPEndpoint.isAMQP(q) {
+                config.amqpPassword = try AMQPPassword.read(file: config.notificationPasswordFile, env: Self.environment())
+            }
             if let kf = config.sseCustomerKeyFile {
                 config.policy.customerKey = try CustomerKeyFile.read(kf)
             }
@@ -310,7 +313,9 @@ enum Daemon {
             // A queue that cannot be read does not stop the mount: it falls back to the TTL a mount
             // without notifications has, with a warning, until the queue answers.
             do {
-                let queue = try SQSClient(queueURL: url, region: client.region, credentials: creds, transport: transport)
+                let queue: EventQueue = AMQPEndpoint.isAMQP(url)
+                    ? try AMQPQueue(url: url, password: config.amqpPassword ?? "", caFile: env["S3MOUNT_AMQP_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 })
+                    : try SQSClient(queueURL: url, region: client.region, credentials: creds, transport: transport)
                 fs.setNotificationsHealthy(false)
                 listener = NotificationListener(fs: fs, queue: queue, queueName: url, bucket: config.bucket,
                                                 receivers: config.notificationReceivers, checkInterval: config.notificationCheckInterval)

@@ -70,11 +70,15 @@ struct MountConfig {
     var maxReadMemory = 256 << 20
     /// Files fetched ahead of a walk through a directory (0: off).
     var walkReadAhead = 8
-    /// The SQS queue S3 event notifications of the bucket arrive at (`--notification-queue`).
+    /// The SQS or AMQP queue S3 event notifications of the bucket arrive at (`--notification-queue`).
     var notificationQueue: String?
     /// Receive calls in flight at once, and seconds between probes (0: none).
     var notificationReceivers = 8
     var notificationCheckInterval: Double = 15
+    /// An AMQP queue's password: the file named (`--notification-password-file`), read when the
+    /// mount starts, else S3MOUNT_AMQP_PASSWORD; `amqpPassword` holds it then.
+    var notificationPasswordFile: String?
+    var amqpPassword: String?
     /// Encryption, storage class, requester pays and expected owner of every request (the SSE-C
     /// key is read from `sseCustomerKeyFile` when the mount starts, not at parsing).
     var policy = RequestPolicy()
@@ -124,12 +128,23 @@ extension S3MountCommand {
         c.noExec = noExec
         c.xattr = xattr
         if let q = notificationQueue {
-            if let why = SQSClient.urlProblem(q) { throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)") }
+            if AMQPEndpoint.isAMQP(q) {
+                if case .failure(let why) = AMQPEndpoint.parse(q) { throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)") }
+            } else if let why = SQSClient.urlProblem(q) {
+                throw UsageError("invalid \(name("notification-queue")) \(V.redacted(q)): \(why)")
+            }
             c.notificationQueue = q
             c.metadataTTL = MountConfig.notificationTTL
         }
         if let v = notificationReceivers { c.notificationReceivers = try V.count(name("notification-receivers"), v, 1...16) }
         if let v = notificationCheckInterval { c.notificationCheckInterval = v == "0" ? 0 : try V.seconds(name("notification-check-interval"), v, max: 3600) }
+        if let f = notificationPasswordFile {
+            // SQS signs with the mount's AWS credentials: a password is for AMQP only.
+            guard let q = c.notificationQueue, AMQPEndpoint.isAMQP(q) else {
+                throw UsageError("\(name("notification-password-file")) is for an amqp:// or amqps:// \(name("notification-queue"))")
+            }
+            c.notificationPasswordFile = f
+        }
         if let v = metadataTTL { c.metadataTTL = try V.ttl(v) }
         if let v = metadata { c.metadata = try V.metadataMode(v) }
         c.logFile = logFile

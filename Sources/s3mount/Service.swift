@@ -185,3 +185,39 @@ enum CustomerKeyFile {
         return key
     }
 }
+
+/// The password of an AMQP notification queue's user: from the file given with
+/// --notification-password-file (private, and its owner the mounting user or root, as it may be
+/// read by a mount running as root), else S3MOUNT_AMQP_PASSWORD. Never logged.
+enum AMQPPassword {
+    static func read(file: String?, env: [String: String]) throws -> String {
+        guard let path = file else {
+            guard let p = env["S3MOUNT_AMQP_PASSWORD"], !p.isEmpty else {
+                throw MountFailure("an amqp:// notification queue needs its user's password: set S3MOUNT_AMQP_PASSWORD or give --notification-password-file (never in the URL)")
+            }
+            return p
+        }
+        try CredentialsFileCheck.check(path, what: "notification password file")
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw MountFailure("notification password file \(path) cannot be read: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw MountFailure("notification password file \(path) cannot be read: \(String(cString: strerror(errno)))") }
+        if st.st_mode & 0o077 != 0 {
+            throw MountFailure("notification password file \(path) can be read by others (mode \(String(st.st_mode & 0o777, radix: 8))); run: chmod 600 \(path)")
+        }
+        if st.st_uid != getuid() && st.st_uid != 0 {
+            throw MountFailure("notification password file \(path) is owned by uid \(st.st_uid): it must be yours (uid \(getuid())) or root's")
+        }
+        guard let bytes = readRegularFile(fd, maxBytes: 4096) else {
+            throw MountFailure("notification password file \(path) must be a regular file of at most 4 KiB")
+        }
+        // One line; the newline an editor adds is not part of it.
+        var text = String(decoding: bytes, as: UTF8.self)
+        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+        guard !text.isEmpty, !text.contains("\n") else {
+            throw MountFailure("notification password file \(path) must hold the password on one line")
+        }
+        return text
+    }
+}

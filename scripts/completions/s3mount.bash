@@ -165,7 +165,7 @@ _s3mount() {
     local -a repeating_flags=()
     local -a non_repeating_flags=(--force-path-style --no-sign-request --read-only --allow-other --allow-root --force-owner --suid --dev --no-exec --xattr --no-upload-checksums --no-verify-reads --no-guess-content-type --write-back --sse-bucket-key --requester-pays -d --debug -f --foreground --version -h --help)
     local -a repeating_options=(-o)
-    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --notification-receivers --notification-check-interval --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --write-back-max-files --write-back-max-bytes --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address --sse --sse-kms-key-id --sse-c-key-file --storage-class --expected-bucket-owner --as-of)
+    local -a non_repeating_options=(--endpoint-url --region --profile --credentials-file --prefix --uid --gid --file-mode --dir-mode --umask --metadata --metadata-ttl --notification-queue --notification-receivers --notification-check-interval --notification-password-file --log-file --spool-dir --stall-timeout --read-retry-time --write-retry-time --cache --write-back-max-files --write-back-max-bytes --max-cache-size --read-part-size --read-concurrency --max-read-memory --walk-read-ahead --read-ahead --metrics-address --sse --sse-kms-key-id --sse-c-key-file --storage-class --expected-bucket-owner --as-of)
     __s3mount_offer_flags_options 2
 
     # Offer option value completions
@@ -228,6 +228,10 @@ _s3mount() {
         ;;
     '--notification-check-interval')
         __s3mount_add_completions -W ''
+        return
+        ;;
+    '--notification-password-file')
+        __s3mount_add_completions -f
         return
         ;;
     '--log-file')
