@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
+from botocore.config import Config
 
 import bench  # Moto (in this process, with SNS and SQS), BIN, KEY
 import minisqs  # a queue that holds a burst (moto's SQS slows with its length)
@@ -174,6 +175,60 @@ def lag(moto, sqs_server, n, rate, receivers, work):
         subprocess.run(["fusermount3", "-u", mp], capture_output=True)
 
 
+def rgw_lag(n, receivers, work):
+    """On Ceph RGW, which pushes its bucket notifications to a RabbitMQ queue of the mount's own
+    (scripts/notifications-setup-rgw.sh): n objects put by 16 threads; each event's lag from its
+    eventTime to its application (the mount's statistics), the time from the last put until all
+    are applied, and what the mount sent to RGW meanwhile."""
+    from rgwcluster import RgwCluster
+    import rabbitmq
+    cluster = RgwCluster(os.path.join(work, "rgw"), memstore_gib=4, access_key=bench.KEY, secret_key=bench.SECRET, die_with_parent=True)
+    cluster.start()
+    rabbit = None
+    mp = tempfile.mkdtemp(prefix="rgw-lag-")
+    try:
+        os.makedirs(os.path.join(work, "rabbit"), exist_ok=True)
+        rabbit = rabbitmq.Rabbit(os.path.join(work, "rabbit"))
+        s3 = boto3.client("s3", endpoint_url=cluster.endpoint, region_name="us-east-1", aws_access_key_id=bench.KEY,
+                          aws_secret_access_key=bench.SECRET, config=Config(s3={"addressing_style": "path"}, max_pool_connections=32))
+        bucket = "rgw-burst"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="d/seed", Body=b"s")
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=bench.KEY, AWS_SECRET_ACCESS_KEY=bench.SECRET, AWS_ENDPOINT_URL=cluster.endpoint,
+                   AWS_DEFAULT_REGION="us-east-1", S3MOUNT_AMQP_PASSWORD=rabbit.password, RGW_FORWARDED_HTTPS="1", RGW_PERSISTENT="0",
+                   AWS_EC2_METADATA_DISABLED="true")
+        (url,) = subprocess.run(["bash", os.path.join(ROOT, "scripts", "notifications-setup-rgw.sh"), bucket, rabbit.url(), "bench"],
+                                env=env, capture_output=True, text=True, check=True).stdout.split()
+        subprocess.run([bench.BIN, bucket, mp, "--endpoint-url", cluster.endpoint, "--force-path-style", "--notification-queue", url,
+                        "--notification-receivers", str(receivers), "--log-file", f"{work}/rgw-lag.log"], env=env, check=True, capture_output=True)
+        until(lambda: stats(mp)["notifications"]["healthy"], 30)
+        os.listdir(f"{mp}/d")
+        # The path works before counting.
+        s3.put_object(Bucket=bucket, Key="d/warm-up", Body=b"w")
+        until(lambda: os.path.exists(f"{mp}/d/warm-up"), 75)
+        applied0 = stats(mp)["notifications"]["applied"]
+        pid = daemon_pid(mp)
+        before = {op: v["total"] for op, v in stats(mp)["requests"].items()}
+        cpu0, started = cpu_seconds(pid), time.time()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"d/p{i}", Body=b"p"), range(n)))
+        last = time.time()
+        behind = until(lambda: stats(mp)["notifications"]["applied"] - applied0 >= n, 120, every=0.01)
+        cpu = cpu_seconds(pid) - cpu0
+        listed = len(os.listdir(f"{mp}/d")) - 2
+        st = stats(mp)
+        after = {op: v["total"] for op, v in st["requests"].items()}
+        return {"store": "rgw", "source": "amqp", "changes": n, "receivers": receivers, "puts_per_second": round(n / (last - started)),
+                "seconds_after_last_put": round(behind, 2) if behind is not None else None, "names_listed": listed,
+                "daemon_cpu_seconds": round(cpu, 2), "lag_ms": st["notifications"]["lag_ms"],
+                "requests_from_the_mount": {op: after[op] - before.get(op, 0) for op in after if after[op] != before.get(op, 0)}}
+    finally:
+        subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+        if rabbit:
+            rabbit.stop()
+        cluster.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drain", type=int, default=10000, help="messages sent straight to the queue (0: skip)")
@@ -181,6 +236,7 @@ def main():
     ap.add_argument("--rate", type=float, default=1000, help="changes a second in the lag run")
     ap.add_argument("--receivers", default="1,8", help="--notification-receivers values to compare")
     ap.add_argument("--sqs-latency", default="0,0.02", help="seconds the drain's queue adds to each call (loopback, cloud-like)")
+    ap.add_argument("--rgw", type=int, default=0, help="objects put to Ceph RGW, its events through RabbitMQ (0: skip)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks", "events-burst.json"))
     args = ap.parse_args()
     moto = bench.Moto()
@@ -197,6 +253,9 @@ def main():
             for lat, server in servers.items() if args.lag else []:
                 result["lag"].append(lag(moto, server, args.lag, args.rate, r, work))
                 print(json.dumps(result["lag"][-1]), flush=True)
+        if args.rgw:
+            result["rgw"] = [rgw_lag(args.rgw, max(int(x) for x in args.receivers.split(",")), work)]
+            print(json.dumps(result["rgw"][-1]), flush=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
     finally:
