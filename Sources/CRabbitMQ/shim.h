@@ -22,6 +22,9 @@
 /* Frames larger than this are refused by the library (it checks each frame against frame_max). */
 #define S3M_AMQP_FRAME_MAX 131072
 #define S3M_AMQP_CHANNEL 1
+/* The mount's probes are published on a channel of their own: a broker that refuses them closes
+   that channel, not the one the mount consumes on. */
+#define S3M_AMQP_PROBE_CHANNEL 2
 
 /* What went wrong in an RPC, as text; 0 when it went right. */
 static inline int s3m_amqp_reply_problem(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen) {
@@ -82,7 +85,7 @@ static inline amqp_connection_state_t s3m_amqp_open(const char *host, int port, 
     }
     amqp_set_handshake_timeout(c, &tv);
     amqp_set_rpc_timeout(c, &tv);
-    amqp_rpc_reply_t r = amqp_login(c, vhost, 1, S3M_AMQP_FRAME_MAX, heartbeat_s, AMQP_SASL_METHOD_PLAIN, user, password);
+    amqp_rpc_reply_t r = amqp_login(c, vhost, 2 /* the consumer's channel and the probes' */, S3M_AMQP_FRAME_MAX, heartbeat_s, AMQP_SASL_METHOD_PLAIN, user, password);
     if (s3m_amqp_reply_problem(r, "login", err, errlen) != 0) { amqp_destroy_connection(c); return NULL; }
     amqp_channel_open(c, S3M_AMQP_CHANNEL);
     if (s3m_amqp_reply_problem(amqp_get_rpc_reply(c), "opening the channel", err, errlen) != 0) { amqp_destroy_connection(c); return NULL; }
@@ -101,7 +104,7 @@ static inline void s3m_amqp_close(amqp_connection_state_t c, int polite) {
     amqp_destroy_connection(c);
 }
 
-enum { S3M_AMQP_MESSAGE = 0, S3M_AMQP_NOTHING = 1, S3M_AMQP_TOO_LARGE = 2, S3M_AMQP_FAILED = -1 };
+enum { S3M_AMQP_MESSAGE = 0, S3M_AMQP_NOTHING = 1, S3M_AMQP_TOO_LARGE = 2, S3M_AMQP_PROBES_REFUSED = 3, S3M_AMQP_FAILED = -1 };
 
 /* One delivery. Waits up to `wait_ms` for it to start (0: only what has arrived), then up to
    `body_timeout_s` for its header and body. The body, when not larger than `max_body`, is copied to
@@ -118,6 +121,19 @@ static inline int s3m_amqp_next(amqp_connection_state_t c, int wait_ms, int body
     if (rc == AMQP_STATUS_TIMEOUT) return S3M_AMQP_NOTHING;
     if (rc != AMQP_STATUS_OK) { snprintf(err, errlen, "reading from the broker: %s", amqp_error_string2(rc)); return S3M_AMQP_FAILED; }
     if (f.frame_type != AMQP_FRAME_METHOD) { snprintf(err, errlen, "the broker sent frame type %u outside a message", f.frame_type); return S3M_AMQP_FAILED; }
+    if (f.channel == S3M_AMQP_PROBE_CHANNEL && f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        /* The broker refused a probe (the user may not publish): that channel is closed, the mount
+           goes on consuming without probes. */
+        amqp_rpc_reply_t r;
+        memset(&r, 0, sizeof r);
+        r.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION;
+        r.reply = f.payload.method;
+        s3m_amqp_reply_problem(r, "publishing a probe", err, errlen);
+        amqp_channel_close_ok_t ok;
+        ok.dummy = 0;
+        if (amqp_send_method(c, S3M_AMQP_PROBE_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) return S3M_AMQP_FAILED;
+        return S3M_AMQP_PROBES_REFUSED;
+    }
     if (f.payload.method.id != AMQP_BASIC_DELIVER_METHOD) {
         amqp_rpc_reply_t r;
         memset(&r, 0, sizeof r);
@@ -157,6 +173,23 @@ static inline int s3m_amqp_next(amqp_connection_state_t c, int wait_ms, int body
     *body = buf;
     *body_len = (size_t)size;
     return S3M_AMQP_MESSAGE;
+}
+
+/* Publishes `body` to `queue` through the default exchange, on the probe channel (opened first when
+   `open` is set: an RPC whose replies on the consumer's channel librabbitmq keeps for later reads).
+   0, or a library status; `err` says why. */
+static inline int s3m_amqp_publish(amqp_connection_state_t c, int open, const char *queue, const void *body, size_t len,
+                                   char *err, size_t errlen) {
+    if (open) {
+        amqp_channel_open(c, S3M_AMQP_PROBE_CHANNEL);
+        if (s3m_amqp_reply_problem(amqp_get_rpc_reply(c), "opening the probe channel", err, errlen) != 0) return AMQP_STATUS_UNEXPECTED_STATE;
+    }
+    amqp_bytes_t b;
+    b.len = len;
+    b.bytes = (void *)body;
+    int rc = amqp_basic_publish(c, S3M_AMQP_PROBE_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue), 0, 0, NULL, b);
+    if (rc != AMQP_STATUS_OK) snprintf(err, errlen, "publishing a probe: %s", amqp_error_string2(rc));
+    return rc;
 }
 
 /* Acknowledges one delivery; 0 or a library status. */

@@ -161,6 +161,10 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
         var generation = 0
         /// Tags delivered on the current connection and not acked yet.
         var unacked = Set<UInt64>()
+        /// Whether the probe channel is open on the current connection.
+        var probeChannelOpen = false
+        /// Why the broker refused a probe (the user may not publish): no more are sent.
+        var probesRefused: String? = nil
     }
     private let state = Locked(State())
 
@@ -202,6 +206,7 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
         s.conn = c
         s.generation += 1
         s.unacked = []
+        s.probeChannelOpen = false
         return c
     }
 
@@ -224,6 +229,10 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
             defer { free(body) }
             switch rc {
             case Int32(S3M_AMQP_NOTHING):
+                return nil
+            case Int32(S3M_AMQP_PROBES_REFUSED):
+                s.probesRefused = String(cString: err)
+                s.probeChannelOpen = false
                 return nil
             case Int32(S3M_AMQP_MESSAGE), Int32(S3M_AMQP_TOO_LARGE):
                 s.unacked.insert(tag)
@@ -259,6 +268,25 @@ public final class AMQPQueue: EventQueue, @unchecked Sendable {
             out.append(m)
         }
         return out
+    }
+
+    /// A probe of the mount (`NotificationListener`): published to this queue through the default
+    /// exchange, on a channel of its own. A broker that refuses it closes only that channel; the
+    /// next send then says why, and the listener stops probing.
+    public func send(_ body: String) throws {
+        try state.withLock { s in
+            if let why = s.probesRefused { throw QueueCannotSend(why) }
+            let c = try connection(&s)
+            var err = [CChar](repeating: 0, count: 512)
+            let bytes = Array(body.utf8)
+            let open = s.probeChannelOpen ? Int32(0) : Int32(1)
+            let rc = bytes.withUnsafeBytes { s3m_amqp_publish(c, open, endpoint.queue, $0.baseAddress, $0.count, &err, err.count) }
+            if rc != 0 {
+                drop(&s)
+                throw AMQPError(String(cString: err))
+            }
+            s.probeChannelOpen = true
+        }
     }
 
     public func delete(_ receiptHandles: [String]) throws -> [String] {

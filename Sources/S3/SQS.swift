@@ -29,8 +29,9 @@ public protocol EventQueue: Sendable {
 }
 
 public struct QueueCannotSend: Error, CustomStringConvertible {
-    public init() {}
-    public var description: String { "this queue takes no messages from its reader" }
+    public var reason: String
+    public init(_ reason: String = "this queue takes no messages from its reader") { self.reason = reason }
+    public var description: String { reason }
 }
 
 extension EventQueue {

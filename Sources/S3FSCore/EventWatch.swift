@@ -77,9 +77,11 @@ struct EventWatch {
         return n
     }
 
-    /// Sending a probe failed: the mount goes on without them.
+    /// Sending a probe failed: the mount goes on without them, and those in flight (a broker may
+    /// refuse them only after taking them) are forgotten.
     mutating func probeUnsent(_ n: Int) {
         if outstanding.removeValue(forKey: n) != nil { probesSent -= 1 }
+        outstanding = [:]
         probing = false
     }
 

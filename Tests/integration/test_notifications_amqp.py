@@ -260,3 +260,45 @@ def test_a_burst_of_events_is_applied_and_acked(store, bucket, mount, rabbit):
     assert st["applied"] == 300 and st["malformed"] == 0, st
     used = delta(before, m.requests())
     assert "ListObjectsV2" not in used and "HeadObject" not in used, used
+
+
+@rgw_only
+def test_two_mounts_given_one_amqp_queue_are_detected(store, s3, bucket, mount, rabbit, tmp_path):
+    """The broker hands a queue's messages to its consumers in turn: each mount receives the
+    other's probes, says so once and falls back to the short TTL."""
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=b"a")
+    _, (url,) = queues(store, rabbit, bucket, 1)
+    env = {"S3MOUNT_AMQP_PASSWORD": rabbit.password}
+    a = mount(bucket, "--notification-queue", url, "--notification-check-interval", "2", env=env)
+    b = mount(bucket, "--notification-queue", url, "--notification-check-interval", "2", env=env)
+    for m in (a, b):
+        until(lambda: m.stats()["notifications"]["gaps"] >= 1, timeout=60, what="the shared queue")
+        st = m.stats()["notifications"]
+        assert "another reader" in st["gap"] and st["metadata_ttl"] == 60, st
+        assert m.log().count("another reader takes events") == 1, m.log()
+
+
+@rgw_only
+def test_a_user_that_may_not_publish_consumes_without_probes(store, s3, bucket, mount, rabbit, tmp_path):
+    s3.put_object(Bucket=bucket, Key="d/a.txt", Body=b"a")
+    _, (url,) = queues(store, rabbit, bucket, 1)
+    # A user that may read its queue and nothing else: its probes are refused.
+    password = uuid.uuid4().hex
+    for cmd in (("add_user", "reader", password), ("set_permissions", "-p", VHOST, "reader", "^$", "^$", ".*")):
+        r = rabbit.ctl(*cmd)
+        assert r.returncode == 0, r.stderr
+    try:
+        reader_url = url.replace(f"amqp://{USER}@", "amqp://reader@")
+        m = mount(bucket, "--notification-queue", reader_url, "--notification-check-interval", "1", "--metadata-ttl", "indefinite",
+                  env={"S3MOUNT_AMQP_PASSWORD": password})
+        assert os.listdir(f"{m.path}/d") == ["a.txt"]
+        until(lambda: "no probes" in m.log(), what="the refused probe")
+        assert "ACCESS_REFUSED" in m.log() or "access" in m.log().lower(), m.log()
+        # Consuming goes on: a put by boto3 shows, and no gap was made up.
+        s3.put_object(Bucket=bucket, Key="d/b.txt", Body=b"bb")
+        until(lambda: sorted(os.listdir(f"{m.path}/d")) == ["a.txt", "b.txt"], what="the put after the refusal")
+        time.sleep(3)
+        st = m.stats()["notifications"]
+        assert st["healthy"] and st["gaps"] == 0 and st["metadata_ttl"] is None, st
+    finally:
+        rabbit.ctl("delete_user", "reader")
