@@ -66,13 +66,6 @@ def mount(moto, bucket, mp, queue, receivers, log):
                     "--notification-receivers", str(receivers), "--log-file", log], env=env, check=True, capture_output=True)
 
 
-def queues(moto, bucket, names):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=bench.KEY, AWS_SECRET_ACCESS_KEY=bench.SECRET, AWS_DEFAULT_REGION="us-east-1",
-               AWS_ENDPOINT_URL=moto.endpoint)
-    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "notifications-setup.sh"), bucket, *names],
-                          env=env, capture_output=True, text=True, check=True).stdout.split()
-
-
 def record(bucket, key, size, when):
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when * 1000) % 1000:03d}Z"
     return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventTime": stamp,
@@ -89,13 +82,18 @@ def until(check, cap, every=0.02):
     return None
 
 
-def drain(moto, sqs_server, n, receivers, work):
-    bucket = f"drain-{receivers}-{round(sqs_server.latency * 1000)}"
+def bucket_and_queue(moto, sqs_server, run, receivers):
+    """A bucket of its own for a run (d/ holds one object), its loopback queue, and a client of it."""
+    bucket = f"{run}-{receivers}-{round(sqs_server.latency * 1000)}"
     moto.s3.create_bucket(Bucket=bucket)
     moto.put(bucket, "d/seed", b"s")
-    queue = sqs_server.queue_url(bucket)
     sqs = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{sqs_server.port}", region_name="us-east-1",
                        aws_access_key_id=bench.KEY, aws_secret_access_key=bench.SECRET)
+    return bucket, sqs_server.queue_url(bucket), sqs
+
+
+def drain(moto, sqs_server, n, receivers, work):
+    bucket, queue, sqs = bucket_and_queue(moto, sqs_server, "drain", receivers)
     ahead = time.time() + 60
     sent_at = time.time()
     for i in range(0, n, 10):
@@ -128,12 +126,7 @@ def lag(moto, sqs_server, n, rate, receivers, work):
     its own) and its S3 event record sent to the queue, at `rate` a second in batches of 10 (what
     S3 does during an `aws s3 sync` of small files): seconds from the last until the mount lists
     all n names, and what it sent to S3 meanwhile."""
-    bucket = f"lag-{receivers}-{round(sqs_server.latency * 1000)}"
-    moto.s3.create_bucket(Bucket=bucket)
-    moto.put(bucket, "d/seed", b"s")
-    queue = sqs_server.queue_url(bucket)
-    sqs = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{sqs_server.port}", region_name="us-east-1",
-                       aws_access_key_id=bench.KEY, aws_secret_access_key=bench.SECRET)
+    bucket, queue, sqs = bucket_and_queue(moto, sqs_server, "lag", receivers)
     mp = tempfile.mkdtemp(prefix="lag-")
     mount(moto, bucket, mp, queue, receivers, f"{work}/lag-{receivers}.log")
     try:
