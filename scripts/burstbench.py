@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
 """Bursts of S3 events: how fast one s3mount mount applies them, and how far behind it is after
-the last of many changes. On moto's S3, SNS and SQS (queues made by scripts/notifications-setup.sh).
+the last of many changes. The objects are in moto's S3; the events reach the mount through the
+loopback SQS queue of scripts/minisqs.py, which answers at once or after --sqs-latency seconds
+(moto's own SQS takes 0.85 s a call with 2,000 messages queued, so it cannot hold a burst), or,
+with --rgw, from Ceph RGW through RabbitMQ.
 
 drain: N messages, each one S3 event record for a name in a directory the mount has listed, are
   sent straight to the mount's queue in SendMessageBatch calls of 10 while the mount is not
-  reading it (so neither the store's put rate nor the sender bounds it). The queue is
-  scripts/minisqs.py's, on loopback: moto's SQS takes 0.85 s a call with 2,000 messages queued.
-  Then the mount starts and
-  its events counter is read every 20 ms until it has all of them: events applied per second, and
-  the daemon's CPU seconds meanwhile (/proc). The records are dated a minute ahead, so that the
-  listing made at mount time is older than they are and each is applied, not dropped as stale.
+  reading it (so neither the store's put rate nor the sender bounds it). Then the mount starts
+  and its events counter is read every 20 ms until it has all of them: events applied per
+  second, and the daemon's CPU seconds meanwhile (/proc). The records are dated a minute ahead,
+  so that the listing made at mount time is older than they are and each is applied, not dropped
+  as stale.
 lag: N changes at --rate a second: each object is put straight into moto's backend and its
-  event record sent to the queue in batches of 10, as S3 would during an `aws s3 sync` (moto's
-  own S3 -> SNS -> SQS path puts a few objects a second once its queue is long); seconds from the
-  last change until the mount has applied all N (then `ls` lists them), its CPU seconds, and what
-  it sent to S3 meanwhile.
+  event record sent to the queue in batches of 10 (four senders), as S3 would during an
+  `aws s3 sync` of small files; seconds from the last change until the mount has applied all N
+  (then `ls` lists them), its CPU seconds, and what it sent to S3 meanwhile.
+rgw: N objects put by 16 threads to a single-node Ceph RGW, which pushes each event to a RabbitMQ
+  queue of the mount's own (scripts/notifications-setup-rgw.sh); each event's lag from its
+  eventTime to its application, and the time from the last put until all are applied.
 
-    python3 scripts/burstbench.py [--drain 10000] [--lag 10000] [--rate 1000] [--receivers 1,8] [--sqs-latency 0,0.02] [--out FILE]
+    python3 scripts/burstbench.py [--drain 10000] [--lag 10000] [--rate 1000] [--receivers 1,8] [--sqs-latency 0,0.02]
+                                  [--rgw 10000] [--out FILE]
 """
 import argparse
 import json
