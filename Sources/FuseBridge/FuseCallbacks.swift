@@ -133,7 +133,9 @@ extension FuseBridge {
 
     static let fsyncdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _, _ in
         let b = bridge(req)
-        b.replyStatus(req, "fsyncdir", ino, b.fs.fsyncDirectory())
+        let e = b.fs.fsyncDirectory()
+        if e == nil { b.trace("fsyncdir", ino, nil, "ok") }
+        b.replyStatus(req, "fsyncdir", ino, e)
     }
 
     static let openCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
@@ -168,14 +170,17 @@ extension FuseBridge {
         let err = b.fs.read(handle: handle, offset: Int64(clamping: off), size: size, interrupted: { fuse_req_interrupted(req) != 0 }) { parts in
             // Straight from the read window into the kernel: one iovec per chunk.
             var iov = parts.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+            b.trace("read", ino, nil, "ok, \(parts.reduce(0) { $0 + $1.count }) bytes at \(off)")
             _ = iov.withUnsafeMutableBufferPointer { fuse_reply_iov(req, $0.baseAddress, Int32($0.count)) }
             replied = true
         }
         if let err, !replied { b.replyError(req, "read", ino, err) }
     }
 
-    static let releaseCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, _, fi in
-        bridge(req).fs.release(handle: s3m_fi_fh(fi))
+    static let releaseCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, fi in
+        let b = bridge(req)
+        b.fs.release(handle: s3m_fi_fh(fi))
+        b.trace("release", ino, nil, "ok")
         fuse_reply_err(req, 0)
     }
 
@@ -305,7 +310,9 @@ extension FuseBridge {
     static let writeCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, Int, off_t, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, buf, size, off, fi in
         let b = bridge(req)
         switch b.fs.write(handle: s3m_fi_fh(fi), offset: Int64(clamping: off), data: UnsafeRawBufferPointer(start: buf, count: size)) {
-        case .success(let n): fuse_reply_write(req, n)
+        case .success(let n):
+            b.trace("write", ino, nil, "ok, \(n) bytes at \(off)")
+            fuse_reply_write(req, n)
         case .failure(let err): b.replyError(req, "write", ino, err)
         }
     }
@@ -319,7 +326,9 @@ extension FuseBridge {
 
     static let fsyncCallback: @convention(c) (fuse_req_t?, fuse_ino_t, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, _, fi in
         let b = bridge(req)
-        b.replyStatus(req, "fsync", ino, b.fs.fsync(handle: s3m_fi_fh(fi)))
+        let e = b.fs.fsync(handle: s3m_fi_fh(fi))
+        if e == nil { b.trace("fsync", ino, nil, "ok") }
+        b.replyStatus(req, "fsync", ino, e)
     }
 
     static let setattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafeMutablePointer<stat>?, Int32, UnsafeMutablePointer<fuse_file_info>?) -> Void = { req, ino, attr, toSet, fi in
@@ -360,12 +369,18 @@ extension FuseBridge {
 
     static let rmdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, parent, name in
         let b = bridge(req)
-        b.replyStatus(req, "rmdir", parent, b.fs.rmdir(parent: parent, name: FuseBridge.name(name)))
+        let n = FuseBridge.name(name)
+        let e = b.fs.rmdir(parent: parent, name: n)
+        if e == nil { b.trace("rmdir", parent, n, "ok") }
+        b.replyStatus(req, "rmdir", parent, e)
     }
 
     static let mkdirCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?, mode_t) -> Void = { req, parent, name, mode in
         let b = bridge(req)
-        b.replyEntry(req, "mkdir", parent, b.fs.mkdir(parent: parent, name: FuseBridge.name(name), mode: mode, caller: caller(req)))
+        let n = FuseBridge.name(name)
+        let r = b.fs.mkdir(parent: parent, name: n, mode: mode, caller: caller(req))
+        if case .success(let a) = r { b.trace("mkdir", parent, n, "ok, ino=\(a.ino)") }
+        b.replyEntry(req, "mkdir", parent, r)
     }
 
     static let symlinkCallback: @convention(c) (fuse_req_t?, UnsafePointer<CChar>?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, link, parent, name in
@@ -421,7 +436,9 @@ extension FuseBridge {
 
     static let removexattrCallback: @convention(c) (fuse_req_t?, fuse_ino_t, UnsafePointer<CChar>?) -> Void = { req, ino, name in
         let b = bridge(req)
-        b.replyStatus(req, "removexattr", ino, b.fs.removexattr(ino: ino, name: attributeName(name)))
+        let e = b.fs.removexattr(ino: ino, name: attributeName(name))
+        if e == nil { b.trace("removexattr", ino, nil, "ok") }
+        b.replyStatus(req, "removexattr", ino, e)
     }
 
     static let readlinkCallback: @convention(c) (fuse_req_t?, fuse_ino_t) -> Void = { req, ino in

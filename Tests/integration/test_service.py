@@ -168,6 +168,14 @@ def test_metrics_sigusr1_and_debug_log(moto, s3, bucket, mount, tmp_path):
     assert wait_for(lambda: "stats: requests" in m.log())
     log = m.log()
     assert "fuse lookup" in log and "s3 ListObjectsV2" in log and "s3 GetObject key=d/a.txt status=" in log
+    assert "fuse read ino=" in log and "bytes at 0" in log, "a successful read is traced too"
+    # Every operation is traced with --debug, successes too: a mkdir, a write, an fsync, an rmdir.
+    run(f"mkdir {m.path}/made && dd if=/dev/zero of={m.path}/made/f bs=1k count=3 conv=fsync status=none && rm {m.path}/made/f && rmdir {m.path}/made")
+    assert wait_for(lambda: "fuse rmdir" in m.log())
+    log = m.log()
+    for line in ("fuse mkdir ino=1 name=made -> ok", "fuse write ino=", "ok, 1024 bytes at 2048", "fuse fsync ino=", "fuse release ino=",
+                 "fuse unlink ino=", "fuse rmdir ino=1 name=made -> ok"):
+        assert line in log, (line, log[-3000:])
     assert CREDS["AWS_SECRET_ACCESS_KEY"] + "\n" not in log and "Signature=" not in log
     assert mounted(m.path), "SIGUSR1 does not stop the daemon"
     (tmp_path / "bad").mkdir()
