@@ -126,6 +126,23 @@ final class MetadataTests: XCTestCase {
         XCTAssertEqual(lookup(again, Filesystem.rootIno, "x")?.mode, 0o644, "the ETag changed: the index entry no longer applies")
     }
 
+    func testMetadataNoneUploadsNoMetadataHeaders() throws {
+        let store = InMemoryStore()
+        let fs = make(store, mode: .none)
+        let (_, h) = try fs.create(parent: Filesystem.rootIno, name: b("plain"), flags: O_WRONLY, mode: 0o600).get()
+        XCTAssertEqual(try fs.write(handle: h, offset: 0, data: UnsafeRawBufferPointer(start: [UInt8]("abc".utf8), count: 3)).get(), 3)
+        XCTAssertNil(fs.flush(handle: h, final: true))
+        fs.release(handle: h)
+        XCTAssertEqual(store.data("plain"), b("abc"))
+        XCTAssertEqual(store.meta("plain") ?? [:], [:], "nothing kept: no mode, owner or mtime header")
+        // The same file with the index on carries them.
+        let kept = make(store)
+        let (_, h2) = try kept.create(parent: Filesystem.rootIno, name: b("kept"), flags: O_WRONLY, mode: 0o600).get()
+        XCTAssertNil(kept.flush(handle: h2, final: true))
+        kept.release(handle: h2)
+        XCTAssertEqual(store.meta("kept")?["mode"], String(UInt32(S_IFREG) | 0o600))
+    }
+
     func testTwoMountsChangingOneDirectoryKeepBothChanges() throws {
         let store = InMemoryStore()
         store.put("shared/a")

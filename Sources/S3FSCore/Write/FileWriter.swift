@@ -68,7 +68,8 @@ final class FileWriter: @unchecked Sendable {
     let journal: UploadJournal?
 
     init(store: ObjectStore, key: [UInt8], ino: UInt64, meta: PosixMeta, spoolDir: String, multipartThreshold: Int64, partSize: Int64, parallelParts: Int,
-         journal: UploadJournal? = nil) throws {
+         journal: UploadJournal? = nil, storesMeta: Bool = true) throws {
+        self.storesMeta = storesMeta
         self.store = store
         self.journal = journal
         self.state = Locked(State(meta: meta))
@@ -114,6 +115,10 @@ final class FileWriter: @unchecked Sendable {
 
     /// The headers of an upload starting now.
     static func headers(_ m: PosixMeta) -> [(String, String)] { m.headers(mtimeIfUnset: Timestamp.now()) }
+
+    /// `--metadata none`: uploads carry no mode, owner or time headers.
+    let storesMeta: Bool
+    func uploadHeaders(_ m: PosixMeta) -> [(String, String)] { storesMeta ? Self.headers(m) : [] }
 
     /// The object to download before the first read, write or truncate (set by an open without
     /// O_TRUNC): opening and closing without touching the data (`touch`) downloads nothing.
@@ -297,7 +302,7 @@ final class FileWriter: @unchecked Sendable {
         state.withLock { $0.creatingUpload = true }
         do {
             let m = meta
-            let upload = try store.createMultipart(key, metadata: Self.headers(m))
+            let upload = try store.createMultipart(key, metadata: uploadHeaders(m))
             journal?.started(key, uploadId: upload.id)
             state.withLock { $0.upload = upload; $0.creatingUpload = false; $0.multipartMeta = m }
         } catch let e as S3Error {
@@ -390,7 +395,7 @@ final class FileWriter: @unchecked Sendable {
             do {
                 var etag: String
                 if id == nil && size <= multipartThreshold {
-                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size), metadata: Self.headers(stored))
+                    etag = try store.put(key, body: .file(fd: fd, offset: 0, length: size), metadata: uploadHeaders(stored))
                 } else {
                     if id == nil { beginMultipart() }
                     let count = partCount(for: size)
@@ -431,7 +436,7 @@ final class FileWriter: @unchecked Sendable {
                     }
                     if createdWith != meta {
                         // Mode or times changed while the parts were going up: one copy onto itself.
-                        let copied = try store.copy(from: key, to: key, size: size, metadata: Self.headers(stored), sourceETag: etag)
+                        let copied = try store.copy(from: key, to: key, size: size, metadata: uploadHeaders(stored), sourceETag: etag)
                         if !copied.isEmpty { etag = copied }
                     }
                 }

@@ -82,7 +82,7 @@ extension Filesystem {
 
     func makeWriter(key: [UInt8], ino: UInt64, meta m: PosixMeta) throws -> FileWriter {
         try FileWriter(store: store, key: key, ino: ino, meta: m, spoolDir: options.spoolDir, multipartThreshold: options.multipartThreshold,
-                       partSize: options.partSize, parallelParts: options.parallelParts, journal: journal)
+                       partSize: options.partSize, parallelParts: options.parallelParts, journal: journal, storesMeta: options.metadata != .none)
     }
 
     // MARK: - POSIX metadata
