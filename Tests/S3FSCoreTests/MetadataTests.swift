@@ -130,7 +130,7 @@ final class MetadataTests: XCTestCase {
         let store = InMemoryStore()
         let fs = make(store, mode: .none)
         let (_, h) = try fs.create(parent: Filesystem.rootIno, name: b("plain"), flags: O_WRONLY, mode: 0o600).get()
-        XCTAssertEqual(try fs.write(handle: h, offset: 0, data: UnsafeRawBufferPointer(start: [UInt8]("abc".utf8), count: 3)).get(), 3)
+        XCTAssertEqual(try b("abc").withUnsafeBytes { try fs.write(handle: h, offset: 0, data: $0).get() }, 3)
         XCTAssertNil(fs.flush(handle: h, final: true))
         fs.release(handle: h)
         XCTAssertEqual(store.data("plain"), b("abc"))
