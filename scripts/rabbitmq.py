@@ -8,20 +8,15 @@ pika for `publish`): `bash scripts/setup.sh tests` installs them.
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import uuid
 
+from rgwcluster import free_port
+
 RABBIT_BIN = "/usr/lib/rabbitmq/bin"
 VHOST = "s3m/tests"  # a "/" in it: the URL must carry it as %2F
 USER = "s3mount"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc):

@@ -58,6 +58,15 @@ def first_event(s3, bucket, mounts):
         until(lambda: not os.path.exists(f"{m.path}/{key}"), what="the warm-up's delete")
 
 
+def one_following_mount(store, s3, bucket, mount, rabbit):
+    """A queue of its own and a mount that follows it (TTL indefinite), with the path shown to work."""
+    (name,), (url,) = queues(store, rabbit, bucket, 1)
+    m = mount(bucket, "--notification-queue", url, "--metadata-ttl", "indefinite", env={"S3MOUNT_AMQP_PASSWORD": rabbit.password})
+    until(lambda: m.stats()["notifications"]["healthy"], what="the first receive")
+    first_event(s3, bucket, (m,))
+    return name, m
+
+
 def until(check, timeout=45.0, what="the change"):
     start = time.time()
     while True:
@@ -131,10 +140,7 @@ def test_puts_and_deletes_by_another_client_show_on_two_mounts(store, s3, bucket
 
 @rgw_only
 def test_malformed_and_oversized_messages_are_acked_and_counted(store, s3, bucket, mount, rabbit, tmp_path):
-    (name,), (url,) = queues(store, rabbit, bucket, 1)
-    m = mount(bucket, "--notification-queue", url, "--metadata-ttl", "indefinite", env={"S3MOUNT_AMQP_PASSWORD": rabbit.password})
-    until(lambda: m.stats()["notifications"]["healthy"], what="the first receive")
-    first_event(s3, bucket, (m,))
+    name, m = one_following_mount(store, s3, bucket, mount, rabbit)
     rabbit.publish(name, b"not json")
     rabbit.publish(name, b"{" + b" " * (2 << 20) + b"}")  # 2 MiB: over the bound, never read into memory whole
     s3.put_object(Bucket=bucket, Key="after.txt", Body=b"still works")
@@ -145,10 +151,7 @@ def test_malformed_and_oversized_messages_are_acked_and_counted(store, s3, bucke
 
 @rgw_only
 def test_a_broker_restart_falls_back_and_reconnects(store, s3, bucket, mount, rabbit, tmp_path):
-    (name,), (url,) = queues(store, rabbit, bucket, 1)
-    m = mount(bucket, "--notification-queue", url, "--metadata-ttl", "indefinite", env={"S3MOUNT_AMQP_PASSWORD": rabbit.password})
-    until(lambda: m.stats()["notifications"]["healthy"], what="the first receive")
-    first_event(s3, bucket, (m,))
+    name, m = one_following_mount(store, s3, bucket, mount, rabbit)
     r = rabbit.ctl("stop_app")
     assert r.returncode == 0, r.stderr
     until(lambda: not m.stats()["notifications"]["healthy"], timeout=30, what="the lost connection")
